@@ -1,0 +1,142 @@
+"""The caption decoder: an LSTM whose initial state comes from the pooled image vector.
+
+Attention (the seed's table):
+- `none`: the LSTM sees only the words; the image enters through the initial state (h0, c0).
+- `I`:  additive (Bahdanau / Show-Attend-Tell), score_r = v · tanh(W f_r + U h).
+- `II`: dot product, score_r = (W f_r) · h / sqrt(H), computed with `torch.bmm`.
+With attention, the context vector (the weighted mean of region features) is fed to the LSTM
+together with the word embedding at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int
+    embed_dim: int
+    feature_dim: int  # C, the encoder's channels
+    feature_size: int  # P, what the decoder projects region features to
+    hidden_size: int
+    attention: str  # none | I | II
+    attention_size: int
+    dropout: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class AdditiveAttention(nn.Module):
+    """Attention I: v · tanh(W f + U h)."""
+
+    def __init__(self, feature_dim: int, hidden_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, attention_size)
+        self.hidden_proj = nn.Linear(hidden_size, attention_size)
+        self.score = nn.Linear(attention_size, 1)
+
+    def prepare(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.feature_proj(grid)  # [B, R, A], once per batch
+
+    def forward(self, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        energy = torch.tanh(keys + self.hidden_proj(hidden).unsqueeze(1))
+        return self.score(energy).squeeze(2)  # [B, R]
+
+
+class DotAttention(nn.Module):
+    """Attention II: scaled dot product between projected regions and the hidden state (bmm)."""
+
+    def __init__(self, feature_dim: int, hidden_size: int) -> None:
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, hidden_size)
+        self.scale = 1.0 / math.sqrt(hidden_size)
+
+    def prepare(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.feature_proj(grid)  # [B, R, H]
+
+    def forward(self, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(keys, hidden.unsqueeze(2)).squeeze(2) * self.scale  # [B, R]
+
+
+@dataclass
+class DecoderState:
+    h: torch.Tensor
+    c: torch.Tensor
+    grid: torch.Tensor  # [B, R, P] projected region features
+    keys: torch.Tensor | None  # attention keys [B, R, A], None without attention
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(self, config: DecoderConfig, embeddings: torch.Tensor | None = None,
+                 freeze_embeddings: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        if config.attention not in ("none", "I", "II"):
+            raise ValueError(f"unknown attention {config.attention!r}; valid: none, I, II")
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
+        if embeddings is not None:
+            self.embed.weight.data.copy_(embeddings)
+        self.embed.weight.requires_grad_(not freeze_embeddings)
+        # Random-weight and pretrained trunks differ wildly in feature scale; normalising each
+        # region vector makes one set of hyperparameters work for every encoder. Projecting
+        # C -> P once per batch keeps every decoding step cheap (C is 2048 for ResNet-101).
+        self.feature_norm = nn.LayerNorm(config.feature_dim)
+        self.feature_proj = nn.Linear(config.feature_dim, config.feature_size)
+        self.init_h = nn.Linear(config.feature_size, config.hidden_size)
+        self.init_c = nn.Linear(config.feature_size, config.hidden_size)
+        if config.attention == "I":
+            self.attention = AdditiveAttention(config.feature_size, config.hidden_size,
+                                               config.attention_size)
+        elif config.attention == "II":
+            self.attention = DotAttention(config.feature_size, config.hidden_size)
+        else:
+            self.attention = None
+        context_dim = config.feature_size if self.attention is not None else 0
+        self.cell = nn.LSTMCell(config.embed_dim + context_dim, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def start(self, grid: torch.Tensor, pooled: torch.Tensor) -> DecoderState:
+        """Initial state from the image: h0, c0 from the pooled vector; attention keys."""
+        grid = self.feature_proj(self.feature_norm(grid.float()))
+        pooled = self.feature_proj(self.feature_norm(pooled.float()))
+        keys = self.attention.prepare(grid) if self.attention is not None else None
+        return DecoderState(torch.tanh(self.init_h(pooled)), torch.tanh(self.init_c(pooled)),
+                            grid, keys)
+
+    def step(self, tokens: torch.Tensor, state: DecoderState
+             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """One word: returns logits [B, V], the new state, attention weights [B, R] or None."""
+        inputs = self.embed(tokens)
+        alpha = None
+        if self.attention is not None:
+            alpha = torch.softmax(self.attention(state.keys, state.h), dim=1)
+            context = torch.bmm(alpha.unsqueeze(1), state.grid).squeeze(1)
+            inputs = torch.cat([inputs, context], dim=1)
+        h, c = self.cell(inputs, (state.h, state.c))
+        logits = self.out(self.dropout(h))
+        return logits, DecoderState(h, c, state.grid, state.keys), alpha
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
+                teacher_forcing: float = 1.0) -> torch.Tensor:
+        """Logits [B, T-1, V] predicting tokens[:, 1:] from tokens[:, :-1].
+
+        With `teacher_forcing` < 1, each step feeds the model's own previous prediction instead
+        of the true word with probability 1 - teacher_forcing (the seed's v1 used 0.9).
+        """
+        state = self.start(grid, pooled)
+        current = tokens[:, 0]
+        outputs = []
+        for t in range(tokens.size(1) - 1):
+            logits, state, _ = self.step(current, state)
+            outputs.append(logits)
+            current = tokens[:, t + 1]
+            if teacher_forcing < 1.0 and torch.rand(()).item() >= teacher_forcing:
+                current = logits.argmax(dim=1)
+        return torch.stack(outputs, dim=1)

@@ -1,0 +1,20 @@
+"""Where each stage reads and writes, relative to the repository root (mirrors dvc.yaml)."""
+
+from pathlib import Path
+
+DATASET_DIR = Path("data/dataset")
+CAPTION_FILE = DATASET_DIR / "dataset.json"  # Karpathy format, whatever the source
+IMAGES_DIR = DATASET_DIR / "images"
+VOCAB_DIR = Path("data/vocab")
+VOCAB_FILE = VOCAB_DIR / "vocab.json"
+CAPTIONS_FILE = VOCAB_DIR / "captions.npz"
+EMBEDDINGS_FILE = VOCAB_DIR / "embeddings.npy"
+FEATURES_FILE = Path("data/features/features.h5")
+MODEL_DIR = Path("data/model")
+CHECKPOINT_FILE = MODEL_DIR / "decoder.pt"
+MLFLOW_RUN_FILE = MODEL_DIR / "mlflow_run_id.txt"
+METRICS_DIR = Path("metrics")
+TRAIN_METRICS = METRICS_DIR / "train.json"
+TRAIN_LOG = METRICS_DIR / "train_log.csv"
+EVAL_METRICS = METRICS_DIR / "eval.json"
+EVAL_SAMPLES = METRICS_DIR / "samples.csv"

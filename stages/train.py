@@ -1,0 +1,84 @@
+"""DVC stage `train`: train the caption decoder on the selected encoder's features."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from imcap.atomic import atomic_path, write_json, write_text
+from imcap.data import load_split
+from imcap.devices import pick_device
+from imcap.features import FeatureStore
+from imcap.karpathy import load_dataset
+from imcap.model import DecoderConfig
+from imcap.params import load_params
+from imcap.paths import (
+    CAPTION_FILE,
+    CAPTIONS_FILE,
+    CHECKPOINT_FILE,
+    EMBEDDINGS_FILE,
+    FEATURES_FILE,
+    MLFLOW_RUN_FILE,
+    TRAIN_LOG,
+    TRAIN_METRICS,
+    VOCAB_FILE,
+)
+from imcap.tracking import mlflow_run
+from imcap.training import EpochLog, train_decoder
+from imcap.vocab import EncodedCaptions, Vocabulary
+
+
+def main() -> None:
+    params = load_params()
+    dataset = load_dataset(CAPTION_FILE)
+    vocab = Vocabulary.load(VOCAB_FILE)
+    encoded = EncodedCaptions.load(CAPTIONS_FILE)
+    embeddings = torch.from_numpy(np.load(EMBEDDINGS_FILE))
+    store = FeatureStore(FEATURES_FILE)
+    train_data = load_split("train", encoded, store, dataset)
+    val_data = load_split("val", encoded, store, dataset)
+    config = DecoderConfig(
+        vocab_size=len(vocab),
+        embed_dim=embeddings.shape[1],
+        feature_dim=store.feature_dim,
+        feature_size=params.model.feature_size,
+        hidden_size=params.model.hidden_size,
+        attention=params.attention,
+        attention_size=params.model.attention_size,
+        dropout=params.model.dropout,
+    )
+    t = params.train
+    history: list[EpochLog] = []
+    with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "train") as tracker:
+        tracker.log_params({**params.as_flat_dict(), "vocab_size": len(vocab),
+                            "regions": store.grid_shape[0]})
+
+        def on_epoch(log: EpochLog) -> None:
+            history.append(log)
+            tracker.log_metrics({"train_loss": log.train_loss, "val_loss": log.val_loss,
+                                 "val_bleu4": log.val_bleu4}, step=log.epoch)
+            with atomic_path(TRAIN_LOG) as tmp:
+                pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.5f")
+
+        start = time.perf_counter()
+        result = train_decoder(
+            config, embeddings, train_data, val_data, vocab, CHECKPOINT_FILE,
+            epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+            grad_clip=t.grad_clip, teacher_forcing=t.teacher_forcing, patience=t.patience,
+            max_length=t.max_length, seed=params.seed, device=pick_device(t.device),
+            on_epoch=on_epoch,
+        )
+        summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
+                   "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+                   "train_seconds": round(time.perf_counter() - start, 1)}
+        tracker.log_metrics({"best_val_bleu4": result.best_val_bleu4,
+                             "best_epoch": result.best_epoch})
+        tracker.log_artifact(CHECKPOINT_FILE)
+        tracker.log_artifact(VOCAB_FILE)
+        write_json(TRAIN_METRICS, summary)
+        write_text(MLFLOW_RUN_FILE, (tracker.run_id or "") + "\n")
+
+
+if __name__ == "__main__":
+    main()
