@@ -99,7 +99,8 @@ def extract_features(
         with torch.inference_mode():
             for batch in tqdm(loader, desc=f"features {encoder_name}", unit="batch"):
                 grid, pooled = encoder(batch.to(dev, non_blocking=True))
-                grid = grid.float().cpu().numpy().astype(storage)
+                with np.errstate(over="ignore"):  # overflow -> inf, caught just below
+                    grid = grid.float().cpu().numpy().astype(storage)
                 pooled = pooled.float().cpu().numpy()
                 _check_finite(grid, pooled, filenames[start : start + len(grid)])
                 if grid_ds is None:

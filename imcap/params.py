@@ -206,7 +206,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
     if unknown:
         where = f"section {prefix.rstrip('.')!r}" if prefix else "the top level"
         raise ParamError(
-            f"{source}: unknown key {prefix}{unknown[0]!r} in {where}; "
+            f"{source}: unknown key {unknown[0]!r} in {where}; "
             f"valid keys: {', '.join(fields)}"
         )
     values: dict[str, Any] = {}

@@ -53,11 +53,13 @@ _CORNER_FORMS = (
     "in the {v}-{h} corner",
     "at the {v}-{h}",
     "near the {v} {h} corner",
+    "towards the {v} {h}",
 )
 _EDGE_PHRASES: dict[tuple[int, int], tuple[str, ...]] = {  # the other five cells
     (0, 1): (
         "at the top",
         "near the top",
+        "towards the top",
         "in the top middle",
         "at the top centre",
         "at the top edge",
@@ -69,6 +71,7 @@ _EDGE_PHRASES: dict[tuple[int, int], tuple[str, ...]] = {  # the other five cell
         "at the left edge",
         "in the middle left",
         "near the left side",
+        "towards the left",
         "halfway down the left side",
     ),
     (1, 1): (
@@ -85,16 +88,26 @@ _EDGE_PHRASES: dict[tuple[int, int], tuple[str, ...]] = {  # the other five cell
         "at the right edge",
         "in the middle right",
         "near the right side",
+        "towards the right",
         "halfway down the right side",
     ),
     (2, 1): (
         "at the bottom",
         "near the bottom",
+        "towards the bottom",
         "in the bottom middle",
         "at the bottom centre",
         "at the bottom edge",
         "in the lower middle",
     ),
+}
+_BARE_CORNER_FORMS = ("{v} {h}", "{v}-{h}", "{v} {h} corner")
+_BARE_PHRASES: dict[tuple[int, int], tuple[str, ...]] = {  # terse: "red circle top left"
+    (0, 1): ("top centre", "top middle", "at the top"),
+    (1, 0): ("middle left", "left side", "on the left"),
+    (1, 1): ("centre", "center", "in the middle"),
+    (1, 2): ("middle right", "right side", "on the right"),
+    (2, 1): ("bottom centre", "bottom middle", "at the bottom"),
 }
 _ROW_PHRASES = {
     0: ("along the top", "at the top", "across the top", "in the top row"),
@@ -123,8 +136,8 @@ _PRONOUN_FORMS = {
     "next to": (("next to it", "beside it"), ("next to them", "beside them")),
 }
 # Rare openings and endings, many-ways varied, so none of them is in most reference sets.
-_PREFIXES = ("an image of", "a picture of", "we see", "you can see", "this image shows")
-_PREFIX_P = 0.35  # chance of a prefix in the frames that take one ("there is" counts as one)
+_PREFIXES = ("an image of", "a picture of", "we see", "you can see", "this image shows", "here is")
+_PREFIX_P = 0.3  # chance of a prefix in the frames that take one ("there is" counts as one)
 _BACKGROUNDS = (
     "on a black background",
     "on a dark background",
@@ -250,6 +263,13 @@ def _cell_phrase(row: int, col: int, rng: np.random.Generator) -> str:
     return _pick(rng, _EDGE_PHRASES[(row, col)])
 
 
+def _bare_cell_phrase(row: int, col: int, rng: np.random.Generator) -> str:
+    if row != 1 and col != 1:
+        form = _pick(rng, _BARE_CORNER_FORMS)
+        return form.format(v=_pick(rng, _VERTICAL[row]), h=_SIDE[col])
+    return _pick(rng, _BARE_PHRASES[(row, col)])
+
+
 def _position(unit: Unit, rng: np.random.Generator) -> str:
     if len(unit) == 1:
         return _cell_phrase(unit[0].row, unit[0].col, rng)
@@ -314,8 +334,8 @@ def _there(unit: Unit) -> str:
     return "there is" if len(unit) == 1 else "there are"
 
 
-def _is(unit: Unit) -> str:
-    return "is" if len(unit) == 1 else "are"
+def _is(unit: Unit, rng: np.random.Generator) -> str:
+    return _pick(rng, ("is", "sits") if len(unit) == 1 else ("are", "sit"))
 
 
 def _prefix(units: list[Unit], rng: np.random.Generator) -> str:
@@ -346,7 +366,7 @@ def _frame_is(units: list[Unit], rng: np.random.Generator, sized: bool) -> str |
         position = _position(unit, rng)
         if position.startswith("one "):
             return None
-        parts.append(f"{_noun_phrase(unit, rng, sized, definite)} {_is(unit)} {position}")
+        parts.append(f"{_noun_phrase(unit, rng, sized, definite)} {_is(unit, rng)} {position}")
     return _join(parts)
 
 
@@ -360,7 +380,7 @@ def _frame_relation(units: list[Unit], rng: np.random.Generator, sized: bool) ->
     relation = _pick(rng, _RELATION_WORDS[_pick(rng, relations)])
     first = _noun_phrase(units[0], rng, sized)
     if rng.random() < 0.3:  # "the red circle is above the blue square"
-        first = f"{_noun_phrase(units[0], rng, sized, True)} {_is(units[0])}"
+        first = f"{_noun_phrase(units[0], rng, sized, True)} {_is(units[0], rng)}"
         text = f"{first} {relation} {_noun_phrase(units[1], rng, sized, True)}"
     else:
         text = f"{first} {relation} {_noun_phrase(units[1], rng, sized)}"
@@ -368,7 +388,7 @@ def _frame_relation(units: list[Unit], rng: np.random.Generator, sized: bool) ->
         return f"{text} and {_located(units[2], rng, sized)}"
     if text.startswith("the "):
         return text
-    return _pick(rng, ("", "", _there(units[0]) + " ")) + text
+    return _pick(rng, ("", "", "", _there(units[0]) + " ")) + text
 
 
 def _frame_with(units: list[Unit], rng: np.random.Generator, sized: bool) -> str | None:
@@ -395,13 +415,28 @@ def _frame_position_first(units: list[Unit], rng: np.random.Generator, sized: bo
     if any(p.startswith("one ") for p in positions):  # "one at the top and one ..." reads badly
         return None
     first = units[0]
-    link = _pick(rng, (f" {_there(first)} ", f" {_is(first)} ", ", "))
+    links = [f" {_there(first)} ", f" {_is(first, rng)} ", f" {_is(first, rng)} "]
+    if len(units) == 1:
+        links.append(", ")  # "at the top, a red circle"
+    link = _pick(rng, links)
     text = f"{positions[0]}{link}{_noun_phrase(first, rng, sized)}"
     rest = [
-        f"{_noun_phrase(u, rng, sized)} {_is(u)} {p}"
+        f"{_noun_phrase(u, rng, sized)} {_is(u, rng)} {p}"
         for u, p in zip(units[1:], positions[1:], strict=True)
     ]
     return _join([text, *rest])
+
+
+def _frame_terse(units: list[Unit], rng: np.random.Generator, sized: bool) -> str:
+    """Article-less notes: "red circle top left, two blue stars top-right and center"."""
+    parts = []
+    for unit in units:
+        noun = _noun_phrase(unit, rng, sized)
+        if len(unit) == 1:
+            noun = noun.split(" ", 1)[1]  # drop the article
+        places = _join([_bare_cell_phrase(o.row, o.col, rng) for o in unit])
+        parts.append(f"{noun} {places}")
+    return ", ".join(parts) if rng.random() < 0.5 else _join(parts)
 
 
 def _frame_unplaced(units: list[Unit], rng: np.random.Generator, sized: bool) -> str:
@@ -444,11 +479,12 @@ _FRAMES: tuple[_Frame, ...] = (
     _frame_relation,
     _frame_with,
     _frame_position_first,
+    _frame_terse,
     _frame_unplaced,
     _frame_count,
     _frame_single,
 )
-_FRAME_WEIGHTS = np.array([0.2, 0.12, 0.18, 0.12, 0.12, 0.07, 0.08, 0.08])
+_FRAME_WEIGHTS = np.array([0.18, 0.12, 0.16, 0.11, 0.1, 0.12, 0.06, 0.07, 0.08])
 _FRAME_WEIGHTS = _FRAME_WEIGHTS / _FRAME_WEIGHTS.sum()
 
 

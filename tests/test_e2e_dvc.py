@@ -1,0 +1,129 @@
+"""End to end: the real `dvc repro` and `dvc exp run` on a copy of the project, tiny params."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).with_name("dvc"))
+STAGES = ("download", "vocab", "features", "train", "evaluate")
+TINY = {
+    "shapes": {"num_images": 40, "image_size": 64, "val_fraction": 0.2, "test_fraction": 0.2},
+    "vocab": {"min_count": 2},
+    "embedding": {"dim": 16},
+    "features": {"image_size": 64, "batch_size": 16},
+    "model": {"feature_size": 32, "hidden_size": 32, "attention_size": 16},
+    "train": {"epochs": 2, "batch_size": 32},
+    "eval": {"num_samples": 5},
+}
+
+pytestmark = pytest.mark.e2e
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+    # The pipeline's own results are not part of the project: the copy starts from scratch.
+    return [f for f in listed if not f.startswith(("data/", "metrics/", "tests/", "docs/"))
+            and f != "dvc.lock" and (REPO / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in _project_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["init", "-q"], ["config", "user.email", "ci@example.com"],
+                 ["config", "user.name", "CI"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([DVC, *args], cwd=root, env=_env(root), capture_output=True,
+                            text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _ran(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([\w@-]+)'", result.stdout + result.stderr))
+
+
+def _restored(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Stage '([\w@-]+)' is cached", result.stdout + result.stderr))
+
+
+def test_pipeline_experiments_metrics_and_mlflow(project: Path):
+    first = _dvc(project, "repro")
+    assert _ran(first) == set(STAGES)
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    assert set(metrics["greedy"]) == {"bleu1", "bleu2", "bleu3", "bleu4"}
+    assert (project / "metrics/samples.csv").read_text().startswith("image,caption,references")
+
+    again = _dvc(project, "repro")
+    assert _ran(again) == set()
+    assert "up to date" in again.stdout
+
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=project, check=True)
+
+    attention = _dvc(project, "exp", "run", "-S", "attention=II")
+    assert _ran(attention) == {"train", "evaluate"}
+
+    encoder = _dvc(project, "exp", "run", "-S", "encoder=resnet34")
+    assert _ran(encoder) == {"features", "train", "evaluate"}
+
+    back = _dvc(project, "exp", "run", "-S", "encoder=resnet18")
+    assert "features" not in _ran(back)
+    assert "features" in _restored(back)  # from DVC's run-cache, not recomputed
+
+    shown = json.loads(_dvc(project, "exp", "show", "--json").stdout)
+    assert "greedy" in json.dumps(shown) and "bleu4" in json.dumps(shown)
+    diff = _dvc(project, "metrics", "diff", "--json", "HEAD").stdout
+    assert "greedy.bleu4" in diff or "bleu4" in diff
+
+    plots = _dvc(project, "plots", "show", "--json").stdout
+    assert "val_bleu4" in plots and "train_loss" in plots
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("imcap").experiment_id])
+    assert len(runs) >= 3  # repro + attention=II + resnet34 (the last came from run-cache)
+    exp_names = {run.data.tags.get("dvc_exp_name") for run in runs}
+    assert len(exp_names - {None}) >= 2
+    for run in runs:
+        assert run.data.params["attention"] in ("I", "II")
+        assert "test_greedy_bleu4" in run.data.metrics
+        assert "val_bleu4" in run.data.metrics
+
+
+def test_bad_param_fails_before_any_work(project: Path):
+    result = _dvc(project, "exp", "run", "-S", "attention=III", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "unknown value 'III'; valid choices: none, I, II" in output
+    assert _ran(result) <= {"train"}  # the first stage to run refuses at once

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from imcap.params import ATTENTIONS, ENCODERS, ParamError, Params, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_file_is_valid_and_matches_the_documented_defaults():
+    params = load_params(REPO / "params.yaml")
+    assert (params.dataset, params.encoder, params.embeddings, params.attention) == (
+        "shapes", "resnet18", "random", "I")
+    assert params.features.weights == "none"
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("")
+    assert load_params(path) == Params()
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ({"encoder": "vgg16"}, ENCODERS),
+    ({"attention": "III"}, ATTENTIONS),
+    ({"dataset": "imagenet"}, ("shapes",)),
+])
+def test_unknown_choice_names_the_valid_ones(raw, named):
+    with pytest.raises(ParamError) as err:
+        parse_params(raw)
+    message = str(err.value)
+    assert repr(next(iter(raw.values()))) in message
+    assert all(choice in message for choice in named)
+
+
+@pytest.mark.parametrize("raw", [
+    {"train": {"batch_size": -1}},
+    {"train": {"batch_size": 0}},
+    {"features": {"num_workers": -2}},
+    {"model": {"dropout": 1.5}},
+    {"shapes": {"val_fraction": 0.6, "test_fraction": 0.5}},
+])
+def test_out_of_range_values_fail(raw):
+    with pytest.raises(ParamError, match=r"must be"):
+        parse_params(raw)
+
+
+def test_unknown_keys_and_wrong_types_fail():
+    message = r"unknown key 'epoch' in section 'train'; valid keys: epochs"
+    with pytest.raises(ParamError, match=message):
+        parse_params({"train": {"epoch": 3}})
+    with pytest.raises(ParamError, match=r"unknown key 'atention' in the top level"):
+        parse_params({"atention": "I"})
+    with pytest.raises(ParamError, match=r"train.epochs must be int"):
+        parse_params({"train": {"epochs": "ten"}})
+    with pytest.raises(ParamError, match=r"train.epochs must be int"):
+        parse_params({"train": {"epochs": True}})
+    with pytest.raises(ParamError, match=r"train must be a section"):
+        parse_params({"train": 3})
+
+
+def test_ints_are_accepted_for_floats_and_flat_dict_uses_dotted_keys():
+    params = parse_params({"train": {"learning_rate": 1}})
+    assert params.train.learning_rate == 1.0
+    flat = params.as_flat_dict()
+    assert flat["train.learning_rate"] == 1.0 and flat["attention"] == "I"
+
+
+def test_broken_yaml_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("encoder: [unclosed\n")
+    with pytest.raises(ParamError, match=r"params\.yaml: not valid YAML"):
+        load_params(path)

@@ -1,0 +1,82 @@
+"""Training on a tiny synthetic task where the caption is a function of the features."""
+
+import pytest
+import torch
+
+from imcap.model import DecoderConfig
+from imcap.training import SplitFeatures, load_checkpoint, train_decoder
+from imcap.vocab import BOS_ID, EOS_ID, SPECIALS, Vocabulary
+
+WORDS = ("red", "blue", "circle", "square", "a", "is", "here")
+VOCAB = Vocabulary((*SPECIALS, *WORDS))
+
+
+def _split(n, seed):
+    """Image i has colour bit c and shape bit s in its features; caption 'a c s is here'."""
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2, (n, 2), generator=g)
+    grid = torch.randn(n, 4, 8, generator=g) * 0.1
+    grid[:, 0, 0] += bits[:, 0] * 2 - 1
+    grid[:, 1, 1] += bits[:, 1] * 2 - 1
+    words = [["a", WORDS[int(c)], WORDS[2 + int(s)], "is", "here"] for c, s in bits]
+    captions = torch.tensor([[BOS_ID, *map(VOCAB.id, w), EOS_ID] for w in words])
+    return SplitFeatures(grid=grid, pooled=grid.mean(dim=1), captions=captions,
+                         owner=torch.arange(n), references=[[w] for w in words])
+
+
+EMBEDDINGS = torch.randn(len(VOCAB), 8, generator=torch.Generator().manual_seed(0))
+CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, feature_dim=8, feature_size=16,
+                       hidden_size=16, attention="I", attention_size=8, dropout=0.0)
+
+
+def _train(tmp_path, name, epochs=8, patience=50, on_epoch=lambda log: None):
+    return train_decoder(
+        CONFIG, EMBEDDINGS, _split(128, 0), _split(32, 1), VOCAB,
+        tmp_path / name, epochs=epochs, batch_size=16, learning_rate=0.02, grad_clip=1.0,
+        teacher_forcing=1.0, patience=patience, max_length=7, seed=3,
+        device=torch.device("cpu"), on_epoch=on_epoch)
+
+
+def test_learns_the_task_and_keeps_the_best_checkpoint(tmp_path):
+    logs = []
+    result = _train(tmp_path, "model.pt", on_epoch=logs.append)
+    assert logs[-1].train_loss < logs[0].train_loss / 2
+    assert result.best_val_bleu4 == max(log.val_bleu4 for log in logs)
+    assert result.best_val_bleu4 > 90  # the captions are fully determined by the features
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["epoch"] == result.best_epoch
+    model = load_checkpoint(tmp_path / "model.pt")
+    assert model.config == CONFIG and not model.training
+
+
+def test_same_seed_same_result(tmp_path):
+    first, second = [], []
+    _train(tmp_path, "a.pt", epochs=2, on_epoch=first.append)
+    _train(tmp_path, "b.pt", epochs=2, on_epoch=second.append)
+    assert first == second
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monkeypatch):
+    from imcap import training
+
+    scores = iter([10.0, 12.0, 11.0, 12.0, 9.0, 50.0])
+
+    def fake_eval(*args, **kwargs):
+        return 1.0, {"bleu4": next(scores)}, []
+
+    monkeypatch.setattr(training, "evaluate_split", fake_eval)
+    result = _train(tmp_path, "m.pt", epochs=6, patience=3)
+    assert result.stopped_early
+    assert (result.best_epoch, result.best_val_bleu4, result.epochs_run) == (2, 12.0, 5)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_teacher_forcing_below_one_still_trains(tmp_path, ratio):
+    result = train_decoder(
+        CONFIG, EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB,
+        tmp_path / "m.pt", epochs=1, batch_size=16, learning_rate=0.01, grad_clip=1.0,
+        teacher_forcing=ratio, patience=5, max_length=7, seed=0, device=torch.device("cpu"))
+    assert result.epochs_run == 1 and (tmp_path / "m.pt").exists()
