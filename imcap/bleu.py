@@ -23,7 +23,7 @@ def bleu_scores(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tok
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
     with warnings.catch_warnings():  # nltk warns on every zero n-gram order; 0 is the answer
-        warnings.filterwarnings("ignore", message=".*counts of .*-gram overlaps")
+        warnings.filterwarnings("ignore", message="(?s).*counts of .*-gram overlaps")
         scores = corpus_bleu(references, hypotheses, weights=[_WEIGHTS[n] for n in range(1, 5)])
     return {f"bleu{n}": 100.0 * score for n, score in zip(range(1, 5), scores, strict=True)}
 

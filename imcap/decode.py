@@ -1,6 +1,17 @@
-"""Caption generation from image features."""
+"""Caption generation from image features: greedy decoding and sampling (beam search:
+`imcap.beam`).
+
+Every decoder works on a whole batch at once and returns token ids [B, L] (PAD after EOS; EOS
+included when emitted) and the attention weights [B, L, R] behind each token (zero at PADs;
+None without attention). Decoding stops when every caption has emitted EOS, or after
+`max_length + 1` steps (room for `max_length` words and their EOS); a caption still open then
+is returned as it is, without EOS. PAD and BOS are never emitted, and EOS not before
+`min_length` words.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -8,25 +19,71 @@ from imcap.model import CaptionDecoder
 from imcap.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
+def mask_specials(scores: torch.Tensor, step: int, min_length: int) -> torch.Tensor:
+    """`scores` [N, V] (logits or log-probabilities) with the words not allowed at `step` set to
+    -inf: PAD and BOS always, EOS while fewer than `min_length` words have been emitted."""
+    banned = [PAD_ID, BOS_ID] + ([EOS_ID] if step < min_length else [])
+    scores = scores.clone()
+    scores[:, banned] = float("-inf")
+    return scores
+
+
+def check_lengths(max_length: int, min_length: int) -> None:
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if not 0 <= min_length <= max_length:
+        raise ValueError(f"min_length must be between 0 and max_length ({max_length}), "
+                         f"got {min_length}")
+
+
 @torch.no_grad()
 def greedy_decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
-                  max_length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Most likely word at every step, for a whole batch at once.
+                  max_length: int, *, min_length: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The most likely word at every step."""
+    return _decode(model, grid, pooled, max_length, min_length,
+                   lambda logits: logits.argmax(dim=1))
 
-    Returns token ids [B, L] (PAD after EOS; EOS included when emitted) and the attention
-    weights [B, L, R] (None without attention).
-    """
+
+@torch.no_grad()
+def sample_decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
+                  max_length: int, *, temperature: float = 1.0, top_k: int = 0,
+                  min_length: int = 0, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each word drawn from softmax(logits / temperature), restricted to the `top_k` most likely
+    words when `top_k` > 0. `generator` (on the features' device) makes it repeatable."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = all words), got {top_k}")
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits / temperature
+        if top_k:
+            kth = logits.topk(min(top_k, logits.size(1)), dim=1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return _decode(model, grid, pooled, max_length, min_length, draw)
+
+
+def _decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor, max_length: int,
+            min_length: int, pick: Callable[[torch.Tensor], torch.Tensor]
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One word per step chosen by `pick` from the masked logits [B, V]."""
+    check_lengths(max_length, min_length)
     state = model.start(grid, pooled)
     batch = grid.size(0)
     current = torch.full((batch,), BOS_ID, dtype=torch.long, device=grid.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=grid.device)
     words, alphas = [], []
-    for _ in range(max_length + 1):  # up to max_length words, then EOS
+    for step in range(max_length + 1):  # up to max_length words, then EOS
         logits, state, alpha = model.step(current, state)
-        current = logits.argmax(dim=1).masked_fill(finished, PAD_ID)
+        current = pick(mask_specials(logits, step, min_length)).masked_fill(finished, PAD_ID)
         words.append(current)
         if alpha is not None:
-            alphas.append(alpha)
+            alphas.append(alpha.masked_fill(finished.unsqueeze(1), 0.0))
         finished |= current == EOS_ID
         if finished.all():
             break

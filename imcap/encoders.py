@@ -3,13 +3,24 @@
 The encoder maps images [B, 3, S, S] to a grid of region features [B, R, C] (what attention
 looks at; R = 7×7 for ResNets at 224 px, 8×8 for Inception v3 at 299 px) and a pooled vector
 [B, C] (the mean over regions, what initialises the decoder's LSTM state).
+
+Weights: `none` builds the architecture with a *seeded* random initialisation (the same
+features on every run and machine, so a `none` encoder can be rebuilt to caption new images);
+`imagenet` / `imagenet_v2` load torchvision's `IMAGENET1K_V1` / `IMAGENET1K_V2` enums, fetched
+into the torch cache once. `IMAGENET1K_V1` is what torchvision's old `pretrained=True` loaded,
+i.e. the seed project's encoders.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
 import torch
 import torchvision
 from torch import nn
+from torchvision.transforms import InterpolationMode
 
 # name -> number of children at the end of the torchvision model that are not the conv trunk
 # (avgpool + fc for ResNets; avgpool + dropout + fc for Inception v3).
@@ -24,30 +35,158 @@ _HEADS = {
     "inception_v3": 3,
 }
 ENCODER_NAMES = tuple(_HEADS)
+# `features.weights` value -> torchvision weights enum member ("none": random initialisation).
+WEIGHTS = {"none": None, "imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
+# Input side the architectures were designed for (and their ImageNet weights trained at).
+NATIVE_SIZE = {name: 299 if name == "inception_v3" else 224 for name in _HEADS}
+# Smallest input the trunk accepts (Inception's stem needs 75 px; ResNets downsample by 32).
+MIN_SIZE = {name: 75 if name == "inception_v3" else 32 for name in _HEADS}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NONE_SEED = 0  # the initialisation of `weights: none` encoders
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither in the torch cache nor downloadable; says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the encoder's input.
+
+    With pretrained weights every value comes from the weights' own metadata
+    (`weights.transforms()`): the image is resized so its shorter side is `resize_size`, then
+    centre-cropped to `crop_size`. Without weights there is no metadata: the whole image is
+    squashed to `crop_size` × `crop_size` (`resize_size` None, nothing cropped away) and
+    normalised with the ImageNet statistics.
+    """
+
+    crop_size: int
+    resize_size: int | None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: InterpolationMode = InterpolationMode.BILINEAR
+
+
+def weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum | None:
+    """torchvision's weights enum member for `features.weights`, None for `none`."""
+    _check_name(name)
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown encoder weights {weights!r}; valid choices: "
+                         f"{', '.join(WEIGHTS)}")
+    if WEIGHTS[weights] is None:
+        return None
+    enum = torchvision.models.get_model_weights(name)
+    if WEIGHTS[weights] not in enum.__members__:
+        available = [key for key, member in WEIGHTS.items()
+                     if member is None or member in enum.__members__]
+        raise ValueError(f"encoder {name} has no {weights} weights "
+                         f"({enum.__name__}.{WEIGHTS[weights]}); valid: {', '.join(available)}")
+    return enum[WEIGHTS[weights]]
+
+
+def preprocessing(name: str, weights: str, image_size: int = 0) -> Preprocessing:
+    """The preprocessing of encoder `name` with `weights` at `image_size` (0: native size).
+
+    With pretrained weights a non-zero `image_size` replaces the crop size and scales the resize
+    size in the weights' ratio (256/224 for IMAGENET1K_V1 ResNets), so `image_size` equal to
+    the native size reproduces `weights.transforms()` exactly.
+    """
+    enum = weights_enum(name, weights)
+    if image_size and image_size < MIN_SIZE[name]:
+        raise ValueError(f"image_size {image_size} is too small for {name} "
+                         f"(at least {MIN_SIZE[name]} px; 0 = native {NATIVE_SIZE[name]} px)")
+    if enum is None:
+        return Preprocessing(crop_size=image_size or NATIVE_SIZE[name], resize_size=None)
+    meta = enum.transforms()
+    crop, resize = meta.crop_size[0], meta.resize_size[0]
+    if image_size:
+        crop, resize = image_size, round(image_size * resize / crop)
+    return Preprocessing(crop_size=crop, resize_size=resize, mean=tuple(meta.mean),
+                         std=tuple(meta.std), interpolation=meta.interpolation)
 
 
 class Encoder(nn.Module):
-    """Convolutional trunk returning (grid [B, R, C], pooled [B, C])."""
+    """Convolutional trunk returning (grid [B, R, C], pooled [B, C]).
 
-    def __init__(self, trunk: nn.Module, feature_dim: int) -> None:
+    `transform_input`: Inception v3 with its ImageNet weights expects torchvision's
+    `Inception3._transform_input` (ImageNet normalisation re-expressed as (x - 0.5) / 0.5)
+    before the stem; the trunk taken from `children()` skips `Inception3.forward`, so it is
+    applied here.
+    """
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, transform_input: bool = False) -> None:
         super().__init__()
         self.trunk = trunk
         self.feature_dim = feature_dim
+        self.transform_input = transform_input
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.transform_input:
+            images = _inception_transform_input(images)
         fmap = self.trunk(images)  # [B, C, H, W]
-        grid = fmap.flatten(2).transpose(1, 2)  # [B, H*W, C]
-        return grid, grid.mean(dim=1)
+        # permute + flatten: free for a channels_last fmap, equal to flatten(2).transpose(1, 2)
+        grid = fmap.permute(0, 2, 3, 1).flatten(1, 2)  # [B, H*W, C]
+        return grid, grid.float().mean(dim=1)
+
+
+def _inception_transform_input(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's `Inception3._transform_input`, broadcast (keeps channels_last)."""
+    scale = torch.tensor([s / 0.5 for s in IMAGENET_STD], dtype=x.dtype, device=x.device)
+    shift = torch.tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN], dtype=x.dtype,
+                         device=x.device)
+    return x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
 
 
 def build_encoder(name: str, weights: str = "none") -> Encoder:
-    """A randomly initialised (`weights="none"`, offline) torchvision trunk in eval mode."""
+    """The trunk of torchvision's `name` in eval mode: seeded random init, or ImageNet weights."""
+    enum = weights_enum(name, weights)
+    if enum is None:
+        kwargs = {"aux_logits": False, "init_weights": True} if name == "inception_v3" else {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(NONE_SEED)
+            model = torchvision.models.get_model(name, weights=None, **kwargs)
+    else:
+        model = _pretrained(name, enum)
+    return encoder_from_model(name, model)
+
+
+def encoder_from_model(name: str, model: nn.Module) -> Encoder:
+    """The `Encoder` of a torchvision classifier `name` (its head, and Inception's auxiliary
+    classifier, which torchvision keeps when loading weights, dropped)."""
+    aux = getattr(model, "AuxLogits", None)
+    children = [child for child in model.children() if child is not aux]
+    trunk = nn.Sequential(*children[: -_HEADS[name]])
+    transform_input = bool(getattr(model, "transform_input", False))
+    return Encoder(trunk, model.fc.in_features, transform_input).eval()
+
+
+def weights_cache_file(enum: torchvision.models.WeightsEnum) -> Path:
+    """Where torch.hub keeps (and looks for) the file of `enum`."""
+    filename = Path(urlparse(enum.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _pretrained(name: str, enum: torchvision.models.WeightsEnum) -> nn.Module:
+    cached = weights_cache_file(enum)
+    was_cached = cached.is_file()
+    try:
+        return torchvision.models.get_model(name, weights=enum)
+    except Exception as err:  # a damaged file fails in many ways (unpickling, zip, EOF, ...)
+        if was_cached:
+            raise WeightsUnavailableError(
+                f"{cached}: cannot load the cached {name} weights ({type(err).__name__}: "
+                f"{err}); delete the file to download it again, or replace it with a good copy "
+                f"of {enum.url}") from err
+        if not isinstance(err, (OSError, RuntimeError)):  # URLError is an OSError
+            raise
+        raise WeightsUnavailableError(
+            f"{name} weights {type(enum).__name__}.{enum.name} are not in the torch cache and "
+            f"cannot be downloaded ({err}). Offline, pre-seed the cache: download {enum.url} "
+            f"elsewhere and copy it to {cached} (the torch hub directory is $TORCH_HOME/hub, "
+            "default ~/.cache/torch/hub; set TORCH_HOME to use another)") from err
+
+
+def _check_name(name: str) -> None:
     if name not in _HEADS:
         raise ValueError(f"unknown encoder {name!r}; valid choices: {', '.join(_HEADS)}")
-    if weights != "none":
-        raise ValueError(f"unknown encoder weights {weights!r}; valid choices: none")
-    kwargs = {"aux_logits": False, "init_weights": True} if name == "inception_v3" else {}
-    model = torchvision.models.get_model(name, weights=None, **kwargs)
-    feature_dim = model.fc.in_features
-    trunk = nn.Sequential(*list(model.children())[: -_HEADS[name]])
-    return Encoder(trunk, feature_dim).eval()

@@ -4,7 +4,8 @@ from pathlib import Path
 
 DATASET_DIR = Path("data/dataset")
 CAPTION_FILE = DATASET_DIR / "dataset.json"  # Karpathy format, whatever the source
-IMAGES_DIR = DATASET_DIR / "images"
+IMAGES_DIR = DATASET_DIR / "images"  # shapes only: real datasets stay outside data/
+SKIPPED_FILE = DATASET_DIR / "skipped.json"  # images left out by download.on_bad_image=skip
 VOCAB_DIR = Path("data/vocab")
 VOCAB_FILE = VOCAB_DIR / "vocab.json"
 CAPTIONS_FILE = VOCAB_DIR / "captions.npz"
@@ -14,7 +15,10 @@ MODEL_DIR = Path("data/model")
 CHECKPOINT_FILE = MODEL_DIR / "decoder.pt"
 MLFLOW_RUN_FILE = MODEL_DIR / "mlflow_run_id.txt"
 METRICS_DIR = Path("metrics")
+VOCAB_METRICS = METRICS_DIR / "vocab.json"  # vocabulary size, embedding coverage
 TRAIN_METRICS = METRICS_DIR / "train.json"
 TRAIN_LOG = METRICS_DIR / "train_log.csv"
 EVAL_METRICS = METRICS_DIR / "eval.json"
 EVAL_SAMPLES = METRICS_DIR / "samples.csv"
+BEAM_SWEEP = METRICS_DIR / "beam_sweep.csv"  # beam, bleu4, cider: drawn by dvc.yaml `plots`
+ATTENTION_DIR = METRICS_DIR / "attention"  # one PNG per test image: an image plot

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,12 +21,24 @@ from imcap.model import CaptionDecoder, DecoderConfig
 from imcap.vocab import PAD_ID, Vocabulary
 
 
+class Rows(Protocol):
+    """Indexable by a tensor of row numbers, giving a CPU tensor: a tensor, or a lazy view."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class SplitFeatures:
-    """Features of one split's images, in memory, with every caption of those images."""
+    """Features of one split's images, with every caption of those images.
 
-    grid: torch.Tensor  # [N, R, C] (float16 or float32)
-    pooled: torch.Tensor  # [N, C]
+    `grid` and `pooled` are in-memory tensors or lazy views of the feature store
+    (`imcap.feature_store.StoreRows`) that read only the rows a batch indexes.
+    """
+
+    grid: Rows  # [N, R, C] (float16 or float32)
+    pooled: Rows  # [N, C]
     captions: torch.Tensor  # [M, L] token ids
     owner: torch.Tensor  # [M] row in grid/pooled
     references: list[list[list[str]]]  # per image: all its reference captions (tokens)
@@ -105,11 +118,12 @@ def train_decoder(
     max_length: int,
     seed: int,
     device: torch.device,
+    freeze_embeddings: bool = False,
     on_epoch: Callable[[EpochLog], None] = lambda log: None,
 ) -> TrainResult:
     """Train, keeping the checkpoint with the best validation BLEU-4 at `checkpoint_path`."""
     seed_everything(seed)
-    model = CaptionDecoder(config, embeddings).to(device)
+    model = CaptionDecoder(config, embeddings, freeze_embeddings).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                  lr=learning_rate)
     shuffle = torch.Generator().manual_seed(seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,10 @@ class Vocabulary:
             if i not in (PAD_ID, BOS_ID):
                 words.append(self.words[i])
         return words
+
+    def restricted_to(self, keep: Container[str]) -> Vocabulary:
+        """The same vocabulary (order kept) without the words not in `keep`: they become UNK."""
+        return Vocabulary(SPECIALS + tuple(w for w in self.words[len(SPECIALS):] if w in keep))
 
     def save(self, path: str | Path) -> None:
         write_json(path, {"words": list(self.words)})

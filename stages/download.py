@@ -1,28 +1,46 @@
 """DVC stage `download`: obtain the dataset and normalise it to data/dataset/ (Karpathy format).
 
-For `dataset: shapes` nothing is downloaded: the images are generated from `seed`.
+`shapes` is generated from `seed` into data/dataset/images. Real datasets are downloaded into
+the cache ($IMCAP_CACHE/datasets/<name>) or read in place from a local copy; only the caption
+file (which records where the images are) and the list of skipped images go into data/dataset.
 """
 
+from pathlib import Path
+
 from imcap.atomic import atomic_path, write_json
-from imcap.params import load_params
-from imcap.paths import CAPTION_FILE, DATASET_DIR
+from imcap.datasets import load_source, normalise
+from imcap.params import Params, load_params
+from imcap.paths import CAPTION_FILE, DATASET_DIR, IMAGES_DIR, SKIPPED_FILE
 from imcap.shapes import generate_shapes
 
 
 def main() -> None:
     params = load_params()
     with atomic_path(DATASET_DIR) as staging:
-        images = staging / "images"
-        images.mkdir(parents=True)
-        dataset = generate_shapes(
-            images,
-            num_images=params.shapes.num_images,
-            image_size=params.shapes.image_size,
-            seed=params.seed,
-            val_fraction=params.shapes.val_fraction,
-            test_fraction=params.shapes.test_fraction,
-        )
-        write_json(staging / CAPTION_FILE.name, dataset)
+        staging.mkdir(parents=True)
+        if params.dataset == "shapes":
+            write_json(staging / CAPTION_FILE.name, _shapes(params, staging))
+        else:
+            d = params.download
+            dataset, skipped = normalise(load_source(params), restval=d.restval,
+                                         on_bad_image=d.on_bad_image, workers=d.check_workers)
+            write_json(staging / CAPTION_FILE.name, dataset)
+            write_json(staging / SKIPPED_FILE.name, skipped)
+            if skipped["count"]:
+                print(f"download: skipped {skipped['count']} missing/unreadable images, "
+                      f"listed in {SKIPPED_FILE}")
+
+
+def _shapes(params: Params, staging: Path) -> dict:
+    dataset = generate_shapes(
+        staging / IMAGES_DIR.name,
+        num_images=params.shapes.num_images,
+        image_size=params.shapes.image_size,
+        seed=params.seed,
+        val_fraction=params.shapes.val_fraction,
+        test_fraction=params.shapes.test_fraction,
+    )
+    return {**dataset, "image_root": IMAGES_DIR.name}
 
 
 if __name__ == "__main__":

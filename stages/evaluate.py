@@ -1,15 +1,27 @@
-"""DVC stage `evaluate`: greedy captions for the test split, BLEU-1..4, sample captions."""
+"""DVC stage `evaluate`: test-split captions by greedy decoding and by beam search for every
+size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode;
+the beam sweep as a plot; per-word attention figures of the first test images; samples."""
+
+from pathlib import Path
 
 import pandas as pd
+import torch
 
 from imcap.atomic import atomic_path, write_json
-from imcap.bleu import best_constant_caption
+from imcap.attention_maps import caption_steps, draw_attention
+from imcap.beam import beam_search
+from imcap.bleu import best_constant_caption, bleu_scores
+from imcap.coco_metrics import CocoScorer
 from imcap.data import load_split
+from imcap.datasets import image_root
 from imcap.devices import pick_device
-from imcap.features import FeatureStore
+from imcap.features import FeatureStore, load_rgb
 from imcap.karpathy import load_dataset
-from imcap.params import load_params
+from imcap.model import CaptionDecoder
+from imcap.params import EvalParams, load_params
 from imcap.paths import (
+    ATTENTION_DIR,
+    BEAM_SWEEP,
     CAPTION_FILE,
     CAPTIONS_FILE,
     CHECKPOINT_FILE,
@@ -20,47 +32,110 @@ from imcap.paths import (
     VOCAB_FILE,
 )
 from imcap.tracking import mlflow_run
-from imcap.training import evaluate_split, load_checkpoint
-from imcap.vocab import EncodedCaptions, Vocabulary
+from imcap.training import SplitFeatures, evaluate_split, load_checkpoint
+from imcap.vocab import EOS_ID, EncodedCaptions, Vocabulary
+
+Captions = list[list[str]]
+FigureInput = tuple[list[str], torch.Tensor | None, bool]  # words, maps [L, R], ended with EOS
+
+
+def beam_captions(model: CaptionDecoder, test: SplitFeatures, vocab: Vocabulary,
+                  device: torch.device, beam_size: int, settings: EvalParams
+                  ) -> tuple[Captions, list[FigureInput]]:
+    """Captions of every test image, and what the attention figures of the first
+    `settings.attention_figures` images need."""
+    captions: Captions = []
+    figures: list[FigureInput] = []
+    for rows in torch.arange(len(test.grid)).split(settings.batch_size):
+        result = beam_search(model, test.grid[rows].to(device), test.pooled[rows].to(device),
+                             beam_size, settings.max_length,
+                             length_penalty=settings.length_penalty)
+        for i, ids in enumerate(result.tokens.tolist()):
+            captions.append(vocab.decode(ids))
+            if len(figures) < settings.attention_figures:
+                alphas = result.alphas[i] if result.alphas is not None else None
+                figures.append((captions[-1], alphas, EOS_ID in ids))
+    return captions, figures
+
+
+def draw_figures(figures: list[FigureInput], images: list[Path], label: str) -> list[Path]:
+    """The attention figures, written together (atomically) as ATTENTION_DIR."""
+    with atomic_path(ATTENTION_DIR) as staging:
+        staging.mkdir()
+        for (words, alphas, ended), image in zip(figures, images, strict=False):
+            labels, maps = caption_steps(words, alphas, ended)
+            draw_attention(load_rgb(image), labels, maps,
+                           staging / f"attention_{image.stem}.png", title=f"{image.name} ({label})")
+    return sorted(ATTENTION_DIR.glob("*.png"))
+
+
+def write_samples(test_files: list[str], test: SplitFeatures, captions: dict[str, Captions],
+                  best: int, count: int) -> None:
+    samples = pd.DataFrame({
+        "image": test_files,
+        "caption": [" ".join(c) for c in captions["greedy"]],
+        "references": [" | ".join(" ".join(r) for r in refs) for refs in test.references],
+        f"beam{best}": [" ".join(c) for c in captions[f"beam{best}"]],
+    }).head(count)
+    with atomic_path(EVAL_SAMPLES) as tmp:
+        samples.to_csv(tmp, index=False)
 
 
 def main() -> None:
     params = load_params()
+    settings = params.eval
     dataset = load_dataset(CAPTION_FILE)
     vocab = Vocabulary.load(VOCAB_FILE)
     encoded = EncodedCaptions.load(CAPTIONS_FILE)
     test = load_split("test", encoded, FeatureStore(FEATURES_FILE), dataset)
+    test_files = encoded.filenames[encoded.images_in("test")].tolist()
     device = pick_device(params.train.device)
     model = load_checkpoint(CHECKPOINT_FILE, device)
-    loss, greedy, captions = evaluate_split(model, test, vocab, device, params.eval.max_length,
-                                            params.eval.batch_size)
+
+    # Started first: METEOR's Java process loads its tables while the captions are decoded.
+    with CocoScorer(meteor=settings.meteor) as coco:
+        loss, _, greedy = evaluate_split(model, test, vocab, device, settings.max_length,
+                                         settings.batch_size)
+        captions: dict[str, Captions] = {"greedy": greedy}
+        figures: dict[int, list[FigureInput]] = {}
+        for k in settings.beams:
+            captions[f"beam{k}"], figures[k] = beam_captions(model, test, vocab, device, k,
+                                                             settings)
+        scores = {mode: bleu_scores(test.references, hypotheses)
+                  | coco.score(test.references, hypotheses)
+                  for mode, hypotheses in captions.items()}
+    for mode, values in scores.items():
+        print(f"{mode:>8}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
+    for metric, why in coco.skipped.items():
+        print(f"{metric}: skipped ({why})")
+
     train_captions = [c for image in dataset.split("train") for c in image.captions]
     constant, constant_bleu4 = best_constant_caption(test.references, train_captions)
-    metrics = {
-        "greedy": {key: round(value, 4) for key, value in greedy.items()},
-        "test_loss": round(loss, 4),
-        "constant_caption_bleu4": round(constant_bleu4, 4),
-        "test_images": len(test.references),
-    }
-    print(f"test BLEU-4 {greedy['bleu4']:.2f} (greedy) vs {constant_bleu4:.2f} for the best "
-          f"constant caption {' '.join(constant)!r}")
-    test_files = encoded.filenames[encoded.images_in("test")]
-    samples = pd.DataFrame({
-        "image": test_files,
-        "caption": [" ".join(c) for c in captions],
-        "references": [" | ".join(" ".join(r) for r in refs) for refs in test.references],
-    }).head(params.eval.num_samples)
-    with atomic_path(EVAL_SAMPLES) as tmp:
-        samples.to_csv(tmp, index=False)
+    print(f"best constant caption {' '.join(constant)!r}: BLEU-4 {constant_bleu4:.2f}")
+    metrics = {mode: {k: round(v, 4) for k, v in values.items()} for mode, values in scores.items()}
+    metrics |= {"test_loss": round(loss, 4), "constant_caption_bleu4": round(constant_bleu4, 4),
+                "test_images": len(test.references), "skipped_metrics": coco.skipped}
     write_json(EVAL_METRICS, metrics)
+    sweep = pd.DataFrame([{"beam": k, "bleu4": scores[f"beam{k}"]["bleu4"],
+                           "cider": scores[f"beam{k}"]["cider"]} for k in settings.beams])
+    with atomic_path(BEAM_SWEEP) as tmp:
+        sweep.to_csv(tmp, index=False, float_format="%.4f")
+    best = max(settings.beams, key=lambda k: (scores[f"beam{k}"]["bleu4"], -k))
+    write_samples(test_files, test, captions, best, settings.num_samples)
+    root = image_root(CAPTION_FILE)
+    drawn = draw_figures(figures[best], [root / name for name in test_files], f"beam {best}")
 
     run_id = MLFLOW_RUN_FILE.read_text().strip() or None
     with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "evaluate",
                     resume_run_id=run_id) as tracker:
-        tracker.log_metrics({f"test_greedy_{k}": v for k, v in greedy.items()}
-                            | {"test_constant_caption_bleu4": constant_bleu4})
-        tracker.log_artifact(EVAL_SAMPLES)
-        tracker.log_artifact(EVAL_METRICS)
+        tracker.log_metrics({f"test_{mode}_{k}": v for mode, values in scores.items()
+                             for k, v in values.items()}
+                            | {"test_constant_caption_bleu4": constant_bleu4, "test_loss": loss})
+        for row in sweep.itertuples():  # the sweep as curves over "step" = beam size
+            tracker.log_metrics({"test_beam_bleu4": float(row.bleu4),
+                                 "test_beam_cider": float(row.cider)}, step=int(row.beam))
+        for path in (EVAL_SAMPLES, EVAL_METRICS, BEAM_SWEEP, *drawn):
+            tracker.log_artifact(path)
 
 
 if __name__ == "__main__":

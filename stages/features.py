@@ -1,27 +1,42 @@
-"""DVC stage `features`: encode every image with the selected `encoder` into HDF5."""
+"""DVC stage `features`: encode every image with the selected `encoder` into HDF5.
 
+Images are read from wherever the normalised caption file says they are (`image_root`).
+`features.processes` > 1 reruns this stage under torchrun, one process per GPU; started by
+torchrun directly (`torchrun --standalone --nproc-per-node 8 -m stages.features`) it shards too.
+"""
+
+from imcap.datasets import image_root
 from imcap.features import extract_features
 from imcap.karpathy import load_dataset
 from imcap.params import load_params
-from imcap.paths import CAPTION_FILE, FEATURES_FILE, IMAGES_DIR
+from imcap.paths import CAPTION_FILE, FEATURES_FILE
+from imcap.sharding import Shard, launch, process_group
 
 
 def main() -> None:
     params = load_params()
-    dataset = load_dataset(CAPTION_FILE)
     f = params.features
-    extract_features(
-        IMAGES_DIR,
-        [image.filename for image in dataset.images],
-        FEATURES_FILE,
-        encoder_name=params.encoder,
-        weights=f.weights,
-        image_size=f.image_size,
-        batch_size=f.batch_size,
-        dtype=f.dtype,
-        device=f.device,
-        num_workers=f.num_workers,
-    )
+    shard = Shard.from_env()
+    if f.processes > 1 and shard.world_size == 1:
+        launch(f.processes, "stages.features")
+        return
+    dataset = load_dataset(CAPTION_FILE)
+    with process_group(shard):
+        extract_features(
+            image_root(CAPTION_FILE),
+            [image.filename for image in dataset.images],
+            FEATURES_FILE,
+            encoder_name=params.encoder,
+            weights=f.weights,
+            image_size=f.image_size,
+            batch_size=f.batch_size,
+            dtype=f.dtype,
+            device=f.device,
+            num_workers=f.num_workers,
+            decode=f.decode,
+            precision=f.precision,
+            shard=shard,
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """DVC stage `train`: train the caption decoder on the selected encoder's features."""
 
+import json
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from imcap.atomic import atomic_path, write_json, write_text
 from imcap.data import load_split
 from imcap.devices import pick_device
-from imcap.features import FeatureStore
+from imcap.feature_store import FeatureStore
 from imcap.karpathy import load_dataset
 from imcap.model import DecoderConfig
 from imcap.params import load_params
@@ -23,6 +24,7 @@ from imcap.paths import (
     TRAIN_LOG,
     TRAIN_METRICS,
     VOCAB_FILE,
+    VOCAB_METRICS,
 )
 from imcap.tracking import mlflow_run
 from imcap.training import EpochLog, train_decoder
@@ -36,8 +38,9 @@ def main() -> None:
     encoded = EncodedCaptions.load(CAPTIONS_FILE)
     embeddings = torch.from_numpy(np.load(EMBEDDINGS_FILE))
     store = FeatureStore(FEATURES_FILE)
-    train_data = load_split("train", encoded, store, dataset)
-    val_data = load_split("val", encoded, store, dataset)
+    in_memory = int(params.train.features_in_memory_gb * 2**30)  # larger splits: read lazily
+    train_data = load_split("train", encoded, store, dataset, in_memory)
+    val_data = load_split("val", encoded, store, dataset, in_memory)
     config = DecoderConfig(
         vocab_size=len(vocab),
         embed_dim=embeddings.shape[1],
@@ -53,6 +56,9 @@ def main() -> None:
     with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "train") as tracker:
         tracker.log_params({**params.as_flat_dict(), "vocab_size": len(vocab),
                             "regions": store.grid_shape[0]})
+        # Vocabulary size and embedding coverage, as the vocab stage measured them.
+        tracker.log_metrics({f"vocab.{k}": v
+                             for k, v in json.loads(VOCAB_METRICS.read_text()).items()})
 
         def on_epoch(log: EpochLog) -> None:
             history.append(log)
@@ -67,7 +73,7 @@ def main() -> None:
             epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
             grad_clip=t.grad_clip, teacher_forcing=t.teacher_forcing, patience=t.patience,
             max_length=t.max_length, seed=params.seed, device=pick_device(t.device),
-            on_epoch=on_epoch,
+            freeze_embeddings=t.freeze_embeddings, on_epoch=on_epoch,
         )
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

@@ -82,7 +82,7 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     first = _dvc(project, "repro")
     assert _ran(first) == set(STAGES)
     metrics = json.loads((project / "metrics/eval.json").read_text())
-    assert set(metrics["greedy"]) == {"bleu1", "bleu2", "bleu3", "bleu4"}
+    assert {"bleu1", "bleu2", "bleu3", "bleu4", "cider"} <= set(metrics["greedy"])
     assert (project / "metrics/samples.csv").read_text().startswith("image,caption,references")
 
     again = _dvc(project, "repro")

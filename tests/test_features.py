@@ -1,3 +1,6 @@
+"""Extraction into the HDF5 store: layout and attrs, errors naming the image, runtime choices,
+and the GPU pipeline's code paths (nvJPEG slots, bf16) exercised on CPU."""
+
 import h5py
 import numpy as np
 import pytest
@@ -5,13 +8,16 @@ import torch
 from PIL import Image
 
 from imcap import features as features_module
-from imcap.encoders import ENCODER_NAMES, build_encoder
+from imcap.encoders import build_encoder, preprocessing
 from imcap.features import (
+    Extraction,
     FeatureStore,
     ImageReadError,
     NonFiniteFeatureError,
+    Runtime,
     extract_features,
 )
+from imcap.images import image_transform, load_rgb
 
 
 def _images(directory, count, size=40):
@@ -25,53 +31,64 @@ def _images(directory, count, size=40):
     return names
 
 
-@pytest.mark.parametrize(("name", "size", "regions", "channels"), [
-    ("resnet18", 64, 4, 512),
-    ("resnet50", 64, 4, 2048),
-    ("inception_v3", 139, 9, 2048),  # 3x3 at 139 px (8x8 at 299)
-])
-def test_encoder_grid_and_pooled_shapes(name, size, regions, channels):
-    encoder = build_encoder(name)
-    assert not encoder.training
-    with torch.no_grad():
-        grid, pooled = encoder(torch.randn(2, 3, size, size))
-    assert grid.shape == (2, regions, channels)
-    assert pooled.shape == (2, channels)
-    assert torch.allclose(pooled, grid.mean(dim=1))
+def _extract(tmp_path, names, out="features.h5", **kwargs):
+    options = {"image_size": 64, "batch_size": 2, "device": "cpu", **kwargs}
+    extract_features(tmp_path / "img", names, tmp_path / out, "resnet18", "none", **options)
+    return FeatureStore(tmp_path / out)
 
 
-def test_unknown_encoder_names_the_choices():
-    with pytest.raises(ValueError, match="resnet18") as err:
-        build_encoder("vgg16")
-    assert all(name in str(err.value) for name in ENCODER_NAMES)
-
-
-def test_store_layout_and_lazy_load_in_any_order(tmp_path):
+def test_store_layout_attrs_and_reading_in_any_order(tmp_path):
     names = _images(tmp_path / "img", 5)
-    out = tmp_path / "features.h5"
-    extract_features(tmp_path / "img", names, out, "resnet18", "none", image_size=64,
-                     batch_size=2, device="cpu")
-    with h5py.File(out) as h5:
+    store = _extract(tmp_path, names)
+    with h5py.File(tmp_path / "features.h5") as h5:
         assert h5["grid"].shape == (5, 4, 512) and h5["grid"].dtype == np.float16
         assert h5["grid"].chunks == (1, 4, 512)
-        assert h5["pooled"].shape == (5, 512)
-        assert h5.attrs["encoder"] == "resnet18" and h5.attrs["image_size"] == 64
-    store = FeatureStore(out)
+        assert h5["pooled"].shape == (5, 512) and h5["pooled"].dtype == np.float32
+        attrs = dict(h5.attrs)
+    assert attrs["encoder"] == "resnet18" and attrs["weights"] == "none"
+    assert (attrs["image_size"], attrs["resize_size"]) == (64, 0)
+    assert tuple(attrs["mean"]) == pytest.approx((0.485, 0.456, 0.406))
     assert store.filenames == names and store.grid_shape == (4, 512)
     grid, pooled = store.load(np.array([3, 0, 4]))
     full_grid, full_pooled = store.load(np.arange(5))
     assert np.array_equal(grid, full_grid[[3, 0, 4]])
     assert np.array_equal(pooled, full_pooled[[3, 0, 4]])
     assert not np.array_equal(full_pooled[0], full_pooled[1])  # images differ, features differ
+    assert not list(tmp_path.glob(".features.h5*"))  # no temporary or shard file left
 
 
-def test_corrupt_image_is_named_and_nothing_is_written(tmp_path):
+def test_features_equal_the_encoder_on_the_transform_for_new_images(tmp_path):
+    """What `imcap caption` computes for an image is what the store holds for it."""
+    names = _images(tmp_path / "img", 3)
+    store = _extract(tmp_path, names, dtype="float32")
+    encoder = build_encoder("resnet18", "none")
+    transform = image_transform(64, "resnet18", "none")
+    with torch.no_grad():
+        _, pooled = encoder(torch.stack([transform(load_rgb(tmp_path / "img" / n))
+                                         for n in names]))
+    assert torch.allclose(pooled, torch.from_numpy(store.load(np.arange(3))[1]), atol=1e-5)
+
+
+def test_native_size_is_recorded(tmp_path):
+    names = _images(tmp_path / "img", 1)
+    store = _extract(tmp_path, names, image_size=0)
+    assert store.attrs["image_size"] == 224 and store.grid_shape == (49, 512)
+
+
+def test_worker_processes_give_the_same_store(tmp_path):
+    names = _images(tmp_path / "img", 5)
+    one = _extract(tmp_path, names, out="a.h5", num_workers=0).load(np.arange(5))
+    two = _extract(tmp_path, names, out="b.h5", num_workers=2).load(np.arange(5))
+    assert all(np.array_equal(x, y) for x, y in zip(one, two, strict=True))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_image_is_named_and_nothing_is_written(tmp_path, workers):
     names = _images(tmp_path / "img", 3)
     (tmp_path / "img" / names[1]).write_bytes(b"\xff\xd8\xff not a jpeg")
-    out = tmp_path / "features.h5"
     with pytest.raises(ImageReadError, match=r"001\.jpg"):
-        extract_features(tmp_path / "img", names, out, "resnet18", "none", 64, 2, device="cpu")
-    assert not out.exists()
+        _extract(tmp_path, names, num_workers=workers)
+    assert not (tmp_path / "features.h5").exists()
 
 
 def test_non_finite_features_fail_naming_the_image(tmp_path, monkeypatch):
@@ -91,10 +108,9 @@ def test_non_finite_features_fail_naming_the_image(tmp_path, monkeypatch):
         return encoder
 
     monkeypatch.setattr(features_module, "build_encoder", exploding)
-    out = tmp_path / "features.h5"
     with pytest.raises(NonFiniteFeatureError, match=r"first: 001\.jpg"):
-        extract_features(tmp_path / "img", names, out, "resnet18", "none", 64, 2, device="cpu")
-    assert not out.exists()
+        _extract(tmp_path, names)
+    assert not (tmp_path / "features.h5").exists()
 
 
 def test_float16_overflow_is_caught(tmp_path, monkeypatch):
@@ -109,8 +125,35 @@ def test_float16_overflow_is_caught(tmp_path, monkeypatch):
 
     monkeypatch.setattr(features_module, "build_encoder", huge)
     with pytest.raises(NonFiniteFeatureError, match="float32"):
-        extract_features(tmp_path / "img", names, tmp_path / "f.h5", "resnet18", "none", 64, 2,
-                         dtype="float16", device="cpu")
-    extract_features(tmp_path / "img", names, tmp_path / "f.h5", "resnet18", "none", 64, 2,
-                     dtype="float32", device="cpu")
-    assert np.isfinite(FeatureStore(tmp_path / "f.h5").load(np.arange(2))[0]).all()
+        _extract(tmp_path, names, out="f.h5", dtype="float16")
+    store = _extract(tmp_path, names, out="f.h5", dtype="float32")
+    assert np.isfinite(store.load(np.arange(2))[0]).all()
+
+
+def test_runtime_defaults_by_device():
+    cpu = Runtime.resolve("cpu")
+    assert (cpu.batch_size, cpu.num_workers, cpu.nvjpeg, cpu.bfloat16) == (32, 0, False, False)
+    assert Runtime.resolve("cpu", batch_size=8, num_workers=3, precision="bfloat16") == Runtime(
+        torch.device("cpu"), 8, 3, nvjpeg=False, bfloat16=True)
+    with pytest.raises(ValueError, match="nvjpeg decodes on the GPU"):
+        Runtime.resolve("cpu", decode="nvjpeg")
+
+
+def test_gpu_pipeline_code_paths_on_cpu(tmp_path):
+    """nvJPEG mode (JPEG bytes decoded in the main process, a PNG decoded by a worker, mixed in
+    one batch) and bf16 autocast: on CPU the same code runs; features match."""
+    names = _images(tmp_path / "img", 4)
+    Image.new("L", (30, 50), 120).save(tmp_path / "img" / "grey.png")
+    names.insert(1, "grey.png")
+    reference = _extract(tmp_path, names, out="ref.h5").load(np.arange(5))[1]
+    spec = preprocessing("resnet18", "none", 64)
+    attrs = {"encoder": "resnet18"}
+    for bf16 in (False, True):
+        runtime = Runtime(torch.device("cpu"), batch_size=3, num_workers=1, nvjpeg=True,
+                          bfloat16=bf16)
+        out = tmp_path / f"gpu-like-{bf16}.h5"
+        Extraction(build_encoder("resnet18"), spec, runtime, np.dtype("float16"), attrs).run(
+            [tmp_path / "img" / n for n in names], names, out, progress=False)
+        pooled = FeatureStore(out).load(np.arange(5))[1]
+        error = np.abs(pooled - reference).max() / np.abs(reference).max()
+        assert error < (0.05 if bf16 else 0.01), (bf16, error)

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repo_params_file_is_valid_and_matches_the_documented_defaults():
     params = load_params(REPO / "params.yaml")
     assert (params.dataset, params.encoder, params.embeddings, params.attention) == (
-        "shapes", "resnet18", "random", "I")
+        "shapes", "resnet18", "glove.6B.50d-offline", "I")
     assert params.features.weights == "none"
 
 

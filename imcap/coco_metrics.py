@@ -1,0 +1,92 @@
+"""The COCO caption metrics (pycocoevalcap) on already tokenised captions, × 100.
+
+BLEU-1..4 (`coco_bleu*`, closest reference length, the same formula as nltk's `corpus_bleu`
+up to its 1e-15/1e-9 smoothing terms), ROUGE-L, CIDEr-D (pycocoevalcap's `Cider` is the
+CIDEr-D variant: clipped n-gram counts, Gaussian length penalty σ = 6, document frequencies
+from the evaluated images' references) and METEOR 1.5, which runs in a Java process: without
+`java` on the PATH it is reported as skipped, not failed. SPICE is not computed (it downloads
+Stanford CoreNLP at run time). The PTB tokenizer is not used: captions arrive tokenised and
+lowercased, and scoring the very tokens nltk scores keeps the two BLEUs comparable.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from types import TracebackType
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+
+Tokens = Sequence[str]
+
+
+class MeteorError(RuntimeError):
+    """The METEOR Java process failed although Java is present."""
+
+
+class CocoScorer:
+    """Scores caption sets; keeps one METEOR process for all of them. Use as a context manager.
+
+    `skipped` maps a metric left out to the reason, e.g. {"meteor": "java not found on PATH"}.
+    """
+
+    def __init__(self, meteor: bool = True) -> None:
+        self.skipped: dict[str, str] = {}
+        self._meteor: Meteor | None = None
+        if not meteor:
+            self.skipped["meteor"] = "turned off"
+        elif shutil.which("java") is None:
+            self.skipped["meteor"] = "java not found on PATH"
+        else:
+            self._meteor = Meteor()
+
+    def __enter__(self) -> CocoScorer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the METEOR process (pycocoevalcap's own `__del__` then finds it reaped)."""
+        if self._meteor is not None:
+            process = self._meteor.meteor_p
+            process.stdin.close()
+            process.kill()
+            process.wait()
+            process.stdout.close()
+            process.stderr.close()
+            self._meteor = None
+
+    def score(self, references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+              ) -> dict[str, float]:
+        """`{"coco_bleu1".."coco_bleu4", "rouge_l", "cider"[, "meteor"]}` in percent."""
+        if len(references) != len(hypotheses):
+            raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
+        if not hypotheses:
+            raise ValueError("no captions to score")
+        gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+        res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        scores = {f"coco_bleu{n}": b for n, b in enumerate(bleu, start=1)}
+        scores["rouge_l"], _ = Rouge().compute_score(gts, res)
+        scores["cider"], _ = Cider().compute_score(gts, res)
+        if self._meteor is not None:
+            scores["meteor"] = self._meteor_score(gts, res)
+        return {name: 100.0 * float(value) for name, value in scores.items()}
+
+    def _meteor_score(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+        try:
+            score, _ = self._meteor.compute_score(gts, res)
+        except (ValueError, BrokenPipeError) as err:  # the process died: no number to read
+            if self._meteor.lock.locked():  # else pycocoevalcap's __del__ would wait forever
+                self._meteor.lock.release()
+            detail = self._meteor.meteor_p.stderr.read().decode(errors="replace").strip()
+            self.close()
+            raise MeteorError(f"METEOR (java -jar meteor-1.5.jar) failed: {detail[-2000:] or err}"
+                              ) from err
+        return score
+

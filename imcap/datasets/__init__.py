@@ -1,0 +1,48 @@
+"""Dataset sources, each normalised into one Karpathy-format caption file.
+
+The normalised `data/dataset/dataset.json` is Karpathy's format plus one top-level field,
+`image_root`: the directory every `filename` is relative to. `filename` may contain a folder
+(`train2014/COCO_train2014_….jpg`) and is unique. Real datasets' images stay where they were
+downloaded or found (never copied into DVC's outputs), so `image_root` is absolute for them;
+the generated `shapes` images live beside the file (`image_root: "images"`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from imcap.datasets.coco import load_coco2014
+from imcap.datasets.flickr import load_flickr8k, load_flickr30k
+from imcap.datasets.local import load_folder, load_karpathy
+from imcap.datasets.normaliser import BadImagesError, check_images, normalise
+from imcap.datasets.sources import Source, SourceError
+from imcap.params import Params
+
+LOADERS: dict[str, Callable[[Params], Source]] = {
+    "flickr8k": load_flickr8k,
+    "flickr30k": load_flickr30k,
+    "coco2014": load_coco2014,
+    "karpathy": load_karpathy,
+    "folder": load_folder,
+}
+
+__all__ = ["LOADERS", "BadImagesError", "SourceError", "check_images", "image_root",
+           "load_source", "normalise"]
+
+
+def load_source(params: Params) -> Source:
+    """Obtain (download/extract, or find on disk) and read the source `params.dataset` names."""
+    return LOADERS[params.dataset](params)
+
+
+def image_root(caption_file: Path) -> Path:
+    """The directory the `filename`s of a normalised caption file are relative to.
+
+    A relative `image_root` is relative to the caption file's folder; a file without the field
+    (older `shapes` output) has its images in `images/` beside it.
+    """
+    caption_file = Path(caption_file)
+    root = Path(json.loads(caption_file.read_text()).get("image_root", "images"))
+    return root if root.is_absolute() else caption_file.parent / root

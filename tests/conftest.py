@@ -1,0 +1,27 @@
+"""Shared fixtures. `http_server`: a local 127.0.0.1 file server with Range support (see
+tests/httpserver.py); put files under `http_server.root` and download `http_server.url(name)`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from httpserver import LocalServer
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[LocalServer]:
+    root = tmp_path / "www"
+    root.mkdir()
+    server = LocalServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_download_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may read or fill the user's real download cache (~/.cache/imcap)."""
+    monkeypatch.setenv("IMCAP_CACHE", str(tmp_path / "imcap-cache"))

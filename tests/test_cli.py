@@ -1,0 +1,195 @@
+"""`imcap caption` (imcap.cli) on a miniature project: a tiny deterministic encoder, a random
+decoder, real feature store, vocabulary and checkpoint files in the DVC output layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from imcap import cli, features
+from imcap.beam import beam_search
+from imcap.encoders import Encoder
+from imcap.features import extract_features, image_transform
+from imcap.model import CaptionDecoder, DecoderConfig
+from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, IMAGES_DIR, VOCAB_FILE
+from imcap.training import save_checkpoint
+from imcap.vocab import SPECIALS, Vocabulary
+
+WORDS = ("a", "red", "blue", "circle", "square", "left", "right", "top")
+IMAGE_SIZE = 32
+
+
+def tiny_encoder(seed: int = 0) -> Encoder:
+    """A 4×4 grid of 16 channels: small, and the same for the same seed."""
+    torch.manual_seed(seed)
+    return Encoder(nn.Sequential(nn.Conv2d(3, 16, kernel_size=8, stride=8), nn.Tanh()), 16).eval()
+
+
+def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "I") -> Path:
+    """data/dataset, data/vocab/vocab.json, data/features/features.h5, data/model/decoder.pt."""
+    monkeypatch.setattr(features, "build_encoder", lambda name, weights: tiny_encoder())
+    monkeypatch.setattr(cli, "build_encoder", lambda name, weights: tiny_encoder())
+    images = write_images(root / IMAGES_DIR, 3)
+    (root / CAPTION_FILE).write_text(json.dumps({"images": [], "image_root": "images"}))
+    extract_features(root / IMAGES_DIR, [p.name for p in images], root / FEATURES_FILE,
+                     "resnet18", "none", IMAGE_SIZE, batch_size=2, dtype="float32",
+                     device="cpu")
+    vocab = Vocabulary(SPECIALS + WORDS)
+    vocab.save(root / VOCAB_FILE)
+    torch.manual_seed(1)
+    config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, feature_dim=16, feature_size=12,
+                           hidden_size=10, attention=attention, attention_size=6, dropout=0.0)
+    save_checkpoint(root / CHECKPOINT_FILE, CaptionDecoder(config).eval(), epoch=1,
+                    val_bleu4=0.0)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return make_project(tmp_path / "repo", monkeypatch)
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def expected_captions(project: Path, images: list[Path], beam: int) -> list[str]:
+    """The same captions straight from the library."""
+    model = CaptionDecoder(DecoderConfig(**torch.load(project / CHECKPOINT_FILE,
+                                                      weights_only=True)["config"]))
+    model.load_state_dict(torch.load(project / CHECKPOINT_FILE, weights_only=True)["state_dict"])
+    model.eval()
+    vocab = Vocabulary.load(project / VOCAB_FILE)
+    transform = image_transform(IMAGE_SIZE)
+    with torch.no_grad():
+        grid, pooled = tiny_encoder()(torch.stack([transform(Image.open(p).convert("RGB"))
+                                                   for p in images]))
+    tokens = beam_search(model, grid, pooled, beam, 20).tokens
+    return [" ".join(vocab.decode(row)) for row in tokens.tolist()]
+
+
+def test_captions_files_and_every_image_of_a_directory(project, tmp_path, capsys):
+    mine = write_images(tmp_path / "mine", 2, seed=7)
+    single = write_images(tmp_path / "single", 1, seed=8)[0]
+    status, out, err = run(capsys, "caption", single, tmp_path / "mine", "--root", project,
+                           "--beam", "2")
+    assert status == 0, err
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [Path(path) for path, _ in lines] == [single, *mine]
+    assert [caption for _, caption in lines] == expected_captions(project, [single, *mine], 2)
+
+
+def test_attention_maps_one_file_per_image(project, tmp_path, capsys):
+    images = write_images(tmp_path / "mine", 2, seed=3)
+    status, _, err = run(capsys, "caption", images[0], "--root", project, "--max-length", "5",
+                         "--attention-map", tmp_path / "att.png")
+    assert status == 0, err
+    assert f"attention map: {tmp_path / 'att.png'}" in err
+    with Image.open(tmp_path / "att.png") as figure:  # 6 panels: 5 columns, 2 rows
+        assert figure.format == "PNG" and figure.width > 2 * figure.height > 0
+    status, _, err = run(capsys, "caption", *images, "--root", project, "--max-length", "3",
+                         "--attention-map", tmp_path / "out" / "att.png")
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["att-img0.png",
+                                                                     "att-img1.png"]
+
+
+def test_a_file_that_is_not_an_image_fails_naming_it(project, tmp_path, capsys):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    status, out, err = run(capsys, "caption", text, "--root", project)
+    assert status == 1 and out == ""
+    assert f"{text}: cannot read image" in err
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: tmp / "missing.jpg", "missing.jpg: no such file or directory"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "empty: directory holds no images"),
+])
+def test_missing_files_and_empty_directories_fail_clearly(project, tmp_path, capsys, make,
+                                                          message):
+    status, _, err = run(capsys, "caption", make(tmp_path), "--root", project)
+    assert status == 1 and message in err
+
+
+def test_without_dvc_outputs_it_says_what_to_run(tmp_path, capsys):
+    image = write_images(tmp_path / "mine", 1)[0]
+    status, _, err = run(capsys, "caption", image, "--root", tmp_path / "nothing")
+    assert status == 1
+    assert "decoder.pt: not found; run `dvc repro` first, or pass --run-id" in err
+
+
+def test_an_encoder_that_does_not_reproduce_the_features_is_refused(project, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setattr(cli, "build_encoder", lambda name, weights: tiny_encoder(seed=99))
+    status, _, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root", project)
+    assert status == 1
+    assert "does not reproduce the features" in err and "img0.png" in err
+
+
+def test_attention_map_needs_a_model_with_attention(tmp_path, monkeypatch, capsys):
+    project = make_project(tmp_path / "repo", monkeypatch, attention="none")
+    image = project / IMAGES_DIR / "img0.png"
+    status, out, _ = run(capsys, "caption", image, "--root", project)
+    assert status == 0 and out.startswith(str(image))
+    status, _, err = run(capsys, "caption", image, "--root", project, "--attention-map",
+                         tmp_path / "a.png")
+    assert status == 1 and "no attention map" in err
+
+
+def test_sampling_is_repeatable_with_a_seed(project, capsys):
+    images = sorted((project / IMAGES_DIR).iterdir())
+    runs = [run(capsys, "caption", *images, "--root", project, "--sample", "--temperature",
+                "2", "--seed", seed) for seed in ("1", "1", "2")]
+    assert all(status == 0 for status, _, _ in runs)
+    assert runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--beam", "0"], "--beam must be >= 1"),
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--min-length", "5", "--max-length", "3"], "--min-length must be between 0 and"),
+])
+def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
+    status, _, err = run(capsys, "caption", project / IMAGES_DIR, "--root", project, *flags)
+    assert status == 1 and message in err
+
+
+def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as active:
+        mlflow.log_params({"encoder": "resnet18", "features.weights": "none",
+                           "features.image_size": IMAGE_SIZE})
+        mlflow.log_artifact(str(project / CHECKPOINT_FILE))
+        mlflow.log_artifact(str(project / VOCAB_FILE))
+    image = project / IMAGES_DIR / "img1.png"
+    status, out, err = run(capsys, "caption", image, "--run-id", active.info.run_id,
+                           "--root", tmp_path / "elsewhere", "--beam", "3")
+    assert status == 0, err
+    assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
+    status, _, err = run(capsys, "caption", image, "--run-id", "0" * 32)
+    assert status == 1 and f"MLflow run {'0' * 32}" in err

@@ -1,0 +1,61 @@
+"""End to end: `dvc repro` with `dataset=flickr8k`, downloading a miniature Flickr8k (real archive
+layout, 30 images) from a local HTTP server, through every stage to the metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import minidatasets as mini
+import pytest
+import yaml
+from test_e2e_dvc import REPO, STAGES, TINY, _dvc, _project_files, _ran
+
+from imcap.features import FeatureStore
+
+pytestmark = pytest.mark.e2e
+
+
+def _project(root: Path, download: dict) -> Path:
+    for name in _project_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    params["dataset"] = "flickr8k"
+    params["download"]["check_workers"] = 1
+    params["download"]["flickr8k"].update(download)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["init", "-q"], ["config", "user.email", "ci@example.com"],
+                 ["config", "user.name", "CI"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root
+
+
+def test_flickr8k_from_a_local_server_through_the_whole_pipeline(http_server, tmp_path):
+    mini.flickr8k(http_server.root, n=30)
+    project = _project(tmp_path / "project", {
+        "images_url": http_server.url("Flickr8k_Dataset.zip"),
+        "text_url": http_server.url("Flickr8k_text.zip")})
+
+    first = _dvc(project, "repro")
+    assert _ran(first) == set(STAGES)
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    assert set(metrics["greedy"]) >= {"bleu1", "bleu4"}
+
+    caption_file = project / "data/dataset/dataset.json"
+    dataset = json.loads(caption_file.read_text())
+    cache = tmp_path / "imcap-cache"  # IMCAP_CACHE, set for every test by conftest.py
+    assert dataset["image_root"] == str(cache / "datasets/flickr8k/Flicker8k_Dataset")
+    assert sorted(p.name for p in caption_file.parent.iterdir()) == ["dataset.json",
+                                                                    "skipped.json"]
+    store = FeatureStore(project / "data/features/features.h5")
+    assert store.filenames == [image["filename"] for image in dataset["images"]]
+    assert len(store.filenames) == 30
+
+    requests = len(http_server.requests)
+    again = _dvc(project, "repro")
+    assert _ran(again) == set() and len(http_server.requests) == requests

@@ -1,0 +1,183 @@
+"""Encoders: shapes of every architecture, seeded random init, weights and their metadata,
+offline behaviour of `imagenet`, Inception's transform_input. Nothing is downloaded."""
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from imcap.encoders import (
+    ENCODER_NAMES,
+    WeightsUnavailableError,
+    build_encoder,
+    encoder_from_model,
+    preprocessing,
+    weights_cache_file,
+    weights_enum,
+)
+from imcap.images import image_transform
+from imcap.params import ENCODER_WEIGHTS, ENCODERS, ParamError, parse_params
+
+
+@pytest.mark.parametrize(("name", "size", "regions", "channels"), [
+    ("resnet18", 64, 4, 512),
+    ("resnet34", 64, 4, 512),
+    ("resnet50", 64, 4, 2048),
+    ("resnet101", 64, 4, 2048),
+    ("resnet152", 64, 4, 2048),
+    ("resnext50_32x4d", 64, 4, 2048),
+    ("resnext101_32x8d", 64, 4, 2048),
+    ("inception_v3", 139, 9, 2048),  # 3x3 at 139 px (8x8 at 299)
+])
+def test_every_encoder_grid_and_pooled_shapes(name, size, regions, channels):
+    encoder = build_encoder(name, "none")
+    assert not encoder.training and encoder.feature_dim == channels
+    with torch.no_grad():
+        grid, pooled = encoder(torch.randn(2, 3, size, size))
+    assert grid.shape == (2, regions, channels)
+    assert pooled.shape == (2, channels)
+    assert torch.allclose(pooled, grid.mean(dim=1))
+
+
+def test_params_and_library_list_the_same_choices():
+    assert set(ENCODERS) == set(ENCODER_NAMES)
+    assert set(ENCODER_WEIGHTS) == {"none", "imagenet", "imagenet_v2"}
+
+
+def test_none_weights_are_seeded_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = build_encoder("resnet18"), build_encoder("resnet18")
+    assert torch.equal(torch.rand(1), before)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+
+
+def test_unknown_names_and_weights_name_the_choices():
+    with pytest.raises(ValueError, match="resnet18") as err:
+        build_encoder("vgg16")
+    assert all(name in str(err.value) for name in ENCODER_NAMES)
+    with pytest.raises(ValueError, match="none, imagenet, imagenet_v2"):
+        build_encoder("resnet18", "places365")
+    with pytest.raises(ValueError, match=r"resnet18 has no imagenet_v2.*valid: none, imagenet$"):
+        weights_enum("resnet18", "imagenet_v2")
+
+
+def test_preprocessing_comes_from_the_weights_metadata():
+    v1 = preprocessing("resnet101", "imagenet")
+    assert (v1.crop_size, v1.resize_size) == (224, 256)
+    assert v1.mean == (0.485, 0.456, 0.406) and v1.std == (0.229, 0.224, 0.225)
+    assert preprocessing("resnext101_32x8d", "imagenet_v2").resize_size == 232
+    inception = preprocessing("inception_v3", "imagenet")
+    assert (inception.crop_size, inception.resize_size) == (299, 342)
+    # An explicit size keeps the weights' resize/crop ratio; native size = the metadata itself.
+    assert preprocessing("resnet101", "imagenet", 112).resize_size == 128
+    assert preprocessing("inception_v3", "imagenet", 299) == inception
+    # No weights, no metadata: the given (or native) size, squashed, ImageNet statistics.
+    none = preprocessing("resnet18", "none", 96)
+    assert (none.crop_size, none.resize_size, none.mean) == (96, None, v1.mean)
+    assert preprocessing("inception_v3", "none").crop_size == 299
+    with pytest.raises(ValueError, match="at least 75"):
+        preprocessing("inception_v3", "none", 64)
+
+
+@pytest.mark.parametrize(("name", "weights"), [("resnet101", "imagenet"),
+                                               ("resnet50", "imagenet_v2"),
+                                               ("inception_v3", "imagenet")])
+def test_transform_matches_torchvisions_reference_pipeline(name, weights):
+    """Crop-then-resize equals torchvision's resize-then-crop up to a pixel of rounding."""
+    y, x = np.mgrid[0:375, 0:500]
+    smooth = np.stack([x * 255 / 500, y * 255 / 375, (x + y) * 255 / 875], axis=-1)
+    image = Image.fromarray(smooth.astype(np.uint8))
+    ours = image_transform(0, name, weights)(image)
+    reference = weights_enum(name, weights).transforms()(torch.from_numpy(
+        np.asarray(image).copy()).permute(2, 0, 1))
+    assert ours.shape == reference.shape
+    assert (ours - reference).abs().mean() < 0.01  # normalised units: ≈ 0.6 grey levels
+
+
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def refuse(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def test_imagenet_offline_fails_saying_how_to_preseed_the_cache(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet101-63fe2227.pth"
+    assert weights_cache_file(weights_enum("resnet101", "imagenet")) == expected
+    with pytest.raises(WeightsUnavailableError) as err:
+        build_encoder("resnet101", "imagenet")
+    message = str(err.value)
+    assert str(expected) in message and "TORCH_HOME" in message
+    assert "https://download.pytorch.org/models/resnet101-63fe2227.pth" in message
+    assert "name resolution" in message
+
+
+def test_imagenet_loads_from_a_preseeded_cache_without_downloading(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    torch.manual_seed(7)
+    model = torchvision.models.resnet18()
+    path = weights_cache_file(weights_enum("resnet18", "imagenet"))
+    path.parent.mkdir(parents=True)
+    torch.save(model.state_dict(), path)
+    encoder = build_encoder("resnet18", "imagenet")
+    assert torch.equal(encoder.trunk[0].weight, model.conv1.weight)
+    assert not encoder.transform_input
+
+
+def test_a_broken_cached_file_is_named(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    path = weights_cache_file(weights_enum("resnet18", "imagenet"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match=f"{path}: cannot load"):
+        build_encoder("resnet18", "imagenet")
+
+
+def test_inception_imagenet_weights_apply_transform_input(monkeypatch, tmp_path):
+    """torchvision builds Inception v3 with transform_input=True for its ImageNet weights; the
+    trunk taken from children() would skip it, so the Encoder applies it."""
+    _offline(monkeypatch, tmp_path)
+    reference = torchvision.models.inception_v3(init_weights=False, aux_logits=True,
+                                                transform_input=True).eval()
+    path = weights_cache_file(weights_enum("inception_v3", "imagenet"))
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    encoder = build_encoder("inception_v3", "imagenet")
+    assert encoder.transform_input
+    x = torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        grid, _ = encoder(x)
+        trunk = torch.nn.Sequential(*list(reference.children())[:-3])
+        trunk = torch.nn.Sequential(*[m for m in trunk if m is not reference.AuxLogits])
+        expected = trunk(reference._transform_input(x)).flatten(2).transpose(1, 2)
+    assert torch.allclose(grid, expected, atol=1e-5)
+    assert not encoder_from_model("inception_v3", torchvision.models.inception_v3(
+        init_weights=False, aux_logits=False)).transform_input
+
+
+@pytest.mark.parametrize(("features", "encoder", "message"), [
+    ({"weights": "imagenet_v2"}, "resnet18", "has no imagenet_v2"),
+    ({"image_size": 64}, "inception_v3", "too small for inception_v3"),
+    ({"image_size": 16}, "resnet18", "too small"),
+    ({"num_workers": -2}, "resnet18", ">= -1"),
+    ({"decode": "turbo"}, "resnet18", "valid choices: auto, pil, nvjpeg"),
+    ({"processes": 0}, "resnet18", "processes must be > 0"),
+])
+def test_feature_params_are_checked_up_front(features, encoder, message):
+    with pytest.raises(ParamError, match=message):
+        parse_params({"encoder": encoder, "features": features})
+
+
+def test_native_size_and_auto_values_are_valid_params():
+    params = parse_params({"encoder": "inception_v3", "features": {
+        "weights": "imagenet", "image_size": 0, "batch_size": 0, "num_workers": -1}})
+    assert params.features.image_size == 0
