@@ -7,7 +7,7 @@ Layout (one store per encoder; DVC's run-cache keeps one per `encoder`/`features
 - `pooled`    [N, C]    float32, the mean of the grid over regions; chunk = one image
 - `filenames` [N]       utf-8: the image ids, in the dataset's order
 - attrs: encoder, weights, image_size (the crop size actually used), resize_size (0: squashed),
-  mean, std, dtype
+  mean, std, interpolation, precision (of the encoder's computation), dtype
 
 Reading is lazy: `FeatureStore.rows(...)` is a view that reads only the rows a batch asks for,
 so a COCO-size store (≈ 25 GB) trains in a few hundred MB of RAM. Each row is one chunk, read

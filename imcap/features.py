@@ -86,7 +86,9 @@ class Runtime:
         if decode == "nvjpeg" and not cuda:
             raise ValueError("features.decode: nvjpeg decodes on the GPU and needs a CUDA "
                              "device; use decode: pil (or auto) on CPU")
-        cpus = max(1, len(os.sched_getaffinity(0)) // shard.world_size)
+        usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1)
+        cpus = max(1, usable // shard.world_size)
         if num_workers < 0:
             num_workers = min(MAX_WORKERS, max(1, cpus - 1)) if cuda else 0
         return cls(
@@ -125,7 +127,8 @@ def extract_features(
     encoder = build_encoder(encoder_name, weights)
     attrs = {"encoder": encoder_name, "weights": weights, "image_size": spec.crop_size,
              "resize_size": spec.resize_size or 0, "mean": spec.mean, "std": spec.std,
-             "interpolation": spec.interpolation.value}
+             "interpolation": spec.interpolation.value,
+             "precision": "bfloat16" if runtime.bfloat16 else "float32"}
     paths = [Path(images_dir) / name for name in filenames]
     job = Extraction(encoder, spec, runtime, np.dtype(dtype), attrs)
     if shard.world_size == 1:
@@ -167,18 +170,31 @@ def _remove_shards(out: Path) -> None:
 
 
 class Batch(NamedTuple):
-    """A batch from the DataLoader: images decoded on CPU, and raw JPEGs for nvJPEG."""
+    """A batch from the DataLoader: images decoded on CPU, and raw JPEGs for nvJPEG.
+
+    The JPEG files travel as one concatenated tensor: a worker passes every tensor through its
+    own shared-memory file, and 256 per batch would exhaust the open-file limit.
+    """
 
     indices: torch.Tensor  # [B] positions in the image list, consecutive
     pixels: torch.Tensor  # [P, 3, S, S] uint8, decoded by PIL
     pixel_slots: torch.Tensor  # [P] their positions in the batch
-    jpegs: list[torch.Tensor]  # file bytes, uint8
-    jpeg_slots: torch.Tensor  # [B - P]
+    jpeg_bytes: torch.Tensor  # the JPEG files, concatenated, uint8
+    jpeg_sizes: torch.Tensor  # [B - P] their lengths in bytes
+    jpeg_slots: torch.Tensor  # [B - P] their positions in the batch
+    errors: list[str]  # ImageReadError messages of unreadable files
+
+    def jpegs(self) -> list[torch.Tensor]:
+        return list(self.jpeg_bytes.split(self.jpeg_sizes.tolist()))
 
 
 class ImageFiles(Dataset):
     """Item i: (i, uint8 [3, S, S] decoded by PIL), or with `raw_jpeg` the bytes of a JPEG
-    file (decoded later on the GPU); other formats are always decoded here."""
+    file (decoded later on the GPU); other formats are always decoded here.
+
+    An unreadable file gives (i, its error message), raised by the main process: an exception
+    raised inside a worker makes the DataLoader's shutdown wait 5 s per worker (torch 2.14).
+    """
 
     def __init__(self, paths: Sequence[Path], spec: Preprocessing, raw_jpeg: bool) -> None:
         self.paths, self.spec, self.raw_jpeg = list(paths), spec, raw_jpeg
@@ -186,29 +202,39 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        path = self.paths[index]
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
+        try:
+            return index, self._read(self.paths[index])
+        except ImageReadError as err:
+            return index, str(err)
+
+    def _read(self, path: Path) -> torch.Tensor:
         if not self.raw_jpeg:
-            return index, read_pixels(path, self.spec)
+            return read_pixels(path, self.spec)
         try:
             data = path.read_bytes()
         except OSError as err:
             raise ImageReadError(f"{path}: cannot read image ({err})") from err
         if is_jpeg(data):
-            return index, torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return index, read_pixels(path, self.spec, data)
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return read_pixels(path, self.spec, data)
 
 
-def collate(items: list[tuple[int, torch.Tensor]]) -> Batch:
-    decoded = [slot for slot, (_, t) in enumerate(items) if t.dim() == 3]
-    raw = [slot for slot, (_, t) in enumerate(items) if t.dim() == 1]
+def collate(items: list[tuple[int, torch.Tensor | str]]) -> Batch:
+    errors = [t for _, t in items if isinstance(t, str)]
+    good = [(i, t) for i, t in items if not isinstance(t, str)]
+    decoded = [slot for slot, (_, t) in enumerate(good) if t.dim() == 3]
+    raw = [slot for slot, (_, t) in enumerate(good) if t.dim() == 1]
     return Batch(
-        indices=torch.tensor([index for index, _ in items]),
-        pixels=(torch.stack([items[s][1] for s in decoded]) if decoded
+        indices=torch.tensor([index for index, _ in good], dtype=torch.long),
+        pixels=(torch.stack([good[s][1] for s in decoded]) if decoded
                 else torch.empty(0, dtype=torch.uint8)),
         pixel_slots=torch.tensor(decoded, dtype=torch.long),
-        jpegs=[items[s][1] for s in raw],
+        jpeg_bytes=(torch.cat([good[s][1] for s in raw]) if raw
+                    else torch.empty(0, dtype=torch.uint8)),
+        jpeg_sizes=torch.tensor([len(good[s][1]) for s in raw], dtype=torch.long),
         jpeg_slots=torch.tensor(raw, dtype=torch.long),
+        errors=errors,
     )
 
 
@@ -297,8 +323,7 @@ class Extraction:
             batch_size=rt.batch_size,
             num_workers=rt.num_workers,
             collate_fn=collate,
-            pin_memory=rt.device.type == "cuda" and not rt.nvjpeg,
-            prefetch_factor=4 if rt.num_workers else None,
+            pin_memory=rt.device.type == "cuda",
         )
         bar = tqdm(loader, desc=f"features {self.attrs['encoder']}", unit="batch",
                    disable=not progress)
@@ -324,8 +349,10 @@ class Extraction:
 
     def _input(self, batch: Batch, paths: list[Path]) -> torch.Tensor:
         """The batch on the device, decoded, normalised, channels_last."""
+        if batch.errors:
+            raise ImageReadError(batch.errors[0])
         dev = self.runtime.device
-        if not batch.jpegs:
+        if not len(batch.jpeg_slots):
             pixels = batch.pixels.to(dev, non_blocking=True)
         else:
             size = self.spec.crop_size
@@ -333,8 +360,8 @@ class Extraction:
             if len(batch.pixel_slots):
                 pixels[batch.pixel_slots.to(dev)] = batch.pixels.to(dev).float()
             jpeg_paths = [paths[int(batch.indices[s])] for s in batch.jpeg_slots]
-            pixels[batch.jpeg_slots.to(dev)] = gpu_decode(batch.jpegs, jpeg_paths, self.spec,
-                                                          dev)
+            pixels[batch.jpeg_slots.to(dev)] = gpu_decode(batch.jpegs(), jpeg_paths,
+                                                          self.spec, dev)
         return normalise(pixels, self.spec).contiguous(memory_format=torch.channels_last)
 
     def _encode(self, encoder: Encoder, images: torch.Tensor
