@@ -165,18 +165,18 @@ class ModelParams:
     feature_size: int = 256
     hidden_size: int = 256
     attention_size: int = 128
-    dropout: float = 0.3
+    dropout: float = 0.1
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 14
+    epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 0.003
     grad_clip: float = 5.0
     teacher_forcing: float = 1.0
     freeze_embeddings: bool = False
-    patience: int = 4
+    patience: int = 5
     max_length: int = 20
     device: str = "auto"
     features_in_memory_gb: float = 2.0  # a split's features up to this size are held in RAM
@@ -218,7 +218,7 @@ class Params:
     mlflow: MlflowParams = field(default_factory=MlflowParams)
 
     def as_flat_dict(self) -> dict[str, Any]:
-        """`{"train.epochs": 14, ...}`: the form MLflow params and DVC `-S` use."""
+        """`{"train.epochs": 20, ...}`: the form MLflow params and DVC `-S` use."""
         return _flatten(dataclasses.asdict(self))
 
 
