@@ -4,14 +4,11 @@ layout, 30 images) from a local HTTP server, through every stage to the metrics.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import minidatasets as mini
 import pytest
-import yaml
-from test_e2e_dvc import REPO, STAGES, TINY, _dvc, _project_files, _ran
+from test_e2e_dvc import STAGES, _dvc, _ran, make_project
 
 from imcap.features import FeatureStore
 
@@ -19,20 +16,12 @@ pytestmark = pytest.mark.e2e
 
 
 def _project(root: Path, download: dict) -> Path:
-    for name in _project_files():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    params["dataset"] = "flickr8k"
-    params["download"]["check_workers"] = 1
-    params["download"]["flickr8k"].update(download)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (["init", "-q"], ["config", "user.email", "ci@example.com"],
-                 ["config", "user.name", "CI"], ["add", "-A"], ["commit", "-qm", "init"]):
-        subprocess.run(["git", *args], cwd=root, check=True)
-    return root
+    def flickr8k(params: dict) -> None:
+        params["dataset"] = "flickr8k"
+        params["download"]["check_workers"] = 1
+        params["download"]["flickr8k"].update(download)
+
+    return make_project(root, flickr8k)
 
 
 def test_flickr8k_from_a_local_server_through_the_whole_pipeline(http_server, tmp_path):

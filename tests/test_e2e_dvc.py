@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -39,20 +40,25 @@ def _project_files() -> list[str]:
             and f != "dvc.lock" and (REPO / f).is_file()]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+def make_project(root: Path, adjust: Callable[[dict], None] = lambda params: None) -> Path:
+    """Copy the project into `root` with the TINY params (then `adjust`), as a git repo."""
     for name in _project_files():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
+    adjust(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["init", "-q"], ["config", "user.email", "ci@example.com"],
                  ["config", "user.name", "CI"], ["add", "-A"], ["commit", "-qm", "init"]):
         subprocess.run(["git", *args], cwd=root, check=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 def _env(root: Path) -> dict[str, str]:
