@@ -23,7 +23,8 @@ from imcap.datasets import image_root
 from imcap.decode import sample_decode
 from imcap.devices import pick_device
 from imcap.encoders import build_encoder
-from imcap.features import FeatureStore, ImageReadError, image_transform, load_rgb
+from imcap.feature_store import FeatureStore
+from imcap.images import ImageReadError, image_transform, load_rgb
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
 from imcap.training import load_checkpoint
 from imcap.vocab import EOS_ID, Vocabulary

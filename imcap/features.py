@@ -36,20 +36,15 @@ from tqdm import tqdm
 from imcap.atomic import atomic_path
 from imcap.devices import pick_device
 from imcap.encoders import Encoder, Preprocessing, build_encoder, preprocessing
-from imcap.feature_store import FeatureStore, create_store, merge_shards
+from imcap.feature_store import create_store, merge_shards
 from imcap.images import (
     ImageReadError,
     gpu_decode,
-    image_transform,
     is_jpeg,
-    load_rgb,
     normalise,
     read_pixels,
 )
 from imcap.sharding import Shard, gather_errors
-
-__all__ = ["FeatureStore", "ImageReadError", "NonFiniteFeatureError", "extract_features",
-           "image_transform", "load_rgb"]
 
 GPU_BATCH, CPU_BATCH = 256, 32
 MAX_WORKERS = 16

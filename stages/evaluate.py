@@ -15,7 +15,8 @@ from imcap.coco_metrics import CocoScorer
 from imcap.data import load_split
 from imcap.datasets import image_root
 from imcap.devices import pick_device
-from imcap.features import FeatureStore, load_rgb
+from imcap.feature_store import FeatureStore
+from imcap.images import load_rgb
 from imcap.karpathy import load_dataset
 from imcap.model import CaptionDecoder
 from imcap.params import EvalParams, load_params

@@ -15,7 +15,8 @@ from torch import nn
 from imcap import cli, features
 from imcap.beam import beam_search
 from imcap.encoders import Encoder
-from imcap.features import extract_features, image_transform
+from imcap.features import extract_features
+from imcap.images import image_transform
 from imcap.model import CaptionDecoder, DecoderConfig
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, IMAGES_DIR, VOCAB_FILE
 from imcap.training import save_checkpoint

@@ -9,15 +9,14 @@ from PIL import Image
 
 from imcap import features as features_module
 from imcap.encoders import build_encoder, preprocessing
+from imcap.feature_store import FeatureStore
 from imcap.features import (
     Extraction,
-    FeatureStore,
-    ImageReadError,
     NonFiniteFeatureError,
     Runtime,
     extract_features,
 )
-from imcap.images import image_transform, load_rgb
+from imcap.images import ImageReadError, image_transform, load_rgb
 
 
 def _images(directory, count, size=40):
