@@ -90,23 +90,27 @@ def test_corrupt_image_is_named_and_nothing_is_written(tmp_path, workers):
     assert not (tmp_path / "features.h5").exists()
 
 
-def test_non_finite_features_fail_naming_the_image(tmp_path, monkeypatch):
-    names = _images(tmp_path / "img", 3)
+def _patch_encoder_output(monkeypatch, change) -> None:
+    """Make the extraction's encoder return `change(grid, pooled)` instead of its output."""
     real_build = features_module.build_encoder
 
-    def exploding(name, weights):
+    def build(name, weights):
         encoder = real_build(name, weights)
         forward = encoder.forward
-
-        def patched(images):
-            grid, pooled = forward(images)
-            grid[-1, 0, 0] = float("inf")  # last image of each batch
-            return grid, pooled
-
-        encoder.forward = patched
+        encoder.forward = lambda images: change(*forward(images))
         return encoder
 
-    monkeypatch.setattr(features_module, "build_encoder", exploding)
+    monkeypatch.setattr(features_module, "build_encoder", build)
+
+
+def test_non_finite_features_fail_naming_the_image(tmp_path, monkeypatch):
+    names = _images(tmp_path / "img", 3)
+
+    def exploding(grid, pooled):
+        grid[-1, 0, 0] = float("inf")  # last image of each batch
+        return grid, pooled
+
+    _patch_encoder_output(monkeypatch, exploding)
     with pytest.raises(NonFiniteFeatureError, match=r"first: 001\.jpg"):
         _extract(tmp_path, names)
     assert not (tmp_path / "features.h5").exists()
@@ -114,15 +118,7 @@ def test_non_finite_features_fail_naming_the_image(tmp_path, monkeypatch):
 
 def test_float16_overflow_is_caught(tmp_path, monkeypatch):
     names = _images(tmp_path / "img", 2)
-    real_build = features_module.build_encoder
-
-    def huge(name, weights):
-        encoder = real_build(name, weights)
-        forward = encoder.forward
-        encoder.forward = lambda images: tuple(t * 1e6 + 1e5 for t in forward(images))
-        return encoder
-
-    monkeypatch.setattr(features_module, "build_encoder", huge)
+    _patch_encoder_output(monkeypatch, lambda grid, pooled: (grid * 1e6 + 1e5, pooled * 1e6 + 1e5))
     with pytest.raises(NonFiniteFeatureError, match="float32"):
         _extract(tmp_path, names, out="f.h5", dtype="float16")
     store = _extract(tmp_path, names, out="f.h5", dtype="float32")
