@@ -1,5 +1,5 @@
 """Beam search (k = 3) over the same 1,000 feature sets: one image at a time, the seed's way,
-versus batched over images (`imcap.beam.beam_search` on B images = B·k rows), in one run.
+versus batched over images (`imcap.model.beam.beam_search` on B images = B·k rows), in one run.
 
 Needs torch only (no dvc, mlflow or nltk): a random-weight decoder of realistic size
 (E = H = A = P = 512, attention I over a 7×7 grid of C = 2048 channels, V = 10,000), or a trained
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from imcap.beam import beam_search
-from imcap.model import CaptionDecoder, DecoderConfig
+from imcap.model.beam import beam_search
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
 
 REALISTIC = DecoderConfig(vocab_size=10_000, embed_dim=512, feature_dim=2048, feature_size=512,
                           hidden_size=512, attention="I", attention_size=512, dropout=0.0)

@@ -2,7 +2,7 @@
 
 Writes a synthetic `crawl-300d-2M.vec.zip` (header `2000000 300`, cased words, values with four
 decimals and a trailing space as in the real file: ~4.5 GB of text, ~2 GB zipped), then parses it
-in a fresh process with `imcap.vectors.read_zip_vectors` and reports wall time and peak RSS
+in a fresh process with `imcap.data.vectors.read_zip_vectors` and reports wall time and peak RSS
 (`VmHWM`, which includes the interpreter and numpy). The archive is deleted afterwards unless
 `--keep`. A smaller `--lines` gives a quick run; time scales linearly with the line count.
 
@@ -68,7 +68,7 @@ def memory_mb(field: str) -> float:
 
 def parse(archive: Path, words_file: Path) -> dict[str, float]:
     """Run in a fresh process so that the peak is the parser's alone."""
-    from imcap.vectors import read_zip_vectors
+    from imcap.data.vectors import read_zip_vectors
 
     words = json.loads(words_file.read_text())
     before = memory_mb("VmRSS")

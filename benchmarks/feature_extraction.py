@@ -4,9 +4,10 @@
     python benchmarks/feature_extraction.py --device cpu --encoder resnet18 --images 256
 
 Naive (the seed's way): PIL decodes and torchvision transforms each image in the main process,
-float32, batches of 32, features copied to host memory. Pipeline: `imcap.features.Extraction`
-as the `features` stage runs it on that device (GPU: DataLoader workers, nvJPEG, pinned memory,
-bf16 autocast, batches of 256; CPU: PIL in the main process, float32; both channels_last),
+float32, batches of 32, features copied to host memory. Pipeline:
+`imcap.features.extraction.Extraction` as the `features` stage runs it on that device (GPU:
+DataLoader workers, nvJPEG, pinned memory, bf16 autocast, batches of 256; CPU: PIL in the main
+process, float32; both channels_last),
 writing a real HDF5 store. Both are end to end from JPEG files to features on the host, after
 a short untimed warm-up (CUDA context, cuDNN autotuning); building the encoder is not timed.
 
@@ -32,8 +33,8 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imcap.encoders import build_encoder, preprocessing
-from imcap.features import Extraction, Runtime
+from imcap.features.encoders import build_encoder, preprocessing
+from imcap.features.extraction import Extraction, Runtime
 
 
 def _write_jpeg(args: tuple[Path, int]) -> None:

@@ -7,7 +7,7 @@
 Writes a synthetic store (N × R × C float16 grid, ResNet-101 at 224 px by default: 49 × 2048)
 into --dir, then, in a fresh process, runs one epoch the way training indexes a split: captions
 (5 per image) in shuffled order, batches of 128, `grid[owner]` and `pooled[owner]` read from the
-store through `FeatureStore.rows` (the `StoreRows` view `imcap.data.load_split` hands to
+store through `FeatureStore.rows` (the `StoreRows` view `imcap.features.splits.load_split` hands to
 training above `train.features_in_memory_gb`). Every batch is checked against the rows it
 asked for. Prints the store size, the epoch's time and the process's peak RSS (ru_maxrss:
 resident memory; the kernel's page cache holding the file is not the process's and is
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imcap.feature_store import FeatureStore, create_store
+from imcap.features.store import FeatureStore, create_store
 
 BLOCK = 256  # rows written at a time
 

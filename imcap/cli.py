@@ -17,17 +17,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imcap.attention_maps import caption_steps, draw_attention
-from imcap.beam import beam_search
-from imcap.datasets import image_root
-from imcap.decode import sample_decode
+from imcap.data.datasets import image_root
+from imcap.data.vocab import EOS_ID, Vocabulary
 from imcap.devices import pick_device
-from imcap.encoders import build_encoder
-from imcap.feature_store import FeatureStore
-from imcap.images import ImageReadError, image_transform, load_rgb
+from imcap.evaluation.attention_maps import caption_steps, draw_attention
+from imcap.features.encoders import build_encoder
+from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.store import FeatureStore
+from imcap.model.beam import beam_search
+from imcap.model.decode import sample_decode
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
-from imcap.training import load_checkpoint
-from imcap.vocab import EOS_ID, Vocabulary
+from imcap.training.loop import load_checkpoint
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)

@@ -29,12 +29,14 @@ ENCODERS = (
     "resnext101_32x8d",
     "inception_v3",
 )
-# Mirrors imcap.encoders.WEIGHTS: none (seeded random init), torchvision IMAGENET1K_V1 / _V2.
+# Mirrors imcap.features.encoders.WEIGHTS:
+# none (seeded random init), torchvision IMAGENET1K_V1 / _V2.
 ENCODER_WEIGHTS = ("none", "imagenet", "imagenet_v2")
 # IMAGENET1K_V2 exists for these encoders only (torchvision).
 IMAGENET_V2_ENCODERS = ("resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                         "resnext101_32x8d")
-# Mirrors imcap.embeddings.CHOICES (a test keeps them equal; importing it here would be circular).
+# Mirrors imcap.data.embeddings.CHOICES (a test keeps them equal; importing it here would be
+# circular).
 EMBEDDINGS = (
     "random",
     "glove.6B.50d-offline",

@@ -8,10 +8,10 @@ file (which records where the images are) and the list of skipped images go into
 from pathlib import Path
 
 from imcap.atomic import atomic_path, write_json
-from imcap.datasets import load_source, normalise
+from imcap.data.datasets import load_source, normalise
+from imcap.data.shapes import generate_shapes
 from imcap.params import Params, load_params
 from imcap.paths import CAPTION_FILE, DATASET_DIR, IMAGES_DIR, SKIPPED_FILE
-from imcap.shapes import generate_shapes
 
 
 def main() -> None:

@@ -8,17 +8,18 @@ import pandas as pd
 import torch
 
 from imcap.atomic import atomic_path, write_json
-from imcap.attention_maps import caption_steps, draw_attention
-from imcap.beam import beam_search
-from imcap.bleu import best_constant_caption, bleu_scores
-from imcap.coco_metrics import CocoScorer
-from imcap.data import load_split
-from imcap.datasets import image_root
+from imcap.data.datasets import image_root
+from imcap.data.karpathy import load_dataset
+from imcap.data.vocab import EOS_ID, EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
-from imcap.feature_store import FeatureStore
-from imcap.images import load_rgb
-from imcap.karpathy import load_dataset
-from imcap.model import CaptionDecoder
+from imcap.evaluation.attention_maps import caption_steps, draw_attention
+from imcap.evaluation.bleu import best_constant_caption, bleu_scores
+from imcap.evaluation.coco_metrics import CocoScorer
+from imcap.features.images import load_rgb
+from imcap.features.splits import load_split
+from imcap.features.store import FeatureStore
+from imcap.model.beam import beam_search
+from imcap.model.decoder import CaptionDecoder
 from imcap.params import EvalParams, load_params
 from imcap.paths import (
     ATTENTION_DIR,
@@ -33,8 +34,7 @@ from imcap.paths import (
     VOCAB_FILE,
 )
 from imcap.tracking import mlflow_run
-from imcap.training import SplitFeatures, evaluate_split, load_checkpoint
-from imcap.vocab import EOS_ID, EncodedCaptions, Vocabulary
+from imcap.training.loop import SplitFeatures, evaluate_split, load_checkpoint
 
 Captions = list[list[str]]
 FigureInput = tuple[list[str], torch.Tensor | None, bool]  # words, maps [L, R], ended with EOS

@@ -5,12 +5,12 @@ Images are read from wherever the normalised caption file says they are (`image_
 torchrun directly (`torchrun --standalone --nproc-per-node 8 -m stages.features`) it shards too.
 """
 
-from imcap.datasets import image_root
-from imcap.features import extract_features
-from imcap.karpathy import load_dataset
+from imcap.data.datasets import image_root
+from imcap.data.karpathy import load_dataset
+from imcap.features.extraction import extract_features
+from imcap.features.sharding import Shard, launch, process_group
 from imcap.params import load_params
 from imcap.paths import CAPTION_FILE, FEATURES_FILE
-from imcap.sharding import Shard, launch, process_group
 
 
 def main() -> None:

@@ -8,11 +8,12 @@ import pandas as pd
 import torch
 
 from imcap.atomic import atomic_path, write_json, write_text
-from imcap.data import load_split
+from imcap.data.karpathy import load_dataset
+from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
-from imcap.feature_store import FeatureStore
-from imcap.karpathy import load_dataset
-from imcap.model import DecoderConfig
+from imcap.features.splits import load_split
+from imcap.features.store import FeatureStore
+from imcap.model.decoder import DecoderConfig
 from imcap.params import load_params
 from imcap.paths import (
     CAPTION_FILE,
@@ -27,8 +28,7 @@ from imcap.paths import (
     VOCAB_METRICS,
 )
 from imcap.tracking import mlflow_run
-from imcap.training import EpochLog, train_decoder
-from imcap.vocab import EncodedCaptions, Vocabulary
+from imcap.training.loop import EpochLog, train_decoder
 
 
 def main() -> None:

@@ -9,11 +9,11 @@ from collections import Counter
 import numpy as np
 
 from imcap.atomic import atomic_path, write_json
-from imcap.embeddings import RANDOM, build_embedding_matrix, coverage, load_vectors
-from imcap.karpathy import load_dataset
+from imcap.data.embeddings import RANDOM, build_embedding_matrix, coverage, load_vectors
+from imcap.data.karpathy import load_dataset
+from imcap.data.vocab import SPECIALS, build_vocabulary, encode_dataset
 from imcap.params import load_params
 from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, VOCAB_FILE, VOCAB_METRICS
-from imcap.vocab import SPECIALS, build_vocabulary, encode_dataset
 
 
 def main() -> None:

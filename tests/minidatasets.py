@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imcap.text import tokenize
+from imcap.data.text import tokenize
 
 COLOURS = ("red", "blue", "green", "white", "black", "brown")
 THINGS = ("dog", "cat", "man", "woman", "child", "bird")

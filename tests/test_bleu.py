@@ -3,7 +3,7 @@ import random
 import pytest
 from nltk.translate.bleu_score import corpus_bleu
 
-from imcap.bleu import best_constant_caption, bleu_scores
+from imcap.evaluation.bleu import best_constant_caption, bleu_scores
 
 
 def test_perfect_hypotheses_score_100_and_order_is_bleu1_to_4():

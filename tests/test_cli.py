@@ -12,15 +12,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from imcap import cli, features
-from imcap.beam import beam_search
-from imcap.encoders import Encoder
-from imcap.features import extract_features
-from imcap.images import image_transform
-from imcap.model import CaptionDecoder, DecoderConfig
+from imcap import cli
+from imcap.data.vocab import SPECIALS, Vocabulary
+from imcap.features import extraction as features
+from imcap.features.encoders import Encoder
+from imcap.features.extraction import extract_features
+from imcap.features.images import image_transform
+from imcap.model.beam import beam_search
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, IMAGES_DIR, VOCAB_FILE
-from imcap.training import save_checkpoint
-from imcap.vocab import SPECIALS, Vocabulary
+from imcap.training.loop import save_checkpoint
 
 WORDS = ("a", "red", "blue", "circle", "square", "left", "right", "top")
 IMAGE_SIZE = 32

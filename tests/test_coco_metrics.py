@@ -1,13 +1,13 @@
-"""COCO caption metrics (imcap.coco_metrics) against nltk and hand-checked values."""
+"""COCO caption metrics (imcap.evaluation.coco_metrics) against nltk and hand-checked values."""
 
 import random
 import shutil
 
 import pytest
 
-from imcap import coco_metrics
-from imcap.bleu import bleu_scores
-from imcap.coco_metrics import CocoScorer
+from imcap.evaluation import coco_metrics
+from imcap.evaluation.bleu import bleu_scores
+from imcap.evaluation.coco_metrics import CocoScorer
 
 WORDS = ["a", "red", "blue", "circle", "square", "left", "right", "of", "the", "above", "two"]
 

@@ -13,9 +13,9 @@ import minidatasets as mini
 import pytest
 import yaml
 
-from imcap.datasets import BadImagesError, SourceError, image_root, load_source, normalise
-from imcap.download import ArchiveError, cache_dir, extract
-from imcap.karpathy import load_dataset
+from imcap.data.datasets import BadImagesError, SourceError, image_root, load_source, normalise
+from imcap.data.download import ArchiveError, cache_dir, extract
+from imcap.data.karpathy import load_dataset
 from imcap.params import ParamError, parse_params
 from stages import download as stage
 
@@ -242,7 +242,7 @@ def test_missing_and_corrupt_images_fail_by_default_or_are_skipped(tmp_path):
 
 
 def test_parallel_image_check_reports_the_same(tmp_path, monkeypatch):
-    from imcap.datasets import normaliser as module
+    from imcap.data.datasets import normaliser as module
     monkeypatch.setattr(module, "_PARALLEL_FROM", 1)
     folder = _folder(tmp_path, n=6)
     (Path(folder["images"]) / "2.jpg").unlink()

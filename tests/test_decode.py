@@ -1,11 +1,11 @@
-"""Greedy decoding and sampling (imcap.decode)."""
+"""Greedy decoding and sampling (imcap.model.decode)."""
 
 import pytest
 import torch
 
-from imcap.decode import greedy_decode, mask_specials, sample_decode
-from imcap.model import CaptionDecoder, DecoderConfig
-from imcap.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.decode import greedy_decode, mask_specials, sample_decode
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
 
 
 def tiny_model(attention: str, vocab: int = 14, seed: int = 0) -> CaptionDecoder:

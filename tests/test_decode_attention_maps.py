@@ -1,11 +1,11 @@
-"""Per-word attention figures (imcap.attention_maps)."""
+"""Per-word attention figures (imcap.evaluation.attention_maps)."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from imcap.attention_maps import caption_steps, draw_attention, upsample
+from imcap.evaluation.attention_maps import caption_steps, draw_attention, upsample
 
 
 def test_upsample_keeps_the_attended_region_where_it_was():

@@ -1,4 +1,4 @@
-"""Batched beam search (imcap.beam)."""
+"""Batched beam search (imcap.model.beam)."""
 
 import itertools
 import math
@@ -7,10 +7,10 @@ import pytest
 import torch
 from test_decode import features, prefer, tiny_model
 
-from imcap.beam import beam_search
-from imcap.decode import greedy_decode, mask_specials
-from imcap.model import CaptionDecoder
-from imcap.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.beam import beam_search
+from imcap.model.decode import greedy_decode, mask_specials
+from imcap.model.decoder import CaptionDecoder
 
 
 def sequence_logprob(model, grid, pooled, ids: list[int], min_length: int = 0) -> float:

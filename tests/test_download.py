@@ -1,4 +1,4 @@
-"""imcap.download against a local HTTP server: resume, checksums, atomic files, safe extraction."""
+"""imcap.data.download on a local HTTP server: resume, checksums, atomic files, safe extraction."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from imcap import download as dl
-from imcap.download import ArchiveError, DownloadError, cache_dir, download, extract, fetch
+from imcap.data import download as dl
+from imcap.data.download import ArchiveError, DownloadError, cache_dir, download, extract, fetch
 
 DATA = bytes(range(256)) * 40  # 10 KiB
 

@@ -10,7 +10,7 @@ import minidatasets as mini
 import pytest
 from test_e2e_dvc import STAGES, _dvc, _ran, make_project
 
-from imcap.feature_store import FeatureStore
+from imcap.features.store import FeatureStore
 
 pytestmark = pytest.mark.e2e
 

@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from imcap import params as params_module
-from imcap.embeddings import (
+from imcap.data.embeddings import (
     CHOICES,
     build_embedding_matrix,
     coverage,
     offline_glove_vectors,
 )
-from imcap.model import DecoderConfig
-from imcap.training import SplitFeatures, train_decoder
-from imcap.vectors import FoundVectors, VectorFileError, read_vectors, read_zip_vectors
-from imcap.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
+from imcap.data.vectors import FoundVectors, VectorFileError, read_vectors, read_zip_vectors
+from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
+from imcap.model.decoder import DecoderConfig
+from imcap.training.loop import SplitFeatures, train_decoder
 
 GLOVE = b"the 0.1 0.2 0.3\ncat -1 2.5 3e-1\ndog 4 5 6\n"
 # fastText: header, cased words, a space before every newline.

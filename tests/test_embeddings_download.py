@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from imcap.download import DownloadError, cache_dir
-from imcap.embeddings import load_vectors
+from imcap.data.download import DownloadError, cache_dir
+from imcap.data.embeddings import load_vectors
+from imcap.data.vocab import SPECIALS, Vocabulary
 from imcap.params import EmbeddingParams
-from imcap.vocab import SPECIALS, Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("a", "red", "circle", "paris", "above")

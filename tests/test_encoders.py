@@ -9,7 +9,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from imcap.encoders import (
+from imcap.features.encoders import (
     ENCODER_NAMES,
     WeightsUnavailableError,
     build_encoder,
@@ -18,7 +18,7 @@ from imcap.encoders import (
     weights_cache_file,
     weights_enum,
 )
-from imcap.images import image_transform
+from imcap.features.images import image_transform
 from imcap.params import ENCODER_WEIGHTS, ENCODERS, ParamError, parse_params
 
 

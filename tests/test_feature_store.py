@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from imcap.data import load_split
-from imcap.feature_store import (
+from imcap.data.karpathy import CaptionDataset, CaptionedImage
+from imcap.data.vocab import BOS_ID, EOS_ID, SPECIALS, EncodedCaptions, Vocabulary
+from imcap.features.splits import load_split
+from imcap.features.store import (
     FeatureStore,
     StoreFormatError,
     StoreRows,
     create_store,
     merge_shards,
 )
-from imcap.karpathy import CaptionDataset, CaptionedImage
-from imcap.model import DecoderConfig
-from imcap.training import SplitFeatures, caption_loss, evaluate_split, train_decoder
-from imcap.vocab import BOS_ID, EOS_ID, SPECIALS, EncodedCaptions, Vocabulary
+from imcap.model.decoder import DecoderConfig
+from imcap.training.loop import SplitFeatures, caption_loss, evaluate_split, train_decoder
 
 WORDS = ("a", "red", "blue", "thing")
 VOCAB = Vocabulary((*SPECIALS, *WORDS))
@@ -139,7 +139,7 @@ def test_training_code_takes_either_kind_of_rows(tmp_path):
     store = FeatureStore(tmp_path / "f.h5")
     config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=6, feature_dim=8, feature_size=8,
                            hidden_size=8, attention="II", attention_size=4, dropout=0.0)
-    from imcap.model import CaptionDecoder
+    from imcap.model.decoder import CaptionDecoder
 
     torch.manual_seed(0)
     model = CaptionDecoder(config).eval()

@@ -7,16 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from imcap import features as features_module
-from imcap.encoders import build_encoder, preprocessing
-from imcap.feature_store import FeatureStore
-from imcap.features import (
+from imcap.features import extraction as features_module
+from imcap.features.encoders import build_encoder, preprocessing
+from imcap.features.extraction import (
     Extraction,
     NonFiniteFeatureError,
     Runtime,
     extract_features,
 )
-from imcap.images import ImageReadError, image_transform, load_rgb
+from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.store import FeatureStore
 
 
 def _images(directory, count, size=40):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imcap.encoders import Preprocessing, preprocessing
-from imcap.images import (
+from imcap.features.encoders import Preprocessing, preprocessing
+from imcap.features.images import (
     ImageReadError,
     crop_box,
     gpu_decode,
@@ -111,7 +111,7 @@ def test_transform_for_new_images_equals_the_extraction_input(tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     transform = image_transform(32, "resnet18", "imagenet")
-    from imcap.images import normalise
+    from imcap.features.images import normalise
     expected = normalise(read_pixels(tmp_path / "a.png", CROP)[None], CROP)[0]
     assert torch.equal(transform(load_rgb(tmp_path / "a.png")), expected)
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from imcap.karpathy import DatasetFormatError, load_dataset
+from imcap.data.karpathy import DatasetFormatError, load_dataset
 
 
 def _write(tmp_path, data):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from imcap.decode import greedy_decode
-from imcap.model import CaptionDecoder, DecoderConfig
-from imcap.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.decode import greedy_decode
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
 
 
 def _model(attention, vocab=12):

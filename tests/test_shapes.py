@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imcap.shapes import (
+from imcap.data.shapes import (
     COLOUR_RGB,
     COLOURS,
     SHAPES,
@@ -23,7 +23,7 @@ from imcap.shapes import (
     render,
     save_sample_grid,
 )
-from imcap.text import tokenize
+from imcap.data.text import tokenize
 
 SIZE_WORDS = r"(?:small|little|large|big) "
 POSITION_WORDS = {

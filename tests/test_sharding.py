@@ -11,9 +11,9 @@ import torch.distributed.run
 import torch.multiprocessing as mp
 from PIL import Image
 
-from imcap.feature_store import FeatureStore
-from imcap.features import extract_features
-from imcap.sharding import Shard, launch, process_group
+from imcap.features.extraction import extract_features
+from imcap.features.sharding import Shard, launch, process_group
+from imcap.features.store import FeatureStore
 
 
 def _images(directory: Path, count: int) -> list[str]:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from imcap.karpathy import CaptionDataset, CaptionedImage
-from imcap.text import tokenize
-from imcap.vocab import (
+from imcap.data.karpathy import CaptionDataset, CaptionedImage
+from imcap.data.text import tokenize
+from imcap.data.vocab import (
     BOS_ID,
     EOS_ID,
     PAD_ID,

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from imcap.model import DecoderConfig
-from imcap.training import SplitFeatures, load_checkpoint, train_decoder
-from imcap.vocab import BOS_ID, EOS_ID, SPECIALS, Vocabulary
+from imcap.data.vocab import BOS_ID, EOS_ID, SPECIALS, Vocabulary
+from imcap.model.decoder import DecoderConfig
+from imcap.training.loop import SplitFeatures, load_checkpoint, train_decoder
 
 WORDS = ("red", "blue", "circle", "square", "a", "is", "here")
 VOCAB = Vocabulary((*SPECIALS, *WORDS))
@@ -60,7 +60,7 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monkeypatch):
-    from imcap import training
+    from imcap.training import loop as training
 
     scores = iter([10.0, 12.0, 11.0, 12.0, 9.0, 50.0])
 

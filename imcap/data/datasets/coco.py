@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from imcap.datasets.sources import (
+from imcap.data.datasets.sources import (
     Entry,
     Source,
     SourceError,
@@ -23,7 +23,7 @@ from imcap.datasets.sources import (
     read_karpathy,
 )
 from imcap.params import Params
-from imcap.text import tokenize
+from imcap.data.text import tokenize
 
 SUBSETS = ("train2014", "val2014")
 

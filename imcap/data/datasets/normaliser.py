@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from imcap.datasets.sources import Entry, Source, SourceError
+from imcap.data.datasets.sources import Entry, Source, SourceError
 
 SPLITS = ("train", "val", "test")
 _PARALLEL_FROM = 500  # fewer images are checked in-process: a pool costs more than it saves

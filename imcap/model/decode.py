@@ -1,5 +1,5 @@
 """Caption generation from image features: greedy decoding and sampling (beam search:
-`imcap.beam`).
+`imcap.model.beam`).
 
 Every decoder works on a whole batch at once and returns token ids [B, L] (PAD after EOS; EOS
 included when emitted) and the attention weights [B, L, R] behind each token (zero at PADs;
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from imcap.model import CaptionDecoder
-from imcap.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.decoder import CaptionDecoder
 
 
 def mask_specials(scores: torch.Tensor, step: int, min_length: int) -> torch.Tensor:

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import torch
 
-from imcap.decode import check_lengths, mask_specials
-from imcap.model import CaptionDecoder, DecoderState
-from imcap.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.decode import check_lengths, mask_specials
+from imcap.model.decoder import CaptionDecoder, DecoderState
 
 
 class BeamResult(NamedTuple):

@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from imcap.download import ArchiveError, cache_dir, download, extract
-from imcap.text import tokenize
+from imcap.data.download import ArchiveError, cache_dir, download, extract
+from imcap.data.text import tokenize
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 

@@ -1,4 +1,4 @@
-"""Feature extraction: image files -> encoder -> HDF5 store (layout: `imcap.feature_store`).
+"""Feature extraction: image files -> encoder -> HDF5 store (layout: `imcap.features.store`).
 
 One code path for CPU and GPU; what differs is resolved from the device (`Runtime`):
 - CPU: PIL decodes in the main process (worker processes on request: on a small machine they
@@ -10,7 +10,7 @@ One code path for CPU and GPU; what differs is resolved from the device (`Runtim
 - Both: channels_last memory format (oneDNN and cuDNN convolutions are faster in it: 20-30 %
   on CPU, measured).
 - Several GPUs: under torchrun each rank encodes a contiguous slice into a shard; rank 0 merges
-  the shards (`imcap.sharding`).
+  the shards (`imcap.features.sharding`).
 
 A non-finite value (a float16 overflow, a diverging random trunk) fails extraction naming the
 image: it must never reach the store, where DVC would cache it as good. An unreadable image
@@ -35,16 +35,16 @@ from tqdm import tqdm
 
 from imcap.atomic import atomic_path
 from imcap.devices import pick_device
-from imcap.encoders import Encoder, Preprocessing, build_encoder, preprocessing
-from imcap.feature_store import create_store, merge_shards
-from imcap.images import (
+from imcap.features.encoders import Encoder, Preprocessing, build_encoder, preprocessing
+from imcap.features.images import (
     ImageReadError,
     gpu_decode,
     is_jpeg,
     normalise,
     read_pixels,
 )
-from imcap.sharding import Shard, gather_errors
+from imcap.features.sharding import Shard, gather_errors
+from imcap.features.store import create_store, merge_shards
 
 GPU_BATCH, CPU_BATCH = 256, 32
 MAX_WORKERS = 16

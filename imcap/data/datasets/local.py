@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from imcap.datasets.sources import (
+from imcap.data.datasets.sources import (
     Entry,
     Source,
     local_dir,
@@ -13,7 +13,7 @@ from imcap.datasets.sources import (
     read_karpathy,
 )
 from imcap.params import Params
-from imcap.text import tokenize
+from imcap.data.text import tokenize
 
 
 def load_karpathy(params: Params) -> Source:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imcap.datasets.sources import (
+from imcap.data.datasets.sources import (
     Entry,
     Source,
     SourceError,
@@ -23,7 +23,7 @@ from imcap.datasets.sources import (
     read_token_file,
 )
 from imcap.params import Params
-from imcap.text import tokenize
+from imcap.data.text import tokenize
 
 FLICKR8K_IMAGES = ("Flicker8k_Dataset", "Flickr8k_Dataset")
 TOKEN_FILES = ("Flickr8k.token.txt", "Flickr8k_text/Flickr8k.token.txt")

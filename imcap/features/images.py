@@ -1,5 +1,5 @@
 """Images → encoder input: robust decoding (CPU with PIL, or GPU with nvJPEG), resize/crop and
-normalisation as `imcap.encoders.Preprocessing` says.
+normalisation as `imcap.features.encoders.Preprocessing` says.
 
 Resize and crop are one step: the crop box is computed in the source image and only that region
 is resized (`resized_crop`). That equals "resize the shorter side to `resize_size`, centre-crop
@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
-from imcap.encoders import Preprocessing, preprocessing
+from imcap.features.encoders import Preprocessing, preprocessing
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")

@@ -13,11 +13,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from imcap.datasets.coco import load_coco2014
-from imcap.datasets.flickr import load_flickr8k, load_flickr30k
-from imcap.datasets.local import load_folder, load_karpathy
-from imcap.datasets.normaliser import BadImagesError, check_images, normalise
-from imcap.datasets.sources import Source, SourceError
+from imcap.data.datasets.coco import load_coco2014
+from imcap.data.datasets.flickr import load_flickr8k, load_flickr30k
+from imcap.data.datasets.local import load_folder, load_karpathy
+from imcap.data.datasets.normaliser import BadImagesError, check_images, normalise
+from imcap.data.datasets.sources import Source, SourceError
 from imcap.params import Params
 
 LOADERS: dict[str, Callable[[Params], Source]] = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from imcap.atomic import atomic_path, write_json
-from imcap.karpathy import CaptionDataset
+from imcap.data.karpathy import CaptionDataset
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)

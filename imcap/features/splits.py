@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imcap.feature_store import FeatureStore
-from imcap.karpathy import CaptionDataset
-from imcap.training import SplitFeatures
-from imcap.vocab import EncodedCaptions
+from imcap.data.karpathy import CaptionDataset
+from imcap.data.vocab import EncodedCaptions
+from imcap.features.store import FeatureStore
+from imcap.training.loop import SplitFeatures
 
 IN_MEMORY_LIMIT = 2 * 2**30  # bytes
 

