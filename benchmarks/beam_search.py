@@ -24,23 +24,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
 from imcap.model.beam import beam_search
+from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 
-REALISTIC = DecoderConfig(vocab_size=10_000, embed_dim=512, feature_dim=2048, feature_size=512,
-                          hidden_size=512, attention="I", attention_size=512, dropout=0.0)
+REALISTIC = DecoderConfig(vocab_size=10_000, embed_dim=512, encoder_channels=2048,
+                          projection_size=512, hidden_size=512, attention="I",
+                          attention_size=512, dropout=0.0)
 REGIONS = 49  # 7×7
 
 
 def load_model(checkpoint: str | None, attention: str, device: torch.device) -> CaptionDecoder:
     if checkpoint:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = CaptionDecoder(DecoderConfig(**saved["config"]))
-        model.load_state_dict(saved["state_dict"])
-    else:
-        torch.manual_seed(0)
-        config = DecoderConfig(**{**REALISTIC.as_dict(), "attention": attention})
-        model = CaptionDecoder(config)
-    return model.to(device).eval()
+        return load_checkpoint(Path(checkpoint), device)
+    torch.manual_seed(0)
+    config = DecoderConfig(**{**REALISTIC.as_dict(), "attention": attention})
+    return CaptionDecoder(config).to(device).eval()
 
 
 def synchronize(device: torch.device) -> None:
@@ -77,7 +75,8 @@ def main() -> None:
                           else "cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.checkpoint, args.attention, device)
     gen = torch.Generator().manual_seed(1)
-    grid = torch.randn(args.images, REGIONS, model.config.feature_dim, generator=gen).to(device)
+    channels = model.config.encoder_channels
+    grid = torch.randn(args.images, REGIONS, channels, generator=gen).to(device)
     pooled = grid.mean(dim=1)
     singles = min(args.single_images or args.images, args.images)
     batch = args.batch_size or args.images

@@ -13,7 +13,7 @@ a short untimed warm-up (CUDA context, cuDNN autotuning); building the encoder i
 
 Without --jpeg-dir, synthetic 500×375 JPEGs (Flickr/COCO's typical size, smooth content plus
 noise, quality 90) are generated into a temporary folder. Needs torch, torchvision, h5py,
-PIL and numpy only (no DVC, MLflow or nltk).
+PIL, numpy and pydantic only (no DVC, MLflow or nltk).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from imcap.features.config import ENCODERS, WEIGHTS, FeatureParams
 from imcap.features.encoders import build_encoder, preprocessing
-from imcap.features.extraction import Extraction, Runtime
+from imcap.features.extraction import Extraction
+from imcap.features.runtime import Runtime
 
 
 def _write_jpeg(args: tuple[Path, int]) -> None:
@@ -78,11 +80,11 @@ def naive(paths: list[Path], encoder: torch.nn.Module, name: str, weights: str, 
     return len(paths) / (time.perf_counter() - start)
 
 
-def pipeline(paths: list[Path], encoder: torch.nn.Module, name: str, weights: str, size: int,
-             runtime: Runtime, dtype: str, out: Path) -> float:
+def pipeline(paths: list[Path], encoder: torch.nn.Module, name: str, config: FeatureParams,
+             runtime: Runtime, out: Path) -> float:
     """`imcap`'s extraction into a real store; returns images per second."""
-    extraction = Extraction(encoder, preprocessing(name, weights, size), runtime,
-                            np.dtype(dtype), {"encoder": name})
+    extraction = Extraction(encoder, preprocessing(name, config.weights, config.image_size),
+                            runtime, np.dtype(config.dtype), {"encoder": name})
     _sync(runtime.device)
     start = time.perf_counter()
     extraction.run(paths, [p.name for p in paths], out, progress=False)
@@ -98,8 +100,8 @@ def _sync(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--encoder", default="resnet101")
-    parser.add_argument("--weights", default="none", help="none | imagenet | imagenet_v2")
+    parser.add_argument("--encoder", default="resnet101", choices=ENCODERS)
+    parser.add_argument("--weights", default="none", choices=tuple(WEIGHTS))
     parser.add_argument("--image-size", type=int, default=0, help="0: the encoder's native")
     parser.add_argument("--images", type=int, default=0,
                         help="images for the pipeline (default 20,000 on a GPU, 128 on CPU)")
@@ -116,12 +118,15 @@ def main() -> None:
                              "(random deep trunks overflow float16)")
     args = parser.parse_args()
 
-    runtime = Runtime.resolve(args.device, args.batch_size, args.workers, args.decode,
-                              args.precision)
+    config = FeatureParams(
+        weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
+        dtype=args.dtype or ("float32" if args.weights == "none" else "float16"),
+        device=args.device, num_workers=args.workers, decode=args.decode,
+        precision=args.precision, processes=1)
+    runtime = Runtime.resolve(config)
     cuda = runtime.device.type == "cuda"
     count = args.images or (20_000 if cuda else 128)
     naive_count = min(count, args.naive_images or (2_000 if cuda else count))
-    dtype = args.dtype or ("float32" if args.weights == "none" else "float16")
     with tempfile.TemporaryDirectory(prefix="imcap-bench-") as tmp:
         if args.jpeg_dir:
             paths = sorted(args.jpeg_dir.glob("*.jpg"))[:count]
@@ -134,14 +139,12 @@ def main() -> None:
             sys.exit(f"{args.jpeg_dir}: only {len(paths)} *.jpg files, --images {count}")
         encoder = build_encoder(args.encoder, args.weights)
         warm = paths[: min(count, 2 * runtime.batch_size)]
-        pipeline(warm, encoder, args.encoder, args.weights, args.image_size, runtime, dtype,
-                 Path(tmp) / "warm.h5")
+        pipeline(warm, encoder, args.encoder, config, runtime, Path(tmp) / "warm.h5")
         encoder.to(memory_format=torch.contiguous_format)  # the naive way: NCHW, float32
         naive(warm[:32], encoder, args.encoder, args.weights, args.image_size, runtime.device)
         slow = naive(paths[:naive_count], encoder, args.encoder, args.weights,
                      args.image_size, runtime.device)
-        fast = pipeline(paths, encoder, args.encoder, args.weights, args.image_size, runtime,
-                        dtype, Path(tmp) / "features.h5")
+        fast = pipeline(paths, encoder, args.encoder, config, runtime, Path(tmp) / "features.h5")
 
     where = torch.cuda.get_device_name(runtime.device) if cuda else (
         f"CPU, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads")
@@ -151,7 +154,7 @@ def main() -> None:
           f"over {naive_count} images")
     print(f"pipeline (batch {runtime.batch_size}, {runtime.num_workers} workers, "
           f"{'nvJPEG' if runtime.nvjpeg else 'PIL'}, "
-          f"{'bf16' if runtime.bfloat16 else 'float32'}, channels_last, {dtype} store): "
+          f"{'bf16' if runtime.bfloat16 else 'float32'}, channels_last, {config.dtype} store): "
           f"{fast:8.1f} img/s over {count} images")
     print(f"ratio: {fast / slow:.2f}x")
 

@@ -9,25 +9,27 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from imcap.data.datasets import image_root
-from imcap.data.vocab import EOS_ID, Vocabulary
+from imcap.data.karpathy import image_root
+from imcap.data.vocab import Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import caption_steps, draw_attention
 from imcap.features.encoders import build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
 from imcap.features.store import FeatureStore
-from imcap.model.beam import beam_search
+from imcap.model.captioning import Decode, beam_decoder, caption_batches
+from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decode import sample_decode
+from imcap.model.decoder import CaptionDecoder
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
-from imcap.training.loop import load_checkpoint
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
@@ -91,6 +93,14 @@ class Decoding:
                      else None)
         return cls(args.beam, args.length_penalty, args.sample, args.temperature, args.top_k,
                    args.max_length, args.min_length, generator)
+
+    def decoder(self, model: CaptionDecoder) -> Decode:
+        if self.sample:
+            return partial(sample_decode, model, max_length=self.max_length,
+                           temperature=self.temperature, top_k=self.top_k,
+                           min_length=self.min_length, generator=self.generator)
+        return beam_decoder(model, self.beam, self.max_length, min_length=self.min_length,
+                            length_penalty=self.length_penalty)
 
 
 def dvc_artifacts(root: Path) -> Artifacts:
@@ -159,9 +169,9 @@ class Captioner:
         self.encoder = build_encoder(artifacts.encoder, artifacts.weights).to(device)
         self.transform = image_transform(artifacts.image_size, artifacts.encoder,
                                          artifacts.weights)
-        if self.encoder.feature_dim != self.model.config.feature_dim:
+        if self.encoder.feature_dim != self.model.config.encoder_channels:
             raise CliError(f"{artifacts.checkpoint}: the decoder expects "
-                           f"{self.model.config.feature_dim} feature channels, the "
+                           f"{self.model.config.encoder_channels} feature channels, the "
                            f"{artifacts.encoder} encoder gives {self.encoder.feature_dim}")
         if len(self.vocab) != self.model.config.vocab_size:
             raise CliError(f"{artifacts.vocab}: {len(self.vocab)} words, but the decoder in "
@@ -193,24 +203,15 @@ class Captioner:
                 "rebuilt when its initialisation is seeded.")
 
     @torch.inference_mode()
-    def caption(self, paths: Sequence[Path], decoding: Decoding) -> list[Caption]:
-        grid, pooled = self.encode(paths)
-        if decoding.sample:
-            tokens, alphas = sample_decode(
-                self.model, grid, pooled, decoding.max_length,
-                temperature=decoding.temperature, top_k=decoding.top_k,
-                min_length=decoding.min_length, generator=decoding.generator)
-        else:
-            tokens, alphas, _ = beam_search(
-                self.model, grid, pooled, decoding.beam, decoding.max_length,
-                min_length=decoding.min_length, length_penalty=decoding.length_penalty)
-        captions = []
-        for i, (path, ids) in enumerate(zip(paths, tokens.tolist(), strict=True)):
-            words = self.vocab.decode(ids)
-            labels, maps = caption_steps(words, alphas[i] if alphas is not None else None,
-                                         EOS_ID in ids)
-            captions.append(Caption(path, words, maps, labels))
-        return captions
+    def caption(self, paths: Sequence[Path], decoding: Decoding, batch_size: int
+                ) -> Iterator[Caption]:
+        """The caption of each image, `batch_size` images encoded and decoded at a time."""
+        batches = (self.encode(paths[start : start + batch_size])
+                   for start in range(0, len(paths), batch_size))
+        decoded = caption_batches(decoding.decoder(self.model), batches, self.vocab)
+        for path, caption in zip(paths, decoded, strict=True):
+            labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
+            yield Caption(path, caption.words, maps, labels)
 
 
 def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
@@ -242,14 +243,12 @@ def caption_command(args: argparse.Namespace) -> None:
     if args.attention_map and captioner.model.attention is None:
         raise CliError("the model has no attention (attention: none): no attention map to draw")
     outs = map_paths(Path(args.attention_map), images) if args.attention_map else []
-    for start in range(0, len(images), args.batch_size):
-        chunk = images[start : start + args.batch_size]
-        for i, caption in enumerate(captioner.caption(chunk, decoding), start=start):
-            print(f"{caption.image}\t{' '.join(caption.words)}", flush=True)
-            if outs:
-                draw_attention(load_rgb(caption.image), caption.labels, caption.maps, outs[i],
-                               title=f"{caption.image.name}: {' '.join(caption.words)}")
-                print(f"attention map: {outs[i]}", file=sys.stderr)
+    for i, caption in enumerate(captioner.caption(images, decoding, args.batch_size)):
+        print(f"{caption.image}\t{' '.join(caption.words)}", flush=True)
+        if outs:
+            draw_attention(load_rgb(caption.image), caption.labels, caption.maps, outs[i],
+                           title=f"{caption.image.name}: {' '.join(caption.words)}")
+            print(f"attention map: {outs[i]}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imcap.atomic import atomic_path, write_json
 from imcap.data.datasets import load_source, normalise
-from imcap.data.shapes import generate_shapes
+from imcap.data.shapes.generate import generate_shapes
 from imcap.params import Params, load_params
 from imcap.paths import CAPTION_FILE, DATASET_DIR, IMAGES_DIR, SKIPPED_FILE
 
@@ -21,9 +21,7 @@ def main() -> None:
         if params.dataset == "shapes":
             write_json(staging / CAPTION_FILE.name, _shapes(params, staging))
         else:
-            d = params.download
-            dataset, skipped = normalise(load_source(params), restval=d.restval,
-                                         on_bad_image=d.on_bad_image, workers=d.check_workers)
+            dataset, skipped = normalise(load_source(params), params.download)
             write_json(staging / CAPTION_FILE.name, dataset)
             write_json(staging / SKIPPED_FILE.name, skipped)
             if skipped["count"]:
@@ -32,14 +30,7 @@ def main() -> None:
 
 
 def _shapes(params: Params, staging: Path) -> dict:
-    dataset = generate_shapes(
-        staging / IMAGES_DIR.name,
-        num_images=params.shapes.num_images,
-        image_size=params.shapes.image_size,
-        seed=params.seed,
-        val_fraction=params.shapes.val_fraction,
-        test_fraction=params.shapes.test_fraction,
-    )
+    dataset = generate_shapes(staging / IMAGES_DIR.name, params.shapes, params.seed)
     return {**dataset, "image_root": IMAGES_DIR.name}
 
 

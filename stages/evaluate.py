@@ -8,19 +8,21 @@ import pandas as pd
 import torch
 
 from imcap.atomic import atomic_path, write_json
-from imcap.data.datasets import image_root
-from imcap.data.karpathy import load_dataset
-from imcap.data.vocab import EOS_ID, EncodedCaptions, Vocabulary
+from imcap.data.karpathy import image_root, load_dataset
+from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import caption_steps, draw_attention
 from imcap.evaluation.bleu import best_constant_caption, bleu_scores
 from imcap.evaluation.coco_metrics import CocoScorer
+from imcap.evaluation.config import EvalParams
+from imcap.evaluation.split_evaluation import evaluate_split
 from imcap.features.images import load_rgb
-from imcap.features.splits import load_split
+from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
-from imcap.model.beam import beam_search
+from imcap.model.captioning import DecodedCaption, beam_decoder, caption_batches
+from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import CaptionDecoder
-from imcap.params import EvalParams, load_params
+from imcap.params import load_params
 from imcap.paths import (
     ATTENTION_DIR,
     BEAM_SWEEP,
@@ -34,43 +36,38 @@ from imcap.paths import (
     VOCAB_FILE,
 )
 from imcap.tracking import mlflow_run
-from imcap.training.loop import SplitFeatures, evaluate_split, load_checkpoint
 
 Captions = list[list[str]]
-FigureInput = tuple[list[str], torch.Tensor | None, bool]  # words, maps [L, R], ended with EOS
 
 
-def beam_captions(model: CaptionDecoder, test: SplitFeatures, vocab: Vocabulary,
+def beam_captions(model: CaptionDecoder, test: CaptionedSplit, vocab: Vocabulary,
                   device: torch.device, beam_size: int, settings: EvalParams
-                  ) -> tuple[Captions, list[FigureInput]]:
-    """Captions of every test image, and what the attention figures of the first
-    `settings.attention_figures` images need."""
+                  ) -> tuple[Captions, list[DecodedCaption]]:
+    """Captions of every test image, and the first `settings.attention_figures` of them with
+    their attention, for the figures."""
+    beam = beam_decoder(model, beam_size, settings.max_length,
+                        length_penalty=settings.length_penalty)
     captions: Captions = []
-    figures: list[FigureInput] = []
-    for rows in torch.arange(len(test.grid)).split(settings.batch_size):
-        result = beam_search(model, test.grid[rows].to(device), test.pooled[rows].to(device),
-                             beam_size, settings.max_length,
-                             length_penalty=settings.length_penalty)
-        for i, ids in enumerate(result.tokens.tolist()):
-            captions.append(vocab.decode(ids))
-            if len(figures) < settings.attention_figures:
-                alphas = result.alphas[i] if result.alphas is not None else None
-                figures.append((captions[-1], alphas, EOS_ID in ids))
+    figures: list[DecodedCaption] = []
+    for caption in caption_batches(beam, test.image_batches(settings.batch_size, device), vocab):
+        captions.append(caption.words)
+        if len(figures) < settings.attention_figures:
+            figures.append(caption)
     return captions, figures
 
 
-def draw_figures(figures: list[FigureInput], images: list[Path], label: str) -> list[Path]:
+def draw_figures(figures: list[DecodedCaption], images: list[Path], label: str) -> list[Path]:
     """The attention figures, written together (atomically) as ATTENTION_DIR."""
     with atomic_path(ATTENTION_DIR) as staging:
         staging.mkdir()
-        for (words, alphas, ended), image in zip(figures, images, strict=False):
-            labels, maps = caption_steps(words, alphas, ended)
+        for caption, image in zip(figures, images, strict=False):
+            labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
             draw_attention(load_rgb(image), labels, maps,
                            staging / f"attention_{image.stem}.png", title=f"{image.name} ({label})")
     return sorted(ATTENTION_DIR.glob("*.png"))
 
 
-def write_samples(test_files: list[str], test: SplitFeatures, captions: dict[str, Captions],
+def write_samples(test_files: list[str], test: CaptionedSplit, captions: dict[str, Captions],
                   best: int, count: int) -> None:
     samples = pd.DataFrame({
         "image": test_files,
@@ -95,10 +92,11 @@ def main() -> None:
 
     # Started first: METEOR's Java process loads its tables while the captions are decoded.
     with CocoScorer(meteor=settings.meteor) as coco:
-        loss, _, greedy = evaluate_split(model, test, vocab, device, settings.max_length,
-                                         settings.batch_size)
-        captions: dict[str, Captions] = {"greedy": greedy}
-        figures: dict[int, list[FigureInput]] = {}
+        greedy = evaluate_split(model, test, vocab, device, settings.max_length,
+                                settings.batch_size)
+        loss = greedy.loss
+        captions: dict[str, Captions] = {"greedy": greedy.captions}
+        figures: dict[int, list[DecodedCaption]] = {}
         for k in settings.beams:
             captions[f"beam{k}"], figures[k] = beam_captions(model, test, vocab, device, k,
                                                              settings)

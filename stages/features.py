@@ -5,8 +5,7 @@ Images are read from wherever the normalised caption file says they are (`image_
 torchrun directly (`torchrun --standalone --nproc-per-node 8 -m stages.features`) it shards too.
 """
 
-from imcap.data.datasets import image_root
-from imcap.data.karpathy import load_dataset
+from imcap.data.karpathy import image_root, load_dataset
 from imcap.features.extraction import extract_features
 from imcap.features.sharding import Shard, launch, process_group
 from imcap.params import load_params
@@ -15,28 +14,14 @@ from imcap.paths import CAPTION_FILE, FEATURES_FILE
 
 def main() -> None:
     params = load_params()
-    f = params.features
     shard = Shard.from_env()
-    if f.processes > 1 and shard.world_size == 1:
-        launch(f.processes, "stages.features")
+    if params.features.processes > 1 and shard.world_size == 1:
+        launch(params.features.processes, "stages.features")
         return
     dataset = load_dataset(CAPTION_FILE)
     with process_group(shard):
-        extract_features(
-            image_root(CAPTION_FILE),
-            [image.filename for image in dataset.images],
-            FEATURES_FILE,
-            encoder_name=params.encoder,
-            weights=f.weights,
-            image_size=f.image_size,
-            batch_size=f.batch_size,
-            dtype=f.dtype,
-            device=f.device,
-            num_workers=f.num_workers,
-            decode=f.decode,
-            precision=f.precision,
-            shard=shard,
-        )
+        extract_features(image_root(CAPTION_FILE), [image.filename for image in dataset.images],
+                         FEATURES_FILE, params.encoder, params.features, shard)
 
 
 if __name__ == "__main__":

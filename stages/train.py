@@ -10,7 +10,6 @@ import torch
 from imcap.atomic import atomic_path, write_json, write_text
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
-from imcap.devices import pick_device
 from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
 from imcap.model.decoder import DecoderConfig
@@ -44,14 +43,13 @@ def main() -> None:
     config = DecoderConfig(
         vocab_size=len(vocab),
         embed_dim=embeddings.shape[1],
-        feature_dim=store.feature_dim,
-        feature_size=params.model.feature_size,
+        encoder_channels=store.feature_dim,
+        projection_size=params.model.projection_size,
         hidden_size=params.model.hidden_size,
         attention=params.attention,
         attention_size=params.model.attention_size,
         dropout=params.model.dropout,
     )
-    t = params.train
     history: list[EpochLog] = []
     with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "train") as tracker:
         tracker.log_params({**params.as_flat_dict(), "vocab_size": len(vocab),
@@ -68,13 +66,8 @@ def main() -> None:
                 pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.5f")
 
         start = time.perf_counter()
-        result = train_decoder(
-            config, embeddings, train_data, val_data, vocab, CHECKPOINT_FILE,
-            epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-            grad_clip=t.grad_clip, teacher_forcing=t.teacher_forcing, patience=t.patience,
-            max_length=t.max_length, seed=params.seed, device=pick_device(t.device),
-            freeze_embeddings=t.freeze_embeddings, on_epoch=on_epoch,
-        )
+        result = train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
+                               CHECKPOINT_FILE, seed=params.seed, on_epoch=on_epoch)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                    "train_seconds": round(time.perf_counter() - start, 1)}

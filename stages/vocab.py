@@ -9,7 +9,8 @@ from collections import Counter
 import numpy as np
 
 from imcap.atomic import atomic_path, write_json
-from imcap.data.embeddings import RANDOM, build_embedding_matrix, coverage, load_vectors
+from imcap.data.config import RANDOM
+from imcap.data.embeddings import build_embedding_matrix, coverage, load_vectors
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import SPECIALS, build_vocabulary, encode_dataset
 from imcap.params import load_params
@@ -23,11 +24,11 @@ def main() -> None:
     vocab = build_vocabulary(train_captions, params.vocab.min_count)
     vectors = None
     if params.embeddings != RANDOM:
-        vectors = load_vectors(params.embeddings, vocab.words[len(SPECIALS):], params.embedding)
+        vectors = load_vectors(params.embeddings, vocab.words[len(SPECIALS):], params.word_vectors)
         if params.vocab.restrict_to_embeddings:
             vocab = vocab.restricted_to(vectors.rows)
-    encoded = encode_dataset(dataset, vocab, params.vocab.max_length)
-    matrix = build_embedding_matrix(vocab, vectors, params.embedding.dim, params.seed)
+    encoded = encode_dataset(dataset, vocab, params.vocab.truncate_length)
+    matrix = build_embedding_matrix(vocab, vectors, params.word_vectors.dim, params.seed)
     metrics: dict[str, int | float] = {"vocab_size": len(vocab), "embedding_dim": matrix.shape[1]}
     if vectors is not None:
         tokens = Counter(token for caption in train_captions for token in caption)

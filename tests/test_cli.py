@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from params_overrides import cpu_features
 from PIL import Image
 from torch import nn
 
@@ -19,9 +20,9 @@ from imcap.features.encoders import Encoder
 from imcap.features.extraction import extract_features
 from imcap.features.images import image_transform
 from imcap.model.beam import beam_search
+from imcap.model.checkpoint import load_checkpoint, save_checkpoint
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, IMAGES_DIR, VOCAB_FILE
-from imcap.training.loop import save_checkpoint
 
 WORDS = ("a", "red", "blue", "circle", "square", "left", "right", "top")
 IMAGE_SIZE = 32
@@ -51,13 +52,13 @@ def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "
     images = write_images(root / IMAGES_DIR, 3)
     (root / CAPTION_FILE).write_text(json.dumps({"images": [], "image_root": "images"}))
     extract_features(root / IMAGES_DIR, [p.name for p in images], root / FEATURES_FILE,
-                     "resnet18", "none", IMAGE_SIZE, batch_size=2, dtype="float32",
-                     device="cpu")
+                     "resnet18", cpu_features(image_size=IMAGE_SIZE, dtype="float32"))
     vocab = Vocabulary(SPECIALS + WORDS)
     vocab.save(root / VOCAB_FILE)
     torch.manual_seed(1)
-    config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, feature_dim=16, feature_size=12,
-                           hidden_size=10, attention=attention, attention_size=6, dropout=0.0)
+    config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, encoder_channels=16,
+                           projection_size=12, hidden_size=10, attention=attention,
+                           attention_size=6, dropout=0.0)
     save_checkpoint(root / CHECKPOINT_FILE, CaptionDecoder(config).eval(), epoch=1,
                     val_bleu4=0.0)
     return root
@@ -76,10 +77,7 @@ def run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str
 
 def expected_captions(project: Path, images: list[Path], beam: int) -> list[str]:
     """The same captions straight from the library."""
-    model = CaptionDecoder(DecoderConfig(**torch.load(project / CHECKPOINT_FILE,
-                                                      weights_only=True)["config"]))
-    model.load_state_dict(torch.load(project / CHECKPOINT_FILE, weights_only=True)["state_dict"])
-    model.eval()
+    model = load_checkpoint(project / CHECKPOINT_FILE)
     vocab = Vocabulary.load(project / VOCAB_FILE)
     transform = image_transform(IMAGE_SIZE)
     with torch.no_grad():

@@ -11,23 +11,22 @@ from pathlib import Path
 
 import minidatasets as mini
 import pytest
-import yaml
+from params_overrides import merged, write_params
 
-from imcap.data.datasets import BadImagesError, SourceError, image_root, load_source, normalise
+from imcap.data.datasets import BadImagesError, SourceError, load_source, normalise
 from imcap.data.download import ArchiveError, cache_dir, extract
-from imcap.data.karpathy import load_dataset
+from imcap.data.karpathy import image_root, load_dataset
 from imcap.params import ParamError, parse_params
 from stages import download as stage
 
 
 def _params(dataset: str, **download):
-    return parse_params({"dataset": dataset, "download": download})
+    return parse_params(merged({"dataset": dataset, "download": download}))
 
 
-def _run(params, **kwargs):
-    d = params.download
-    options = dict(restval=d.restval, on_bad_image=d.on_bad_image, workers=1, progress=False)
-    return normalise(load_source(params), **{**options, **kwargs})
+def _run(params):
+    config = params.download.model_copy(update={"check_workers": 1})
+    return normalise(load_source(params), config, progress=False)
 
 
 def _splits(dataset: dict) -> Counter:
@@ -194,8 +193,8 @@ def test_folder_csv_split_by_seeded_ratio(tmp_path):
     assert dataset["images"][1]["filename"] == "sub/1.jpg"
     assert dataset["images"][0]["sentences"][0]["raw"] == "A dog, 0 times"
     folder = {"folder": _folder(tmp_path / "again")}
-    again, _ = _run(parse_params({"dataset": "folder", "download": folder}))
-    other_seed, _ = _run(parse_params({"dataset": "folder", "seed": 1, "download": folder}))
+    again, _ = _run(parse_params(merged({"dataset": "folder", "download": folder})))
+    other_seed, _ = _run(parse_params(merged({"dataset": "folder", "seed": 1, "download": folder})))
     assert again["images"] == dataset["images"] and _splits(other_seed) == _splits(dataset)
     assert [i["split"] for i in other_seed["images"]] != [i["split"] for i in dataset["images"]]
 
@@ -288,8 +287,8 @@ def test_download_stage_writes_caption_file_and_skipped_list(tmp_path, monkeypat
                                                               flickr8k_urls):
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "params.yaml").write_text(yaml.safe_dump(
-        {"dataset": "flickr8k", "download": {**flickr8k_urls, "check_workers": 1}}))
+    write_params(repo / "params.yaml",
+                 {"dataset": "flickr8k", "download": {**flickr8k_urls, "check_workers": 1}})
     monkeypatch.chdir(repo)
     stage.main()
     assert sorted(p.name for p in (repo / "data/dataset").iterdir()) == [
@@ -301,8 +300,7 @@ def test_download_stage_writes_caption_file_and_skipped_list(tmp_path, monkeypat
 
 
 def test_download_stage_shapes_keeps_its_images_beside_the_caption_file(tmp_path, monkeypatch):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"shapes": {"num_images": 10, "image_size": 32}}))
+    write_params(tmp_path / "params.yaml", {"shapes": {"num_images": 10, "image_size": 32}})
     monkeypatch.chdir(tmp_path)
     stage.main()
     caption_file = tmp_path / "data/dataset/dataset.json"
@@ -327,5 +325,5 @@ def test_download_stage_shapes_keeps_its_images_beside_the_caption_file(tmp_path
 ])
 def test_download_params_are_checked_up_front(raw, message):
     with pytest.raises(ParamError) as err:
-        parse_params(raw)
+        parse_params(merged(raw))
     assert message in str(err.value)

@@ -10,7 +10,7 @@ from imcap.model.decoder import CaptionDecoder, DecoderConfig
 
 def tiny_model(attention: str, vocab: int = 14, seed: int = 0) -> CaptionDecoder:
     torch.manual_seed(seed)
-    config = DecoderConfig(vocab_size=vocab, embed_dim=8, feature_dim=16, feature_size=12,
+    config = DecoderConfig(vocab_size=vocab, embed_dim=8, encoder_channels=16, projection_size=12,
                            hidden_size=10, attention=attention, attention_size=6, dropout=0.0)
     return CaptionDecoder(config).eval()
 

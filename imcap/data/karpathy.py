@@ -3,6 +3,9 @@
 `{"dataset": name, "images": [{"filename", "imgid", "split", "sentids",
 "sentences": [{"tokens", "raw", "imgid", "sentid"}]}]}` as in `dataset_flickr8k.json`.
 COCO's `restval` split counts as training data.
+
+The normalised `data/dataset/dataset.json` adds one top-level field, `image_root`: the directory
+every `filename` is relative to (`image_root()`).
 """
 
 from __future__ import annotations
@@ -92,3 +95,14 @@ def _parse_image(path: Path, index: int, entry: object) -> CaptionedImage:
         captions=tuple(captions),
         raw=tuple(raws),
     )
+
+
+def image_root(caption_file: Path) -> Path:
+    """The directory the `filename`s of a normalised caption file are relative to.
+
+    A relative `image_root` is relative to the caption file's folder; a file without the field
+    (older `shapes` output) has its images in `images/` beside it.
+    """
+    caption_file = Path(caption_file)
+    root = Path(json.loads(caption_file.read_text()).get("image_root", "images"))
+    return root if root.is_absolute() else caption_file.parent / root

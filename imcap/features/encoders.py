@@ -20,27 +20,11 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.transforms import InterpolationMode
 
-# name -> number of children at the end of the torchvision model that are not the conv trunk
-# (avgpool + fc for ResNets; avgpool + dropout + fc for Inception v3).
-_HEADS = {
-    "resnet18": 2,
-    "resnet34": 2,
-    "resnet50": 2,
-    "resnet101": 2,
-    "resnet152": 2,
-    "resnext50_32x4d": 2,
-    "resnext101_32x8d": 2,
-    "inception_v3": 3,
-}
-ENCODER_NAMES = tuple(_HEADS)
-# `features.weights` value -> torchvision weights enum member ("none": random initialisation).
-WEIGHTS = {"none": None, "imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
-# Input side the architectures were designed for (and their ImageNet weights trained at).
-NATIVE_SIZE = {name: 299 if name == "inception_v3" else 224 for name in _HEADS}
-# Smallest input the trunk accepts (Inception's stem needs 75 px; ResNets downsample by 32).
-MIN_SIZE = {name: 75 if name == "inception_v3" else 32 for name in _HEADS}
+from imcap.features.config import MIN_SIZE, NATIVE_SIZE, weights_enum
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NONE_SEED = 0  # the initialisation of `weights: none` encoders
@@ -68,23 +52,6 @@ class Preprocessing:
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
 
 
-def weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum | None:
-    """torchvision's weights enum member for `features.weights`, None for `none`."""
-    _check_name(name)
-    if weights not in WEIGHTS:
-        raise ValueError(f"unknown encoder weights {weights!r}; valid choices: "
-                         f"{', '.join(WEIGHTS)}")
-    if WEIGHTS[weights] is None:
-        return None
-    enum = torchvision.models.get_model_weights(name)
-    if WEIGHTS[weights] not in enum.__members__:
-        available = [key for key, member in WEIGHTS.items()
-                     if member is None or member in enum.__members__]
-        raise ValueError(f"encoder {name} has no {weights} weights "
-                         f"({enum.__name__}.{WEIGHTS[weights]}); valid: {', '.join(available)}")
-    return enum[WEIGHTS[weights]]
-
-
 def preprocessing(name: str, weights: str, image_size: int = 0) -> Preprocessing:
     """The preprocessing of encoder `name` with `weights` at `image_size` (0: native size).
 
@@ -109,10 +76,10 @@ def preprocessing(name: str, weights: str, image_size: int = 0) -> Preprocessing
 class Encoder(nn.Module):
     """Convolutional trunk returning (grid [B, R, C], pooled [B, C]).
 
-    `transform_input`: Inception v3 with its ImageNet weights expects torchvision's
-    `Inception3._transform_input` (ImageNet normalisation re-expressed as (x - 0.5) / 0.5)
-    before the stem; the trunk taken from `children()` skips `Inception3.forward`, so it is
-    applied here.
+    `trunk` maps images to a feature map [B, C, H, W]. `transform_input`: Inception v3 with its
+    ImageNet weights expects torchvision's `Inception3._transform_input` (ImageNet normalisation
+    re-expressed as (x - 0.5) / 0.5) before the stem; it is applied here, broadcast, so that a
+    channels_last input stays channels_last (torchvision's version concatenates channels).
     """
 
     def __init__(self, trunk: nn.Module, feature_dim: int, transform_input: bool = False) -> None:
@@ -138,6 +105,21 @@ def _inception_transform_input(x: torch.Tensor) -> torch.Tensor:
     return x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
 
 
+class ClassifierTrunk(nn.Module):
+    """A torchvision classifier's own forward, traced and cut where its feature map enters the
+    global average pool `avgpool` (`torchvision.models.feature_extraction`): the pool and the
+    head after it are left out, whatever the architecture's layer names."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        _, eval_nodes = get_graph_node_names(model)
+        feature_map = eval_nodes[eval_nodes.index("avgpool") - 1]
+        self.graph = create_feature_extractor(model, {feature_map: "feature_map"})
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.graph(images)["feature_map"]
+
+
 def build_encoder(name: str, weights: str = "none") -> Encoder:
     """The trunk of torchvision's `name` in eval mode: seeded random init, or ImageNet weights."""
     enum = weights_enum(name, weights)
@@ -148,17 +130,21 @@ def build_encoder(name: str, weights: str = "none") -> Encoder:
             model = torchvision.models.get_model(name, weights=None, **kwargs)
     else:
         model = _pretrained(name, enum)
-    return encoder_from_model(name, model)
+    return encoder_from_model(model)
 
 
-def encoder_from_model(name: str, model: nn.Module) -> Encoder:
-    """The `Encoder` of a torchvision classifier `name` (its head, and Inception's auxiliary
-    classifier, which torchvision keeps when loading weights, dropped)."""
-    aux = getattr(model, "AuxLogits", None)
-    children = [child for child in model.children() if child is not aux]
-    trunk = nn.Sequential(*children[: -_HEADS[name]])
+def encoder_from_model(model: nn.Module) -> Encoder:
+    """The `Encoder` of a torchvision classifier; takes `model` over.
+
+    Inception's auxiliary classifier (kept by torchvision when loading weights) is dropped, and
+    its `transform_input` moves from the traced forward into the `Encoder`.
+    """
     transform_input = bool(getattr(model, "transform_input", False))
-    return Encoder(trunk, model.fc.in_features, transform_input).eval()
+    if transform_input:
+        model.transform_input = False
+    if getattr(model, "AuxLogits", None) is not None:
+        model.AuxLogits = None
+    return Encoder(ClassifierTrunk(model.eval()), model.fc.in_features, transform_input).eval()
 
 
 def weights_cache_file(enum: torchvision.models.WeightsEnum) -> Path:
@@ -185,8 +171,3 @@ def _pretrained(name: str, enum: torchvision.models.WeightsEnum) -> nn.Module:
             f"cannot be downloaded ({err}). Offline, pre-seed the cache: download {enum.url} "
             f"elsewhere and copy it to {cached} (the torch hub directory is $TORCH_HOME/hub, "
             "default ~/.cache/torch/hub; set TORCH_HOME to use another)") from err
-
-
-def _check_name(name: str) -> None:
-    if name not in _HEADS:
-        raise ValueError(f"unknown encoder {name!r}; valid choices: {', '.join(_HEADS)}")

@@ -12,8 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import h5py
 import torch.distributed as dist
+
+from imcap.atomic import atomic_path
+from imcap.features.store import merge_shards
+
+
+class ShardFailedError(RuntimeError):
+    """Another extraction rank failed; its message is included."""
+
+
+class ExtractionJob(Protocol):
+    """Encodes image files into a new store (`imcap.features.extraction.Extraction`)."""
+
+    def run(self, paths: list[Path], names: list[str], out: Path, progress: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,39 @@ class Shard:
         """Shard file of `rank` (default: this one), hidden beside the final store."""
         rank = self.rank if rank is None else rank
         return out.parent / f".{out.name}.shard-{rank}-of-{self.world_size}"
+
+
+def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: Path,
+                  shard: Shard) -> None:
+    """This rank encodes its slice into its shard file; once every rank is done, rank 0
+    merges the shards into `out`. A failure on any rank fails every rank, naming it."""
+    start, stop = shard.bounds(len(names))
+    failure: Exception | None = None
+    try:
+        with atomic_path(shard.path(out)) as tmp:
+            job.run(paths[start:stop], names[start:stop], tmp, progress=shard.rank == 0)
+    except Exception as err:  # every rank must reach the collective below, then it is raised
+        failure = err
+    errors = gather_errors(None if failure is None else f"{type(failure).__name__}: {failure}")
+    try:
+        if failure is not None:
+            raise failure
+        failed = [(rank, error) for rank, error in enumerate(errors) if error]
+        if failed:
+            rank, error = failed[0]
+            raise ShardFailedError(f"feature extraction failed on rank {rank}: {error}")
+        if shard.rank == 0:
+            with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+                merge_shards([shard.path(out, rank) for rank in range(shard.world_size)], h5)
+    finally:
+        if shard.rank == 0:  # every rank is past writing its shard (the collective above)
+            remove_shards(out)
+
+
+def remove_shards(out: Path) -> None:
+    """Delete the shard files of `out`, of any world size (e.g. left by an interrupted run)."""
+    for stale in out.parent.glob(f".{out.name}.shard-*"):
+        stale.unlink(missing_ok=True)
 
 
 def gather_errors(error: str | None) -> list[str | None]:

@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from imcap.model.config import ATTENTIONS
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
     vocab_size: int
     embed_dim: int
-    feature_dim: int  # C, the encoder's channels
-    feature_size: int  # P, what the decoder projects region features to
+    encoder_channels: int  # C, the channels of the encoder's region features
+    projection_size: int  # P, what the decoder projects region features to
     hidden_size: int
     attention: str  # none | I | II
     attention_size: int
@@ -35,9 +37,9 @@ class DecoderConfig:
 class AdditiveAttention(nn.Module):
     """Attention I: v · tanh(W f + U h)."""
 
-    def __init__(self, feature_dim: int, hidden_size: int, attention_size: int) -> None:
+    def __init__(self, projection_size: int, hidden_size: int, attention_size: int) -> None:
         super().__init__()
-        self.feature_proj = nn.Linear(feature_dim, attention_size)
+        self.feature_proj = nn.Linear(projection_size, attention_size)
         self.hidden_proj = nn.Linear(hidden_size, attention_size)
         self.score = nn.Linear(attention_size, 1)
 
@@ -52,9 +54,9 @@ class AdditiveAttention(nn.Module):
 class DotAttention(nn.Module):
     """Attention II: scaled dot product between projected regions and the hidden state (bmm)."""
 
-    def __init__(self, feature_dim: int, hidden_size: int) -> None:
+    def __init__(self, projection_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.feature_proj = nn.Linear(feature_dim, hidden_size)
+        self.feature_proj = nn.Linear(projection_size, hidden_size)
         self.scale = 1.0 / math.sqrt(hidden_size)
 
     def prepare(self, grid: torch.Tensor) -> torch.Tensor:
@@ -77,8 +79,9 @@ class CaptionDecoder(nn.Module):
                  freeze_embeddings: bool = False) -> None:
         super().__init__()
         self.config = config
-        if config.attention not in ("none", "I", "II"):
-            raise ValueError(f"unknown attention {config.attention!r}; valid: none, I, II")
+        if config.attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {config.attention!r}; "
+                             f"valid: {', '.join(ATTENTIONS)}")
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
         if embeddings is not None:
             self.embed.weight.data.copy_(embeddings)
@@ -86,18 +89,18 @@ class CaptionDecoder(nn.Module):
         # Random-weight and pretrained trunks differ wildly in feature scale; normalising each
         # region vector makes one set of hyperparameters work for every encoder. Projecting
         # C -> P once per batch keeps every decoding step cheap (C is 2048 for ResNet-101).
-        self.feature_norm = nn.LayerNorm(config.feature_dim)
-        self.feature_proj = nn.Linear(config.feature_dim, config.feature_size)
-        self.init_h = nn.Linear(config.feature_size, config.hidden_size)
-        self.init_c = nn.Linear(config.feature_size, config.hidden_size)
+        self.feature_norm = nn.LayerNorm(config.encoder_channels)
+        self.feature_proj = nn.Linear(config.encoder_channels, config.projection_size)
+        self.init_h = nn.Linear(config.projection_size, config.hidden_size)
+        self.init_c = nn.Linear(config.projection_size, config.hidden_size)
         if config.attention == "I":
-            self.attention = AdditiveAttention(config.feature_size, config.hidden_size,
+            self.attention = AdditiveAttention(config.projection_size, config.hidden_size,
                                                config.attention_size)
         elif config.attention == "II":
-            self.attention = DotAttention(config.feature_size, config.hidden_size)
+            self.attention = DotAttention(config.projection_size, config.hidden_size)
         else:
             self.attention = None
-        context_dim = config.feature_size if self.attention is not None else 0
+        context_dim = config.projection_size if self.attention is not None else 0
         self.cell = nn.LSTMCell(config.embed_dim + context_dim, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden_size, config.vocab_size)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imcap.data.datasets.coco import load_coco2014
 from imcap.data.datasets.flickr import load_flickr8k, load_flickr30k
 from imcap.data.datasets.local import load_folder, load_karpathy
 from imcap.data.datasets.normaliser import BadImagesError, check_images, normalise
 from imcap.data.datasets.sources import Source, SourceError
-from imcap.params import Params
+
+if TYPE_CHECKING:
+    from imcap.params import Params
 
 LOADERS: dict[str, Callable[[Params], Source]] = {
     "flickr8k": load_flickr8k,
@@ -28,21 +31,10 @@ LOADERS: dict[str, Callable[[Params], Source]] = {
     "folder": load_folder,
 }
 
-__all__ = ["LOADERS", "BadImagesError", "SourceError", "check_images", "image_root",
-           "load_source", "normalise"]
+__all__ = ["LOADERS", "BadImagesError", "SourceError", "check_images", "load_source",
+           "normalise"]
 
 
 def load_source(params: Params) -> Source:
     """Obtain (download/extract, or find on disk) and read the source `params.dataset` names."""
     return LOADERS[params.dataset](params)
-
-
-def image_root(caption_file: Path) -> Path:
-    """The directory the `filename`s of a normalised caption file are relative to.
-
-    A relative `image_root` is relative to the caption file's folder; a file without the field
-    (older `shapes` output) has its images in `images/` beside it.
-    """
-    caption_file = Path(caption_file)
-    root = Path(json.loads(caption_file.read_text()).get("image_root", "images"))
-    return root if root.is_absolute() else caption_file.parent / root

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imcap.data.datasets.sources import (
     Entry,
@@ -22,8 +23,10 @@ from imcap.data.datasets.sources import (
     read_json,
     read_karpathy,
 )
-from imcap.params import Params
 from imcap.data.text import tokenize
+
+if TYPE_CHECKING:
+    from imcap.params import Params
 
 SUBSETS = ("train2014", "val2014")
 

@@ -8,6 +8,7 @@ are the 6,000 / 1,000 / 1,000 splits Karpathy's `dataset_flickr8k.json` uses too
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imcap.data.datasets.sources import (
     Entry,
@@ -22,8 +23,10 @@ from imcap.data.datasets.sources import (
     read_list,
     read_token_file,
 )
-from imcap.params import Params
 from imcap.data.text import tokenize
+
+if TYPE_CHECKING:
+    from imcap.params import Params
 
 FLICKR8K_IMAGES = ("Flicker8k_Dataset", "Flickr8k_Dataset")
 TOKEN_FILES = ("Flickr8k.token.txt", "Flickr8k_text/Flickr8k.token.txt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from imcap.data.datasets.sources import (
     Entry,
@@ -12,13 +13,15 @@ from imcap.data.datasets.sources import (
     read_caption_csv,
     read_karpathy,
 )
-from imcap.params import Params
 from imcap.data.text import tokenize
+
+if TYPE_CHECKING:
+    from imcap.params import Params
 
 
 def load_karpathy(params: Params) -> Source:
     p = params.download.karpathy
-    caption_file = local_file(p.json, "download.karpathy.json")
+    caption_file = local_file(p.caption_file, "download.karpathy.json")
     images = local_dir(p.images, "download.karpathy.images")
     return Source(caption_file.stem, images, read_karpathy(caption_file))
 

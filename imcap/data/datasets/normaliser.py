@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from imcap.data.config import DownloadParams
 from imcap.data.datasets.sources import Entry, Source, SourceError
 
 SPLITS = ("train", "val", "test")
@@ -60,18 +61,20 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def normalise(source: Source, restval: str = "train", on_bad_image: str = "fail",
-              workers: int = 0, progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+def normalise(source: Source, config: DownloadParams, progress: bool = True
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The normalised caption dict and the skipped-images record for `source`.
 
-    `restval` images become train (`"train"`) or are left out (`"drop"`); no `restval` split
-    reaches the output. Missing or undecodable images fail (`on_bad_image="fail"`) or are
-    dropped and listed in the record (`"skip"`).
+    `config.restval` images become train (`"train"`) or are left out (`"drop"`); no `restval`
+    split reaches the output. Missing or undecodable images (checked by `config.check_workers`
+    processes) fail (`config.on_bad_image="fail"`) or are dropped and listed in the record
+    (`"skip"`).
     """
-    entries = [e for e in source.entries if e.split != "restval" or restval == "train"]
+    entries = [e for e in source.entries if e.split != "restval" or config.restval == "train"]
     _check_unique(source, entries)
-    bad = check_images(source.image_root, [e.filename for e in entries], workers, progress)
-    if bad and on_bad_image == "fail":
+    bad = check_images(source.image_root, [e.filename for e in entries], config.check_workers,
+                       progress)
+    if bad and config.on_bad_image == "fail":
         listed = "\n".join(f"  {name}: {reason}" for name, reason in bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
         raise BadImagesError(

@@ -1,28 +1,15 @@
-"""Tests for the synthetic ``shapes`` dataset: format, determinism, and caption truthfulness."""
+"""Captions of ``shapes`` scenes: distinct, short, mostly spatial, and true for the scene."""
 
 from __future__ import annotations
 
 import collections
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from imcap.data.shapes import (
-    COLOUR_RGB,
-    COLOURS,
-    SHAPES,
-    SIZES,
-    Scene,
-    ShapeObject,
-    describe,
-    generate_shapes,
-    random_scene,
-    render,
-    save_sample_grid,
-)
+from imcap.data.shapes.captions import describe
+from imcap.data.shapes.scene import Scene, ShapeObject, random_scene
 from imcap.data.text import tokenize
 
 SIZE_WORDS = r"(?:small|little|large|big) "
@@ -61,23 +48,8 @@ PRONOUN_FORMS = {
 }
 
 
-def _generate(tmp_path: Path, name: str, seed: int, num_images: int = 12) -> tuple[dict, Path]:
-    images_dir = tmp_path / name
-    dataset = generate_shapes(images_dir, num_images, 48, seed, 0.25, 0.25, progress=False)
-    return dataset, images_dir
-
-
-def _image_bytes(images_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(images_dir.iterdir())}
-
-
 def _captions(scene: Scene, seeds: int = 60) -> list[str]:
     return [c.lower() for s in range(seeds) for c in describe(scene, np.random.default_rng(s))]
-
-
-def _cell_centre(pixels: np.ndarray, row: int, col: int) -> np.ndarray:
-    size = pixels.shape[0]
-    return pixels[int((row + 0.5) * size / 3), int((col + 0.5) * size / 3)]
 
 
 def _relation_holds(a: ShapeObject, relation: str, b: ShapeObject) -> bool:
@@ -88,78 +60,6 @@ def _relation_holds(a: ShapeObject, relation: str, b: ShapeObject) -> bool:
         "below": a.row > b.row,
         "next to": a.row == b.row and abs(a.col - b.col) == 1,
     }[relation]
-
-
-def test_same_seed_gives_identical_dataset_and_bytes(tmp_path: Path) -> None:
-    first, first_dir = _generate(tmp_path, "a", seed=3)
-    second, second_dir = _generate(tmp_path, "b", seed=3)
-    other, other_dir = _generate(tmp_path, "c", seed=4)
-    assert first == second
-    assert _image_bytes(first_dir) == _image_bytes(second_dir)
-    assert first != other
-    assert _image_bytes(first_dir) != _image_bytes(other_dir)
-
-
-def test_image_depends_only_on_seed_and_index(tmp_path: Path) -> None:
-    short, short_dir = _generate(tmp_path, "short", seed=1, num_images=4)
-    long, long_dir = _generate(tmp_path, "long", seed=1, num_images=8)
-    assert [i["sentences"] for i in short["images"]] == [i["sentences"] for i in long["images"][:4]]
-    assert all((short_dir / n).read_bytes() == (long_dir / n).read_bytes() for n in ["00003.jpg"])
-
-
-def test_karpathy_format_and_splits(tmp_path: Path) -> None:
-    dataset = generate_shapes(tmp_path / "imgs", 20, 32, 0, 0.2, 0.1, progress=False)
-    assert dataset["dataset"] == "shapes"
-    images = dataset["images"]
-    assert [i["split"] for i in images] == ["train"] * 14 + ["val"] * 4 + ["test"] * 2
-    sentid = 0
-    for imgid, image in enumerate(images):
-        assert image["imgid"] == imgid
-        assert image["filename"] == f"{imgid:05d}.jpg"
-        assert image["sentids"] == list(range(sentid, sentid + 5))
-        sentid += 5
-        raws = [s["raw"] for s in image["sentences"]]
-        assert len(set(raws)) == 5
-        for sentence, expected_id in zip(image["sentences"], image["sentids"], strict=True):
-            assert set(sentence) == {"tokens", "raw", "imgid", "sentid"}
-            assert sentence["tokens"] == tokenize(sentence["raw"])
-            assert sentence["imgid"] == imgid
-            assert sentence["sentid"] == expected_id
-
-
-def test_images_are_rgb_jpegs_of_the_requested_size(tmp_path: Path) -> None:
-    dataset, images_dir = _generate(tmp_path, "imgs", seed=0, num_images=5)
-    assert sorted(p.name for p in images_dir.iterdir()) == [
-        i["filename"] for i in dataset["images"]
-    ]
-    for entry in dataset["images"]:
-        with Image.open(images_dir / entry["filename"]) as image:
-            assert image.format == "JPEG"
-            assert image.mode == "RGB"
-            assert image.size == (48, 48)
-
-
-def test_generate_rejects_impossible_splits(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        generate_shapes(tmp_path, 10, 32, 0, 0.6, 0.5, progress=False)
-
-
-def test_random_scene_layout_and_mix() -> None:
-    rng = np.random.default_rng(0)
-    scenes = [random_scene(rng) for _ in range(2000)]
-    counts = collections.Counter(len(s.objects) for s in scenes)
-    assert set(counts) == {1, 2, 3}
-    for k, share in [(1, 0.3), (2, 0.4), (3, 0.3)]:
-        assert abs(counts[k] / len(scenes) - share) < 0.05
-    objects = [o for s in scenes for o in s.objects]
-    assert {o.shape for o in objects} == set(SHAPES)
-    assert {o.colour for o in objects} == set(COLOURS)
-    assert {o.size for o in objects} == set(SIZES)
-    assert all(len({(o.row, o.col) for o in s.objects}) == len(s.objects) for s in scenes)
-    assert all(0 <= o.row <= 2 and 0 <= o.col <= 2 for o in objects)
-    # No shape or colour dominates, so no constant caption fits most images.
-    assert max(collections.Counter(o.colour for o in objects).values()) < 0.2 * len(objects)
-    assert max(collections.Counter(o.shape for o in objects).values()) < 0.25 * len(objects)
 
 
 def test_captions_are_distinct_short_and_mostly_spatial() -> None:
@@ -258,38 +158,6 @@ def test_describe_returns_n_distinct_captions() -> None:
     scene = Scene((ShapeObject("star", "white", "small", 1, 1),))
     captions = describe(scene, np.random.default_rng(0), n=8)
     assert len(captions) == len(set(captions)) == 8
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_render_draws_the_colour_at_the_object_cell(shape: str, size: str) -> None:
-    image_size = 64
-    for seed, colour in enumerate(COLOURS):
-        row, col = divmod(seed % 9, 3)
-        scene = Scene((ShapeObject(shape, colour, size, row, col),))
-        image = render(scene, image_size, np.random.default_rng(seed))
-        assert image.mode == "RGB" and image.size == (image_size, image_size)
-        pixels = np.asarray(image, dtype=int)
-        here = _cell_centre(pixels, row, col)
-        assert np.abs(here - COLOUR_RGB[colour]).max() <= 30, (shape, size, colour)
-        assert _cell_centre(pixels, (row + 1) % 3, col).max() < 50  # dark background elsewhere
-
-
-def test_render_is_deterministic() -> None:
-    scene = random_scene(np.random.default_rng(9))
-    a = render(scene, 40, np.random.default_rng(1))
-    b = render(scene, 40, np.random.default_rng(1))
-    c = render(scene, 40, np.random.default_rng(2))
-    assert a.tobytes() == b.tobytes() != c.tobytes()
-
-
-def test_save_sample_grid_writes_a_png(tmp_path: Path) -> None:
-    dataset, images_dir = _generate(tmp_path, "imgs", seed=0, num_images=4)
-    out = tmp_path / "docs" / "grid.png"
-    save_sample_grid(dataset, images_dir, out, n=3)
-    with Image.open(out) as image:
-        assert image.format == "PNG"
-        assert image.width > 300 and image.height > 200
 
 
 def test_no_stock_phrase_is_in_most_caption_sets() -> None:

@@ -1,0 +1,135 @@
+"""The data choices (`dataset`, `embeddings`) and the `params.yaml` sections of the `download`
+and `vocab` stages (defaults: `params.yaml`).
+
+The choices are names and small specs, importable without the code that implements them, so that
+every stage can validate every parameter (`imcap.params`) while DVC reruns a stage only when the
+code it runs changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+
+from imcap.config import Fraction, NonNegative, Positive, Section, Sha256, choice
+
+# `shapes` is generated; the others are read by their loader in `imcap.data.datasets`.
+DATASETS = ("shapes", "flickr8k", "flickr30k", "coco2014", "karpathy", "folder")
+
+RANDOM = "random"
+OFFLINE_GLOVE = "glove.6B.50d-offline"
+
+
+@dataclass(frozen=True)
+class ZipVectors:
+    """A vector file inside a downloadable zip; `archive` picks the url/sha256 params."""
+
+    archive: str  # "glove" | "fasttext"
+    member: str
+    dim: int
+    cased: bool
+
+
+ZIP_VECTORS = {
+    **{f"glove.6B.{d}d": ZipVectors("glove", f"glove.6B.{d}d.txt", d, cased=False)
+       for d in (50, 100, 200, 300)},
+    "crawl-300d-2M": ZipVectors("fasttext", "crawl-300d-2M.vec", 300, cased=True),
+}
+EMBEDDINGS = (RANDOM, OFFLINE_GLOVE, *ZIP_VECTORS)
+
+
+class ShapesParams(Section):
+    """The embedded synthetic dataset (`dataset: shapes`)."""
+
+    num_images: Positive
+    image_size: Positive
+    val_fraction: Fraction
+    test_fraction: Fraction
+
+    @model_validator(mode="after")
+    def _fractions_leave_a_train_split(self) -> Self:
+        _check_fractions(self.val_fraction, self.test_fraction, "shapes")
+        return self
+
+
+class Flickr8kParams(Section):
+    root: str  # an existing copy: read in place, nothing downloaded
+    images_url: str
+    images_sha256: Sha256
+    text_url: str
+    text_sha256: Sha256
+    karpathy_splits: bool  # false: the official split lists in Flickr8k_text.zip
+
+
+class Flickr30kParams(Section):
+    root: str
+    images_url: str  # distributed behind a form: no public default
+    images_sha256: Sha256
+
+
+class Coco2014Params(Section):
+    root: str
+    train_url: str
+    train_sha256: Sha256
+    val_url: str
+    val_sha256: Sha256
+    annotations_url: str
+    annotations_sha256: Sha256
+    karpathy_splits: bool  # false: official captions, val2014 split by `seed`
+    val_test_size: Positive  # without Karpathy splits: val2014 images for val, and for test
+
+
+class KarpathyParams(Section):
+    caption_file: Annotated[str, Field(alias="json")]  # any Karpathy-format caption file
+    images: str  # the directory its `filepath/filename`s are relative to
+
+
+class FolderParams(Section):
+    images: str  # a directory of images
+    captions: str  # CSV with header `image,caption`, one row per caption
+    val_fraction: Fraction
+    test_fraction: Fraction
+
+    @model_validator(mode="after")
+    def _fractions_leave_a_train_split(self) -> Self:
+        _check_fractions(self.val_fraction, self.test_fraction, "download.folder")
+        return self
+
+
+class DownloadParams(Section):
+    """Real datasets (`dataset` other than shapes); read by the download stage only."""
+
+    on_bad_image: choice(("fail", "skip"))  # skip: drop missing/corrupt images, list them
+    restval: choice(("train", "drop"))  # Karpathy COCO `restval` images
+    keep_archives: bool
+    check_workers: NonNegative  # processes decoding every image once; 0 = all CPUs
+    splits_url: str  # caption_datasets.zip (Karpathy splits)
+    splits_sha256: Sha256
+    flickr8k: Flickr8kParams
+    flickr30k: Flickr30kParams
+    coco2014: Coco2014Params
+    karpathy: KarpathyParams
+    folder: FolderParams
+
+
+class VocabParams(Section):
+    min_count: Positive  # words seen fewer times in training captions become <unk>
+    truncate_length: Positive  # training captions are cut to this many words
+    restrict_to_embeddings: bool  # keep only words that have a pretrained vector (seed v1)
+
+
+class WordVectorParams(Section):
+    """Where the pretrained vectors `embeddings` names come from, and the `random` size."""
+
+    dim: Positive  # size of `random` embeddings; pretrained ones take their file's size
+    glove_url: str
+    glove_sha256: Sha256
+    fasttext_url: str
+    fasttext_sha256: Sha256
+
+
+def _check_fractions(val: float, test: float, section: str) -> None:
+    if val + test >= 1:
+        raise ValueError(f"{section}.val_fraction + {section}.test_fraction must be < 1")

@@ -1,0 +1,39 @@
+"""A split scored the way training validates: mean caption loss, greedy captions and their
+BLEU. The evaluate stage reuses it for the test loss and the greedy captions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from imcap.data.vocab import Vocabulary
+from imcap.evaluation.bleu import bleu_scores
+from imcap.features.splits import CaptionedSplit
+from imcap.model.captioning import caption_batches
+from imcap.model.decode import greedy_decode
+from imcap.model.decoder import CaptionDecoder
+from imcap.model.loss import caption_loss
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    loss: float  # mean caption loss over the split's captions
+    bleu: dict[str, float]  # BLEU-1..4 of the greedy captions (`bleu_scores`)
+    captions: list[list[str]]  # the greedy caption of each image
+
+
+@torch.no_grad()
+def evaluate_split(model: CaptionDecoder, data: CaptionedSplit, vocab: Vocabulary,
+                   device: torch.device, max_length: int, batch_size: int = 256
+                   ) -> SplitEvaluation:
+    model.eval()
+    losses = []
+    for rows in torch.arange(len(data.captions)).split(batch_size):
+        losses.append(caption_loss(model, data, rows, device).item() * len(rows))
+    greedy = partial(greedy_decode, model, max_length=max_length)
+    captions = [caption.words for caption in
+                caption_batches(greedy, data.image_batches(batch_size, device), vocab)]
+    return SplitEvaluation(sum(losses) / len(data.captions),
+                           bleu_scores(data.references, captions), captions)

@@ -1,0 +1,25 @@
+"""The trained decoder on disk: its config, its weights, and the epoch and validation BLEU-4
+that made it the best."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from imcap.atomic import atomic_path
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
+
+
+def save_checkpoint(path: Path, model: CaptionDecoder, epoch: int, val_bleu4: float) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"config": model.config.as_dict(), "state_dict": model.state_dict(),
+                    "epoch": epoch, "val_bleu4": val_bleu4}, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> CaptionDecoder:
+    """The decoder saved at `path`, on `device`, in eval mode."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = CaptionDecoder(DecoderConfig(**checkpoint["config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
