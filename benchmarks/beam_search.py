@@ -3,8 +3,9 @@ versus batched over images (`imcap.model.beam.beam_search` on B images = B·k ro
 
 Needs torch only (no dvc, mlflow or nltk): a random-weight decoder of realistic size
 (E = H = A = P = 512, attention I over a 7×7 grid of C = 2048 channels, V = 10,000), or a trained
-`--checkpoint`; random features. Random weights never emit EOS, so every caption runs the full
-`max_length + 1` steps both ways: equal work per image. The one-image-at-a-time pass can be
+`--checkpoint`; random features. Random weights hardly ever rank EOS among a beam's best, so
+every image searches all `max_length + 1` steps (the last one only to see whether a caption
+ends) both ways: equal work per image. The one-image-at-a-time pass can be
 limited to the first `--single-images` (its rate is per image, so this extrapolates linearly);
 the captions of those images are compared with the batched ones.
 

@@ -2,38 +2,86 @@
 
 A stage killed half-way must never leave a partial file under its final name, where DVC would
 cache it as a good output. `os.replace` is atomic within one filesystem, hence the temporary
-path in the target's own directory.
+path in the target's own directory: a folder `.<target>.<host>.<pid>.<random>.tmp`. A writer
+killed before it could remove that folder leaves it behind; the next write of the same target
+removes it once that process is gone (only folders of this host: another machine sharing the
+disk may still be using its own).
+
+An existing directory is replaced only when the caller says it is its own output
+(`replace_dir=True`, e.g. a stage's output folder): anything else at that name may be the
+user's, and is never deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from imcap.processes import process_running
+
+
+class TargetIsDirectoryError(IsADirectoryError):
+    """The target is a directory that the caller did not declare its own output."""
+
 
 @contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
+def atomic_path(target: str | Path, *, replace_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed to `target`, else removed.
 
-    Works for a file or a directory written at the yielded path.
+    Works for a file or a directory written at the yielded path. A directory already at
+    `target` is replaced by the new one with `replace_dir=True`; otherwise, or when a file
+    would replace it, `TargetIsDirectoryError` (before any work, if it is there at the start).
     """
     target = Path(target)
+    if not replace_dir:
+        _refuse_directory(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_owner_prefix(target)}{os.getpid()}.", suffix=".tmp",
+                                dir=target.parent))
     staged = tmp / target.name
     try:
         yield staged
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            if not (replace_dir and staged.is_dir()):
+                _refuse_directory(target)
+            # Moved aside, not deleted in place: a kill now cannot leave half of it under its
+            # name; it goes with the temporary folder.
+            os.replace(target, tmp / f"{target.name}.replaced")
         os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(target: str | Path) -> list[Path]:
+    """Remove the temporary folders of `target` whose writer (on this host) has exited;
+    returns them."""
+    target = Path(target)
+    pattern = re.compile(re.escape(_owner_prefix(target)) + r"(\d+)\.\w+\.tmp")
+    stale = [entry for entry in target.parent.iterdir()
+             if (match := pattern.fullmatch(entry.name)) and entry.is_dir()
+             and not entry.is_symlink() and not process_running(int(match[1]))]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
+def _owner_prefix(target: Path) -> str:
+    return f".{target.name}.{socket.gethostname()}."
+
+
+def _refuse_directory(target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        raise TargetIsDirectoryError(f"{target}: is a directory; not replacing it with an "
+                                     "output (remove it, or choose another name)")
 
 
 def write_text(target: str | Path, text: str) -> None:

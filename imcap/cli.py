@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ from PIL import Image
 from imcap.data.karpathy import image_root
 from imcap.data.vocab import Vocabulary
 from imcap.devices import pick_device
-from imcap.evaluation.attention_maps import caption_steps, draw_attention
+from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
 from imcap.features.encoders import build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
 from imcap.features.store import FeatureStore
@@ -30,10 +33,16 @@ from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
+from imcap.stage import is_user_error
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
 ENCODER_TOLERANCE = 1e-2  # relative difference of pooled features still taken as "the same"
+# What loading a damaged file raises: truncated zip (RuntimeError, OSError), empty (EOFError),
+# bad pickle, bad JSON or encoding (ValueError), wrong structure (KeyError, TypeError).
+DAMAGED_FILE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError,
+                       TypeError, RuntimeError)
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -125,6 +134,7 @@ def mlflow_artifacts(run_id: str, dest: Path) -> Artifacts:
     from imcap.tracking import tracking_uri
 
     uri = tracking_uri()
+    require_store(uri)
     try:
         params = mlflow.MlflowClient(uri).get_run(run_id).data.params
         files = [Path(mlflow.artifacts.download_artifacts(
@@ -139,6 +149,25 @@ def mlflow_artifacts(run_id: str, dest: Path) -> Artifacts:
                        "was it logged by the train stage?")
     return Artifacts(files[0], files[1], params["encoder"], params["features.weights"],
                      int(params["features.image_size"]))
+
+
+def require_store(uri: str) -> None:
+    """Refuse a SQLite store that does not exist: MLflow would create an empty one there."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise CliError(f"no MLflow store at {db}: run the pipeline with mlflow.enabled "
+                           "here, or set MLFLOW_TRACKING_URI to the store that holds the run")
+
+
+def load_file(path: Path, load: Callable[[Path], T]) -> T:
+    """`load(path)`, a damaged file reported in one line that names it."""
+    try:
+        return load(path)
+    except DAMAGED_FILE_ERRORS as err:
+        detail = next(iter(str(err).splitlines()), "")  # torch's messages run to paragraphs
+        raise CliError(f"{path}: damaged or incomplete ({type(err).__name__}: {detail}); "
+                       "rerun the stage that writes it") from err
 
 
 def image_files(arguments: Sequence[str]) -> list[Path]:
@@ -164,8 +193,8 @@ class Captioner:
 
     def __init__(self, artifacts: Artifacts, device: torch.device) -> None:
         self.device = device
-        self.model = load_checkpoint(artifacts.checkpoint, device)
-        self.vocab = Vocabulary.load(artifacts.vocab)
+        self.model = load_file(artifacts.checkpoint, partial(load_checkpoint, device=device))
+        self.vocab = load_file(artifacts.vocab, Vocabulary.load)
         self.encoder = build_encoder(artifacts.encoder, artifacts.weights).to(device)
         self.transform = image_transform(artifacts.image_size, artifacts.encoder,
                                          artifacts.weights)
@@ -181,8 +210,10 @@ class Captioner:
 
     @torch.inference_mode()
     def encode(self, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = torch.stack([self.transform(load_rgb(path)) for path in paths])
-        return self.encoder(batch.to(self.device))
+        return self._encode([self.transform(load_rgb(path)) for path in paths])
+
+    def _encode(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(torch.stack(images).to(self.device))
 
     def _check_encoder(self, artifacts: Artifacts) -> None:
         """Encode the first image of the feature store again and compare: a decoder fed
@@ -204,14 +235,29 @@ class Captioner:
 
     @torch.inference_mode()
     def caption(self, paths: Sequence[Path], decoding: Decoding, batch_size: int
-                ) -> Iterator[Caption]:
-        """The caption of each image, `batch_size` images encoded and decoded at a time."""
-        batches = (self.encode(paths[start : start + batch_size])
-                   for start in range(0, len(paths), batch_size))
-        decoded = caption_batches(decoding.decoder(self.model), batches, self.vocab)
-        for path, caption in zip(paths, decoded, strict=True):
+                ) -> Iterator[Caption | ImageReadError]:
+        """For each image in order, its caption or the error that names why it could not be
+        read; `batch_size` readable images encoded and decoded at a time."""
+        read: deque[Path | ImageReadError] = deque()  # each image as read, awaiting its caption
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for start in range(0, len(paths), batch_size):
+                images = []
+                for path in paths[start : start + batch_size]:
+                    try:
+                        images.append(self.transform(load_rgb(path)))
+                        read.append(path)
+                    except ImageReadError as err:
+                        read.append(err)
+                if images:
+                    yield self._encode(images)
+
+        for caption in caption_batches(decoding.decoder(self.model), batches(), self.vocab):
+            while isinstance(read[0], ImageReadError):
+                yield read.popleft()
             labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
-            yield Caption(path, caption.words, maps, labels)
+            yield Caption(read.popleft(), caption.words, maps, labels)
+        yield from read  # unreadable images after the last readable one
 
 
 def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
@@ -229,6 +275,21 @@ def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
     return paths
 
 
+def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
+    """The figure files for `--attention-map out`, refused before any work where a file cannot
+    be: an existing directory (never replaced), a parent that is not a directory."""
+    if out.is_dir():
+        raise CliError(f"--attention-map {out}: is a directory; name the figure file (OUT.png)")
+    paths = map_paths(out, images)
+    for path in paths:
+        if path.is_dir():
+            raise CliError(f"{path}: is a directory; choose another --attention-map name")
+    folder = next(p for p in out.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise CliError(f"--attention-map {out}: {folder} is not a directory")
+    return paths
+
+
 def caption_command(args: argparse.Namespace) -> None:
     try:
         device = pick_device(args.device)
@@ -236,19 +297,30 @@ def caption_command(args: argparse.Namespace) -> None:
         raise CliError(str(err)) from err
     decoding = Decoding.from_args(args, device)
     images = image_files(args.images)
+    outs = attention_outputs(Path(args.attention_map), images) if args.attention_map else []
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
         artifacts = (mlflow_artifacts(args.run_id, Path(tmp)) if args.run_id
                      else dvc_artifacts(Path(args.root)))
         captioner = Captioner(artifacts, device)
     if args.attention_map and captioner.model.attention is None:
         raise CliError("the model has no attention (attention: none): no attention map to draw")
-    outs = map_paths(Path(args.attention_map), images) if args.attention_map else []
+    unreadable = []
     for i, caption in enumerate(captioner.caption(images, decoding, args.batch_size)):
+        if isinstance(caption, ImageReadError):
+            unreadable.append(str(caption))
+            continue
         print(f"{caption.image}\t{' '.join(caption.words)}", flush=True)
         if outs:
-            draw_attention(load_rgb(caption.image), caption.labels, caption.maps, outs[i],
-                           title=f"{caption.image.name}: {' '.join(caption.words)}")
+            shown = encoder_view(load_rgb(caption.image), captioner.transform.spec)
+            try:
+                draw_attention(shown, caption.labels, caption.maps, outs[i],
+                               title=f"{caption.image.name}: {' '.join(caption.words)}")
+            except OSError as err:
+                raise CliError(f"{outs[i]}: cannot write the attention map ({err})") from err
             print(f"attention map: {outs[i]}", file=sys.stderr)
+    if unreadable:
+        raise CliError(f"{len(unreadable)} of {len(images)} images could not be read:\n  "
+                       + "\n  ".join(unreadable))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Caption images (files or directories of images) with the trained model.")
     caption.add_argument("images", nargs="+", metavar="IMG", help="image file or directory")
     caption.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default 3)")
-    caption.add_argument("--length-penalty", type=float, default=0.0,
-                         help="beam: pick the best log P / length**ALPHA (default 0)")
+    caption.add_argument("--length-penalty", type=float, default=0.5,
+                         help="beam: rank finished captions by log P / length**ALPHA "
+                              "(default 0.5, as eval.length_penalty)")
     caption.add_argument("--sample", action="store_true",
                          help="sample words instead of beam search")
     caption.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -286,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CliError, ImageReadError) as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"imcap {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -79,6 +79,19 @@ class Params(Section):
     eval: EvalParams
     mlflow: MlflowParams
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_image_size(cls, raw: Any) -> Any:
+        """`features.image_size: auto`: `shapes.encoder_input_size` for the embedded dataset,
+        else 0, the encoder's native preprocessing (ResNet 224, Inception 299, as the seed)."""
+        features = raw.get("features") if isinstance(raw, dict) else None
+        if isinstance(features, dict) and features.get("image_size") == "auto":
+            shapes = raw.get("shapes")
+            size = (shapes.get("encoder_input_size") if isinstance(shapes, dict) else None
+                    ) if raw.get("dataset") == "shapes" else 0
+            raw = {**raw, "features": {**features, "image_size": size}}
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         flat = self.as_flat_dict()

@@ -13,7 +13,6 @@ EMBEDDINGS_FILE = VOCAB_DIR / "embeddings.npy"
 FEATURES_FILE = Path("data/features/features.h5")
 MODEL_DIR = Path("data/model")
 CHECKPOINT_FILE = MODEL_DIR / "decoder.pt"
-MLFLOW_RUN_FILE = MODEL_DIR / "mlflow_run_id.txt"
 METRICS_DIR = Path("metrics")
 VOCAB_METRICS = METRICS_DIR / "vocab.json"  # vocabulary size, embedding coverage
 TRAIN_METRICS = METRICS_DIR / "train.json"
@@ -22,3 +21,6 @@ EVAL_METRICS = METRICS_DIR / "eval.json"
 EVAL_SAMPLES = METRICS_DIR / "samples.csv"
 BEAM_SWEEP = METRICS_DIR / "beam_sweep.csv"  # beam, bleu4, cider: drawn by dvc.yaml `plots`
 ATTENTION_DIR = METRICS_DIR / "attention"  # one PNG per test image: an image plot
+# Work in progress, outside DVC's outputs (gitignored): train publishes to MODEL_DIR when done.
+TRAIN_STAGING_DIR = Path(".imcap/train")
+STAGED_CHECKPOINT = TRAIN_STAGING_DIR / "decoder.pt"

@@ -16,7 +16,7 @@ from imcap.paths import CAPTION_FILE, DATASET_DIR, IMAGES_DIR, SKIPPED_FILE
 
 def main() -> None:
     params = load_params()
-    with atomic_path(DATASET_DIR) as staging:
+    with atomic_path(DATASET_DIR, replace_dir=True) as staging:
         staging.mkdir(parents=True)
         if params.dataset == "shapes":
             write_json(staging / CAPTION_FILE.name, _shapes(params, staging))
@@ -35,4 +35,6 @@ def _shapes(params: Params, staging: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from imcap.stage import run_stage
+
+    run_stage("download", main)

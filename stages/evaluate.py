@@ -1,6 +1,7 @@
 """DVC stage `evaluate`: test-split captions by greedy decoding and by beam search for every
 size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode;
-the beam sweep as a plot; per-word attention figures of the first test images; samples."""
+the beam sweep as a plot; per-word attention figures of the first test images; samples.
+Logged as an MLflow run of its own, nested under the train run of the model it scores."""
 
 from pathlib import Path
 
@@ -11,11 +12,12 @@ from imcap.atomic import atomic_path, write_json
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
-from imcap.evaluation.attention_maps import caption_steps, draw_attention
+from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
 from imcap.evaluation.bleu import best_constant_caption, bleu_scores
 from imcap.evaluation.coco_metrics import CocoScorer
 from imcap.evaluation.config import EvalParams
 from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
@@ -32,7 +34,6 @@ from imcap.paths import (
     EVAL_METRICS,
     EVAL_SAMPLES,
     FEATURES_FILE,
-    MLFLOW_RUN_FILE,
     VOCAB_FILE,
 )
 from imcap.tracking import mlflow_run
@@ -56,13 +57,17 @@ def beam_captions(model: CaptionDecoder, test: CaptionedSplit, vocab: Vocabulary
     return captions, figures
 
 
-def draw_figures(figures: list[DecodedCaption], images: list[Path], label: str) -> list[Path]:
-    """The attention figures, written together (atomically) as ATTENTION_DIR."""
-    with atomic_path(ATTENTION_DIR) as staging:
+def draw_figures(figures: list[DecodedCaption], images: list[Path], label: str,
+                 features: FeatureStore) -> list[Path]:
+    """The attention figures, written together (atomically) as ATTENTION_DIR; each image is
+    drawn as the encoder of `features` saw it (its centre crop, for a pretrained one)."""
+    spec = preprocessing(str(features.attrs["encoder"]), str(features.attrs["weights"]),
+                         int(features.attrs["image_size"]))
+    with atomic_path(ATTENTION_DIR, replace_dir=True) as staging:
         staging.mkdir()
         for caption, image in zip(figures, images, strict=False):
             labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
-            draw_attention(load_rgb(image), labels, maps,
+            draw_attention(encoder_view(load_rgb(image), spec), labels, maps,
                            staging / f"attention_{image.stem}.png", title=f"{image.name} ({label})")
     return sorted(ATTENTION_DIR.glob("*.png"))
 
@@ -122,11 +127,12 @@ def main() -> None:
     best = max(settings.beams, key=lambda k: (scores[f"beam{k}"]["bleu4"], -k))
     write_samples(test_files, test, captions, best, settings.num_samples)
     root = image_root(CAPTION_FILE)
-    drawn = draw_figures(figures[best], [root / name for name in test_files], f"beam {best}")
+    drawn = draw_figures(figures[best], [root / name for name in test_files], f"beam {best}",
+                         FeatureStore(FEATURES_FILE))
 
-    run_id = MLFLOW_RUN_FILE.read_text().strip() or None
     with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "evaluate",
-                    resume_run_id=run_id) as tracker:
+                    evaluates=CHECKPOINT_FILE) as tracker:
+        tracker.log_params(params.as_flat_dict())  # evaluate runs compare by their own params
         tracker.log_metrics({f"test_{mode}_{k}": v for mode, values in scores.items()
                              for k, v in values.items()}
                             | {"test_constant_caption_bleu4": constant_bleu4, "test_loss": loss})
@@ -138,4 +144,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from imcap.stage import run_stage
+
+    run_stage("evaluate", main)

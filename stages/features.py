@@ -25,4 +25,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from imcap.stage import run_stage
+
+    run_stage("features", main)

@@ -1,13 +1,19 @@
-"""DVC stage `train`: train the caption decoder on the selected encoder's features."""
+"""DVC stage `train`: train the caption decoder on the selected encoder's features.
+
+Checkpoints go to a staging folder outside DVC's outputs; the best one is published as
+data/model/decoder.pt only when training ends, so a killed train never leaves a half-trained
+model where `evaluate` and `imcap caption` would use it."""
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from imcap.atomic import atomic_path, write_json, write_text
+from imcap.atomic import atomic_path, write_json
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.features.splits import load_split
@@ -20,14 +26,21 @@ from imcap.paths import (
     CHECKPOINT_FILE,
     EMBEDDINGS_FILE,
     FEATURES_FILE,
-    MLFLOW_RUN_FILE,
+    STAGED_CHECKPOINT,
     TRAIN_LOG,
     TRAIN_METRICS,
+    TRAIN_STAGING_DIR,
     VOCAB_FILE,
     VOCAB_METRICS,
 )
 from imcap.tracking import mlflow_run
 from imcap.training.loop import EpochLog, train_decoder
+
+
+def publish_model(staged: Path) -> None:
+    """The staged checkpoint becomes CHECKPOINT_FILE in one rename."""
+    with atomic_path(CHECKPOINT_FILE) as tmp:
+        shutil.move(staged, tmp)
 
 
 def main() -> None:
@@ -40,17 +53,11 @@ def main() -> None:
     in_memory = int(params.train.features_in_memory_gb * 2**30)  # larger splits: read lazily
     train_data = load_split("train", encoded, store, dataset, in_memory)
     val_data = load_split("val", encoded, store, dataset, in_memory)
-    config = DecoderConfig(
-        vocab_size=len(vocab),
-        embed_dim=embeddings.shape[1],
-        encoder_channels=store.feature_dim,
-        projection_size=params.model.projection_size,
-        hidden_size=params.model.hidden_size,
-        attention=params.attention,
-        attention_size=params.model.attention_size,
-        dropout=params.model.dropout,
-    )
+    config = DecoderConfig.from_params(params.attention, params.model, vocab_size=len(vocab),
+                                       embed_dim=embeddings.shape[1],
+                                       encoder_channels=store.feature_dim)
     history: list[EpochLog] = []
+    shutil.rmtree(TRAIN_STAGING_DIR, ignore_errors=True)  # what a killed train left
     with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "train") as tracker:
         tracker.log_params({**params.as_flat_dict(), "vocab_size": len(vocab),
                             "regions": store.grid_shape[0]})
@@ -67,17 +74,19 @@ def main() -> None:
 
         start = time.perf_counter()
         result = train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
-                               CHECKPOINT_FILE, seed=params.seed, on_epoch=on_epoch)
+                               STAGED_CHECKPOINT, seed=params.seed, on_epoch=on_epoch)
+        publish_model(STAGED_CHECKPOINT)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                    "train_seconds": round(time.perf_counter() - start, 1)}
         tracker.log_metrics({"best_val_bleu4": result.best_val_bleu4,
                              "best_epoch": result.best_epoch})
-        tracker.log_artifact(CHECKPOINT_FILE)
+        tracker.log_model(CHECKPOINT_FILE)
         tracker.log_artifact(VOCAB_FILE)
         write_json(TRAIN_METRICS, summary)
-        write_text(MLFLOW_RUN_FILE, (tracker.run_id or "") + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    from imcap.stage import run_stage
+
+    run_stage("train", main)

@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -11,7 +12,8 @@ def test_perfect_hypotheses_score_100_and_order_is_bleu1_to_4():
             [["two", "blue", "squares", "at", "top"]]]
     hyps = [r[0] for r in refs]
     assert bleu_scores(refs, hyps) == pytest.approx(
-        {"bleu1": 100.0, "bleu2": 100.0, "bleu3": 100.0, "bleu4": 100.0})
+        {"bleu1": 100.0, "bleu2": 100.0, "bleu3": 100.0, "bleu4": 100.0, "length": 5.5,
+         "brevity_penalty": 1.0})
     partial = bleu_scores(refs, [["a", "red", "circle", "on", "top", "left"], hyps[1]])
     assert partial["bleu1"] > partial["bleu2"] > partial["bleu3"] > partial["bleu4"] > 0
 
@@ -21,6 +23,20 @@ def test_bleu4_is_nltk_corpus_bleu_times_100():
             [["a", "dog", "runs", "in", "the", "park", "today"]]]
     hyps = [["the", "cat", "on", "the", "mat"], ["a", "dog", "runs", "in", "a", "park"]]
     assert bleu_scores(refs, hyps)["bleu4"] == pytest.approx(100 * corpus_bleu(refs, hyps))
+
+
+def test_mean_length_and_brevity_penalty_from_the_closest_reference_lengths():
+    """Closest reference lengths 6 (of 6 and 9 for a 4-word caption) and 2 (of 2 and 4 for a
+    3-word caption: a tie goes to the shorter, nltk's rule): r = 8 against c = 7 words."""
+    refs = [[list("abcdef"), list("abcdefghi")], [list("xy"), list("xyzu")]]
+    hyps = [list("abcd"), list("xyz")]
+    scores = bleu_scores(refs, hyps)
+    assert scores["length"] == 3.5
+    assert scores["brevity_penalty"] == pytest.approx(math.exp(1 - 8 / 7))
+    # every word matches: BLEU-1 is the brevity penalty alone
+    assert scores["bleu1"] == pytest.approx(100 * scores["brevity_penalty"])
+    long = bleu_scores(refs, [list("abcdefg"), list("xyz")])
+    assert long["brevity_penalty"] == 1.0 and long["length"] == 5.0
 
 
 def test_length_mismatch_is_an_error():

@@ -3,6 +3,7 @@ decoder, real feature store, vocabulary and checkpoint files in the DVC output l
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_attention_maps_one_file_per_image(project, tmp_path, capsys):
                          "--attention-map", tmp_path / "att.png")
     assert status == 0, err
     assert f"attention map: {tmp_path / 'att.png'}" in err
-    with Image.open(tmp_path / "att.png") as figure:  # 6 panels: 5 columns, 2 rows
+    with Image.open(tmp_path / "att.png") as figure:  # one row of panels: one per word
         assert figure.format == "PNG" and figure.width > 2 * figure.height > 0
     status, _, err = run(capsys, "caption", *images, "--root", project, "--max-length", "3",
                          "--attention-map", tmp_path / "out" / "att.png")
@@ -193,3 +194,103 @@ def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
     assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
     status, _, err = run(capsys, "caption", image, "--run-id", "0" * 32)
     assert status == 1 and f"MLflow run {'0' * 32}" in err
+
+
+def test_an_existing_directory_is_never_taken_for_the_attention_map(project, tmp_path, capsys):
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "mine.png").write_bytes(b"precious")
+    images = sorted((project / IMAGES_DIR).iterdir())
+    for given in (images[:1], images):
+        status, out, err = run(capsys, "caption", *given, "--root", project, "--attention-map",
+                               folder)
+        assert (status, out) == (1, "")
+        assert f"--attention-map {folder}: is a directory" in err
+    assert [p.name for p in folder.iterdir()] == ["mine.png"]
+    (tmp_path / "att-img1.png").mkdir()  # the name the second image's figure would take
+    status, out, err = run(capsys, "caption", *images, "--root", project, "--attention-map",
+                           tmp_path / "att.png")
+    assert (status, out) == (1, "")
+    assert f"{tmp_path / 'att-img1.png'}: is a directory" in err
+
+
+@pytest.mark.parametrize("out", ["/dev/null/x.png", "/dev/null/sub/x.png"])
+def test_an_attention_map_where_no_file_can_be_fails_in_one_line(project, capsys, out):
+    status, captions, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root",
+                                project, "--attention-map", out)
+    assert (status, captions) == (1, "")
+    assert err == f"imcap caption: error: --attention-map {out}: /dev/null is not a directory\n"
+
+
+def test_unreadable_files_are_listed_and_the_others_captioned(project, tmp_path, capsys):
+    """A macOS `._x.jpg` (AppleDouble metadata) or a broken file must not abort the batch."""
+    folder = tmp_path / "mine"
+    good = write_images(folder, 3, seed=5)
+    bad = [folder / name for name in ("._img0.jpg", "img0a.png", "img0b.png", "zz.png")]
+    bad[0].write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
+    for path in bad[1:]:
+        path.write_bytes(good[0].read_bytes()[:60])  # truncated PNGs
+    # In batches of 2: [._img0, img0] [img0a, img0b] [img1, img2] [zz]
+    status, out, err = run(capsys, "caption", folder, "--root", project, "--batch-size", "2",
+                           "--beam", "2", "--attention-map", tmp_path / "maps" / "att.png")
+    assert status == 1
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [Path(path) for path, _ in lines] == good
+    assert [caption for _, caption in lines] == expected_captions(project, good, 2)
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
+        "att-img0.png", "att-img1.png", "att-img2.png"]
+    assert "imcap caption: error: 4 of 7 images could not be read:\n" in err
+    assert all(f"  {path}: cannot read image" in err for path in bad)
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    (FEATURES_FILE, truncated),
+    (CHECKPOINT_FILE, truncated),
+    (CHECKPOINT_FILE, lambda data: data[:100]),
+    (CHECKPOINT_FILE, lambda data: b""),
+    (CHECKPOINT_FILE, lambda data: b"not a checkpoint" * 10),
+    (VOCAB_FILE, truncated),
+    (VOCAB_FILE, lambda data: b'{"words": 3}'),
+], ids=["features.h5 truncated", "decoder.pt truncated", "decoder.pt cut at 100 bytes",
+        "decoder.pt empty", "decoder.pt garbage", "vocab.json truncated", "vocab.json wrong"])
+def test_a_damaged_model_file_fails_in_one_line_naming_it(project, capsys, name, damage):
+    path = project / name
+    path.write_bytes(damage(path.read_bytes()))
+    status, out, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root",
+                           project)
+    assert (status, out) == (1, "")
+    [line] = err.splitlines()
+    assert line.startswith(f"imcap caption: error: {path}: ")
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_run_id_without_a_store_creates_none(tmp_path, monkeypatch, capsys, configured):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    store = tmp_path.resolve() / ("elsewhere/runs.db" if configured else "mlflow.db")
+    if configured:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    image = write_images(tmp_path / "mine", 1)[0]
+    status, out, err = run(capsys, "caption", image, "--run-id", "0" * 32)
+    assert (status, out) == (1, "")
+    assert f"imcap caption: error: no MLflow store at {store}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_a_failed_attention_map_write_fails_in_one_line(project, tmp_path, capsys, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "draw_attention", disk_full)
+    out = tmp_path / "att.png"
+    status, _, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root",
+                         project, "--attention-map", out)
+    assert status == 1
+    assert err == (f"imcap caption: error: {out}: cannot write the attention map "
+                   "([Errno 28] No space left on device)\n")

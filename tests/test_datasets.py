@@ -13,8 +13,9 @@ import minidatasets as mini
 import pytest
 from params_overrides import merged, write_params
 
+from imcap.data.archives import ArchiveError, extract
 from imcap.data.datasets import BadImagesError, SourceError, load_source, normalise
-from imcap.data.download import ArchiveError, cache_dir, extract
+from imcap.data.download import cache_dir
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.params import ParamError, parse_params
 from stages import download as stage

@@ -121,3 +121,37 @@ def test_low_temperature_sampling_matches_greedy():
 def test_bad_sampling_settings_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample_decode(tiny_model("I"), *features(1), max_length=3, **kwargs)
+
+
+@pytest.mark.parametrize("max_length", [1, 4])
+def test_captions_never_exceed_max_length_words(max_length):
+    model = tiny_model("I")
+    with torch.no_grad():
+        model.out.bias[EOS_ID] -= 1e4  # every caption runs to the limit
+    grid, pooled = features(3)
+    greedy, alphas = greedy_decode(model, grid, pooled, max_length=max_length)
+    sampled, _ = sample_decode(model, grid, pooled, max_length=max_length,
+                               generator=torch.Generator().manual_seed(0))
+    assert greedy.shape == sampled.shape == (3, max_length)
+    assert alphas.shape == (3, max_length, 5)
+    assert not (greedy == PAD_ID).any()
+
+
+def test_a_caption_of_max_length_words_ends_when_eos_is_the_next_choice():
+    model = tiny_model("I")
+    prefer(model, 7)
+    step = model.step
+    calls = []
+
+    def eos_third(tokens, state):  # word 7, word 7, then EOS for image 0 only
+        logits, state, alpha = step(tokens, state)
+        calls.append(1)
+        if len(calls) == 3:
+            logits = logits.clone()
+            logits[0, EOS_ID] = 1e3
+        return logits, state, alpha
+
+    model.step = eos_third
+    ids, alphas = greedy_decode(model, *features(2), max_length=2)
+    assert ids.tolist() == [[7, 7, EOS_ID], [7, 7, PAD_ID]]
+    assert alphas[1, 2].sum() == 0 and alphas[0, 2].sum() == pytest.approx(1.0)

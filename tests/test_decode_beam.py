@@ -44,6 +44,22 @@ def ending_model(attention: str, seed: int = 0) -> CaptionDecoder:
     return model
 
 
+def bigram_model(table: dict[int, dict[int, float]], vocab: int = 12) -> CaptionDecoder:
+    """A decoder whose next word depends only on the previous one: `table[previous]` gives the
+    probabilities of the likely next words; every other word is practically impossible."""
+    model = tiny_model("none", vocab=vocab)
+    logits = torch.full((vocab, vocab), -30.0)
+    for previous, nexts in table.items():
+        for word, probability in nexts.items():
+            logits[previous, word] = math.log(probability)
+
+    def step(tokens, state):
+        return logits[tokens], state, None
+
+    model.step = step
+    return model
+
+
 def lengths_of(tokens: torch.Tensor) -> list[int | None]:
     """Caption lengths with EOS; None for a caption that never ended."""
     return [len(words_of(row)) if EOS_ID in row.tolist() else None for row in tokens]
@@ -91,17 +107,17 @@ def test_batched_equals_one_image_at_a_time(attention):
 
 @pytest.mark.parametrize("length_penalty", [0.0, 0.7, 2.0])
 def test_a_beam_wide_enough_to_keep_everything_finds_the_best_caption(length_penalty):
-    """Brute force over every caption of a 4-word vocabulary: 4 + 16 + 64 open captions and
-    1 + 4 + 16 closed ones fit in 85 beams, so beam search must return the exact optimum."""
+    """Brute force over every caption of a 5-word vocabulary with at most 2 words: the 150
+    continuations of the last step fit in 150 beams, so beam search must return the best
+    finished caption by log P / length^α (length counted with EOS)."""
     model = tiny_model("I", vocab=8, seed=3)  # words 3..7 besides PAD/BOS/EOS
     grid, pooled = features(2, seed=5)
     max_length = 2
-    result = beam_search(model, grid, pooled, beam_size=85, max_length=max_length,
+    result = beam_search(model, grid, pooled, beam_size=150, max_length=max_length,
                          length_penalty=length_penalty)
     words = [3, 4, 5, 6, 7]
     captions = [[*body, EOS_ID] for n in range(max_length + 1)
                 for body in itertools.product(words, repeat=n)]
-    captions += [list(body) for body in itertools.product(words, repeat=max_length + 1)]
     for i in range(2):
         g, p = grid[i : i + 1], pooled[i : i + 1]
         scored = {tuple(c): sequence_logprob(model, g, p, c) / len(c) ** length_penalty
@@ -136,34 +152,73 @@ def test_no_beam_reaching_eos_still_returns_the_best_open_caption(attention):
     model = tiny_model(attention)
     with torch.no_grad():
         model.out.bias[EOS_ID] -= 1e4  # EOS practically impossible
-    result = beam_search(model, *features(3), beam_size=3, max_length=5)
-    assert result.tokens.shape == (3, 6)  # max_length + 1 steps, none ended
+    grid, pooled = features(3)
+    result = beam_search(model, grid, pooled, beam_size=3, max_length=5)
+    assert result.tokens.shape == (3, 5)  # cut at max_length words, none ended
     assert not (result.tokens == EOS_ID).any() and not (result.tokens == PAD_ID).any()
-    assert torch.isfinite(result.scores).all()
+    for i in range(3):
+        expected = sequence_logprob(model, grid[i : i + 1], pooled[i : i + 1],
+                                    result.tokens[i].tolist())
+        assert result.scores[i].item() == pytest.approx(expected, abs=1e-3)
     if attention != "none":
-        assert result.alphas.shape == (3, 6, 5)
-        assert torch.allclose(result.alphas.sum(dim=2), torch.ones(3, 6))
+        assert result.alphas.shape == (3, 5, 5)
+        assert torch.allclose(result.alphas.sum(dim=2), torch.ones(3, 5))
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+@pytest.mark.parametrize("max_length", [1, 3, 7])
+def test_captions_never_exceed_max_length_words(beam_size, max_length):
+    model = tiny_model("II", vocab=20)
+    with torch.no_grad():
+        model.out.bias[EOS_ID] -= 1e4  # every caption runs to the limit
+    result = beam_search(model, *features(4), beam_size=beam_size, max_length=max_length)
+    assert result.tokens.shape == (4, max_length)
+    assert result.alphas.shape == (4, max_length, 5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_caption_of_max_length_words_can_still_end(beam_size):
+    model = bigram_model({BOS_ID: {4: 1.0}, 4: {5: 1.0}, 5: {EOS_ID: 1.0}})
+    result = beam_search(model, *features(2), beam_size=beam_size, max_length=2)
+    assert result.tokens.tolist() == [[4, 5, EOS_ID]] * 2
+
+
+def test_finished_captions_are_preferred_over_captions_cut_at_max_length():
+    """`5 5 5 …` never ends but is likely word by word; cut at 6 words it would score
+    log P / 6^2 = -0.04, better than the finished `4 EOS` (-0.62 / 2^2 = -0.15)."""
+    model = bigram_model({BOS_ID: {4: 0.6, 5: 0.4}, 4: {EOS_ID: 0.9, 5: 0.1},
+                          5: {5: 0.9, EOS_ID: 0.1}})
+    result = beam_search(model, *features(1), beam_size=2, max_length=6, length_penalty=2.0)
+    assert result.tokens.tolist() == [[4, EOS_ID]]
+    assert result.scores.item() == pytest.approx(math.log(0.6 * 0.9) / 2**2, abs=1e-4)
+
+
+@pytest.mark.parametrize(("length_penalty", "expected"), [
+    (0.0, [4, EOS_ID]),  # log P: -0.69 beats -1.61
+    (1.0, [4, 6, 7, 8, 9, EOS_ID]),  # log P / length: -1.61 / 6 = -0.27 beats -0.69 / 2
+])
+def test_a_finished_caption_does_not_take_an_open_beams_place(length_penalty, expected):
+    """With 2 beams, `4 EOS` and `4 5` are the best two after two words; the long caption
+    through `4 6` survives only because finished captions are kept apart from the open beams
+    (and ranked with the length penalty as they finish)."""
+    model = bigram_model({BOS_ID: {4: 1.0}, 4: {EOS_ID: 0.5, 5: 0.3, 6: 0.2},
+                          5: {EOS_ID: 0.9, 10: 0.1}, 6: {7: 1.0}, 7: {8: 1.0}, 8: {9: 1.0},
+                          9: {EOS_ID: 1.0}})
+    result = beam_search(model, *features(1), beam_size=2, max_length=8,
+                         length_penalty=length_penalty)
+    assert words_of(result.tokens[0]) == expected
 
 
 def test_finished_captions_are_padded_and_the_search_stops_early():
     model = tiny_model("I")
     prefer(model, EOS_ID)
+    steps = []
+    step = model.step
+    model.step = lambda tokens, state: steps.append(len(tokens)) or step(tokens, state)
     result = beam_search(model, *features(4), beam_size=3, max_length=10, min_length=1)
     assert result.tokens.shape == (4, 2)
     assert (result.tokens[:, 1] == EOS_ID).all()
-
-
-def test_length_penalty_favours_longer_captions():
-    model = tiny_model("I", vocab=30, seed=6)
-    grid, pooled = features(30, seed=6)
-
-    def mean_length(alpha: float) -> float:
-        tokens = beam_search(model, grid, pooled, beam_size=4, max_length=10,
-                             length_penalty=alpha).tokens
-        return sum(len(words_of(row)) for row in tokens) / len(tokens)
-
-    assert mean_length(1.0) >= mean_length(0.0)
-    assert math.isfinite(mean_length(3.0))
+    assert steps == [12, 12]  # 4 images × 3 beams, then nothing can beat the finished captions
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

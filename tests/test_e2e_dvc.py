@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+
+from imcap.params import parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -107,6 +110,7 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     back = _dvc(project, "exp", "run", "-S", "encoder=resnet18")
     assert "features" not in _ran(back)
     assert "features" in _restored(back)  # from DVC's run-cache, not recomputed
+    assert {"train", "evaluate"} <= _restored(back)  # an earlier row: nothing retrained
 
     shown = json.loads(_dvc(project, "exp", "show", "--json").stdout)
     assert "greedy" in json.dumps(shown) and "bleu4" in json.dumps(shown)
@@ -118,13 +122,17 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("imcap").experiment_id])
-    assert len(runs) >= 3  # repro + attention=II + resnet34 (the last came from run-cache)
+    assert len(runs) >= 6  # train + evaluate for repro, attention=II, resnet34 (not the last,
+    # which came from the run-cache)
     exp_names = {run.data.tags.get("dvc_exp_name") for run in runs}
     assert len(exp_names - {None}) >= 2
     for run in runs:
         assert run.data.params["attention"] in ("I", "II")
-        assert "test_greedy_bleu4" in run.data.metrics
-        assert "val_bleu4" in run.data.metrics
+        if run.data.tags["imcap.stage"] == "train":
+            assert "val_bleu4" in run.data.metrics
+        else:
+            assert "test_greedy_bleu4" in run.data.metrics
+            assert run.data.tags["imcap.train_run_id"] in {r.info.run_id for r in runs}
 
 
 def test_bad_param_fails_before_any_work(project: Path):
@@ -133,3 +141,54 @@ def test_bad_param_fails_before_any_work(project: Path):
     output = result.stdout + result.stderr
     assert "unknown value 'III'; valid choices: none, I, II" in output
     assert _ran(result) <= {"train"}  # the first stage to run refuses at once
+
+
+def seed_row_commands() -> dict[str, list[str]]:
+    """The README's `dvc exp run -n vN ...` lines of the seed's table, as argument lists."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- seed-rows", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    rows = [shlex.split(line)[3:] for line in block.splitlines() if line.startswith("dvc exp run")]
+    return {args[args.index("-n") + 1]: args for args in rows}
+
+
+def _with_settings(params: dict, settings: list[str]) -> dict:
+    """`params` with `-S key=value` settings applied, values parsed as YAML (as DVC does)."""
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        *sections, name = key.split(".")
+        node = params
+        for section in sections:
+            node = node[section]
+        node[name] = yaml.safe_load(value)
+    return params
+
+
+def test_readme_lists_every_seed_row():
+    assert list(seed_row_commands()) == [f"v{i}" for i in range(1, 8)]
+
+
+@pytest.mark.parametrize("row", list(seed_row_commands()))
+def test_seed_row_is_valid_and_plans_its_stages(project: Path, row: str):
+    """Each row's params validate, and a dry run plans every stage whose params it changes.
+
+    `dvc exp run --dry` plans in a fresh temporary workspace without the pipeline's outputs,
+    where it cannot hash the downstream deps; `dvc repro --dry` in the workspace (outputs present)
+    with the row's params written into params.yaml plans the same, then the file is restored.
+    A dry run lists the stages whose own params or code changed (evaluate's inputs change only
+    once train has run, so it is not listed).
+    """
+    # Back to the committed baseline: an earlier failed experiment leaves outputs removed.
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    _dvc(project, "checkout", "--force")
+    args = seed_row_commands()[row]
+    settings = [args[i + 1] for i, arg in enumerate(args) if arg == "-S"]
+    parse_params(_with_settings(yaml.safe_load((REPO / "params.yaml").read_text()), settings))
+    original = (project / "params.yaml").read_text()
+    # The project's tiny sizes stay, but for the image size: auto, as the row's real run has it.
+    params = _with_settings(yaml.safe_load(original), [*settings, "features.image_size=auto"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        planned = _dvc(project, "repro", "--dry")
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert _ran(planned) == {"download", "vocab", "features", "train"}

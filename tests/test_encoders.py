@@ -2,7 +2,10 @@
 offline behaviour of `imagenet`, Inception's transform_input. Nothing is downloaded."""
 
 import copy
+import hashlib
+import io
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from imcap.features.encoders import (
     WeightsUnavailableError,
     build_encoder,
     encoder_from_model,
+    load_weights,
     preprocessing,
     weights_cache_file,
 )
@@ -135,13 +139,39 @@ def test_imagenet_offline_fails_saying_how_to_preseed_the_cache(monkeypatch, tmp
     assert "name resolution" in message
 
 
+def _saved(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _plant(monkeypatch, enum, data: bytes) -> Path:
+    """`data` in the torch cache as `enum`'s file, under a name that carries data's own sha256
+    prefix the way torchvision's names do (`enum`'s URL is patched to that name)."""
+    stem = Path(enum.url).name.rsplit("-", 1)[0]
+    url = f"https://download.pytorch.org/models/{stem}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    monkeypatch.setattr(enum.value, "url", url)
+    path = weights_cache_file(enum)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+class _Payload:
+    """Unpickled without restriction, this creates the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
 def test_imagenet_loads_from_a_preseeded_cache_without_downloading(monkeypatch, tmp_path):
     _offline(monkeypatch, tmp_path)
     torch.manual_seed(7)
     model = torchvision.models.resnet18()
-    path = weights_cache_file(weights_enum("resnet18", "imagenet"))
-    path.parent.mkdir(parents=True)
-    torch.save(model.state_dict(), path)
+    _plant(monkeypatch, weights_enum("resnet18", "imagenet"), _saved(model.state_dict()))
     encoder = build_encoder("resnet18", "imagenet")
     assert torch.equal(encoder.trunk.graph.conv1.weight, model.conv1.weight)
     assert not encoder.transform_input
@@ -149,11 +179,65 @@ def test_imagenet_loads_from_a_preseeded_cache_without_downloading(monkeypatch, 
 
 def test_a_broken_cached_file_is_named(monkeypatch, tmp_path):
     _offline(monkeypatch, tmp_path)
-    path = weights_cache_file(weights_enum("resnet18", "imagenet"))
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not a checkpoint")
+    path = _plant(monkeypatch, weights_enum("resnet18", "imagenet"), b"not a checkpoint")
     with pytest.raises(WeightsUnavailableError, match=f"{path}: cannot load"):
         build_encoder("resnet18", "imagenet")
+
+
+def test_a_cached_file_not_matching_its_hash_prefix_is_refused(monkeypatch, tmp_path):
+    """Well-formed weights, but not the ones the name promises: refused before loading."""
+    _offline(monkeypatch, tmp_path)
+    path = weights_cache_file(weights_enum("resnet18", "imagenet"))  # resnet18-f37072fd.pth
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_saved(torchvision.models.resnet18().state_dict()))
+    with pytest.raises(WeightsUnavailableError) as err:
+        build_encoder("resnet18", "imagenet")
+    message = str(err.value)
+    assert message.startswith(f"{path}: not the resnet18 weights ResNet18_Weights.IMAGENET1K_V1")
+    assert "f37072fd" in message and "delete it to download it again" in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+
+
+def test_a_planted_pickle_payload_never_runs(monkeypatch, tmp_path):
+    """Even with a matching hash prefix (8 hex digits can be brute-forced), the file is
+    unpickled with weights_only=True."""
+    _offline(monkeypatch, tmp_path)
+    marker = tmp_path / "payload-ran"
+    path = _plant(monkeypatch, weights_enum("resnet18", "imagenet"), _saved(_Payload(marker)))
+    with pytest.raises(WeightsUnavailableError, match=f"{path}: cannot load .*UnpicklingError"):
+        build_encoder("resnet18", "imagenet")
+    assert not marker.exists()
+
+
+def test_load_weights_checks_the_prefix_of_a_tiny_state_dict(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    data = _saved(state)
+    right = hashlib.sha256(data).hexdigest()[:8]
+    wrong = f"{int(right, 16) ^ 1:08x}"
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for prefix in (right, wrong):
+        (checkpoints / f"tiny-{prefix}.pth").write_bytes(data)
+    loaded = load_weights(f"https://example.org/tiny-{right}.pth", "tiny weights")
+    assert torch.equal(loaded["w"], state["w"])
+    with pytest.raises(WeightsUnavailableError, match=rf"tiny-{wrong}\.pth: not the tiny weights"):
+        load_weights(f"https://example.org/tiny-{wrong}.pth", "tiny weights")
+
+
+def test_a_download_is_checked_against_the_hash_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    seen = {}
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        seen.update(url=url, hash_prefix=hash_prefix)
+        raise RuntimeError(f'invalid hash value (expected "{hash_prefix}", got "0000")')
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(WeightsUnavailableError, match="invalid hash value"):
+        load_weights("https://example.org/tiny-abcd1234.pth", "tiny weights")
+    assert seen == {"url": "https://example.org/tiny-abcd1234.pth", "hash_prefix": "abcd1234"}
+    assert not (tmp_path / "torch/hub/checkpoints/tiny-abcd1234.pth").exists()
 
 
 def test_inception_imagenet_weights_apply_transform_input(monkeypatch, tmp_path):
@@ -162,9 +246,7 @@ def test_inception_imagenet_weights_apply_transform_input(monkeypatch, tmp_path)
     _offline(monkeypatch, tmp_path)
     reference = torchvision.models.inception_v3(init_weights=False, aux_logits=True,
                                                 transform_input=True).eval()
-    path = weights_cache_file(weights_enum("inception_v3", "imagenet"))
-    path.parent.mkdir(parents=True)
-    torch.save(reference.state_dict(), path)
+    _plant(monkeypatch, weights_enum("inception_v3", "imagenet"), _saved(reference.state_dict()))
     encoder = build_encoder("inception_v3", "imagenet")
     assert encoder.transform_input
     x = torch.randn(2, 3, 80, 80)

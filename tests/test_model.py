@@ -1,9 +1,15 @@
+"""The caption decoder (imcap.model.decoder) and its loss (imcap.model.loss)."""
+
+import math
+
 import pytest
 import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.features.splits import CaptionedSplit
 from imcap.model.decode import greedy_decode
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.loss import caption_loss
 
 
 def _model(attention, vocab=12):
@@ -13,12 +19,17 @@ def _model(attention, vocab=12):
     return CaptionDecoder(config).eval()
 
 
+def _batch(length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features of 3 images and a caption of `length` tokens each (BOS, then random words)."""
+    tokens = torch.randint(4, 12, (3, length))
+    tokens[:, 0] = BOS_ID
+    return torch.randn(3, 5, 16), torch.randn(3, 16), tokens
+
+
 @pytest.mark.parametrize("attention", ["none", "I", "II"])
 def test_forward_shapes_and_attention_weights(attention):
     model = _model(attention)
-    grid, pooled = torch.randn(3, 5, 16), torch.randn(3, 16)
-    tokens = torch.randint(4, 12, (3, 7))
-    tokens[:, 0] = BOS_ID
+    grid, pooled, tokens = _batch(7)
     assert model(grid, pooled, tokens).shape == (3, 6, 12)
     state = model.start(grid, pooled)
     logits, _, alpha = model.step(tokens[:, 0], state)
@@ -42,6 +53,96 @@ def test_attention_makes_the_output_depend_on_single_regions(attention):
         a, _, _ = model.step(start, model.start(grid, pooled))
         b, _, _ = model.step(start, model.start(changed, pooled))
         assert (not torch.allclose(a, b)) == should_change
+
+
+def hand_attention(model: CaptionDecoder, grid: torch.Tensor, hidden: torch.Tensor
+                   ) -> list[float]:
+    """The attention weights of one image, region by region in plain Python (float64):
+    I: v · tanh(W f_r + U h) (+ biases); II: (W f_r) · h / sqrt(H)."""
+    attention = model.attention
+    h = hidden.double().tolist()
+
+    def linear(layer: torch.nn.Linear, x: list[float]) -> list[float]:
+        weight, bias = layer.weight.double().tolist(), layer.bias.double().tolist()
+        return [sum(w * v for w, v in zip(row, x, strict=True)) + b
+                for row, b in zip(weight, bias, strict=True)]
+
+    scores = []
+    for region in grid.double().tolist():
+        key = linear(attention.feature_proj, region)
+        if model.config.attention == "I":
+            query = linear(attention.hidden_proj, h)
+            energy = [math.tanh(k + q) for k, q in zip(key, query, strict=True)]
+            scores.append(linear(attention.score, energy)[0])
+        else:
+            scores.append(sum(k * v for k, v in zip(key, h, strict=True))
+                          / math.sqrt(len(h)))
+    top = max(scores)
+    exps = [math.exp(x - top) for x in scores]
+    return [x / sum(exps) for x in exps]
+
+
+@pytest.mark.parametrize("attention", ["I", "II"])
+def test_attention_weights_and_context_match_a_hand_computation(attention):
+    model = _model(attention)
+    with torch.no_grad():  # a non-zero hidden state, so that the query matters
+        state = model.start(torch.randn(2, 5, 16), torch.randn(2, 16))
+        state.h = torch.randn(2, 10)
+        _, _, alpha = model.step(torch.tensor([BOS_ID, 4]), state)
+    for i in range(2):
+        expected = hand_attention(model, state.grid[i], state.h[i])
+        assert alpha[i].tolist() == pytest.approx(expected, abs=1e-6)
+    assert len({round(a, 4) for a in alpha[0].tolist()}) > 1  # not uniform: a real check
+
+
+@pytest.mark.parametrize("attention", ["none", "I", "II"])
+def test_forward_equals_the_step_by_step_logits(attention):
+    model = _model(attention)
+    grid, pooled, tokens = _batch(6)
+    with torch.no_grad():
+        forward = model(grid, pooled, tokens, teacher_forcing=1.0)
+        state, steps = model.start(grid, pooled), []
+        for t in range(5):
+            logits, state, _ = model.step(tokens[:, t], state)
+            steps.append(logits)
+    assert torch.equal(forward, torch.stack(steps, dim=1))
+
+
+def test_without_teacher_forcing_forward_feeds_its_own_predictions():
+    model = _model("I")
+    grid, pooled, tokens = _batch(6)
+    with torch.no_grad():
+        free = model(grid, pooled, tokens, teacher_forcing=0.0)
+        forced = model(grid, pooled, tokens, teacher_forcing=1.0)
+        state, current, steps = model.start(grid, pooled), tokens[:, 0], []
+        for _ in range(5):
+            logits, state, _ = model.step(current, state)
+            steps.append(logits)
+            current = logits.argmax(dim=1)
+    assert torch.equal(free, torch.stack(steps, dim=1))
+    assert not torch.allclose(free[:, 1:], forced[:, 1:])  # the true words were not fed
+
+
+def test_padding_is_ignored_by_the_loss():
+    """Extra PAD columns, and a short caption padded inside the batch, change nothing: the
+    loss is the mean over real target words only."""
+    model = _model("I")
+    grid, pooled = torch.randn(2, 5, 16), torch.randn(2, 16)
+    captions = torch.tensor([[BOS_ID, 4, 5, 6, EOS_ID], [BOS_ID, 7, EOS_ID, PAD_ID, PAD_ID]])
+    padded = torch.cat([captions, torch.full((2, 3), PAD_ID)], dim=1)
+
+    def loss(tokens: torch.Tensor) -> float:
+        data = CaptionedSplit(grid=grid, pooled=pooled, captions=tokens,
+                              image_row=torch.tensor([0, 1]), references=[[], []])
+        with torch.no_grad():
+            return caption_loss(model, data, torch.tensor([0, 1]), torch.device("cpu")).item()
+
+    with torch.no_grad():
+        logp = torch.log_softmax(model(grid, pooled, captions), dim=2)
+    targets = [(0, 0, 4), (0, 1, 5), (0, 2, 6), (0, 3, EOS_ID), (1, 0, 7), (1, 1, EOS_ID)]
+    expected = -sum(logp[i, t, w].item() for i, t, w in targets) / len(targets)
+    assert loss(captions) == pytest.approx(expected, abs=1e-6)
+    assert loss(padded) == pytest.approx(expected, abs=1e-6)
 
 
 def test_unknown_attention_is_rejected():
@@ -82,5 +183,5 @@ def test_greedy_decode_respects_max_length():
         model.out.bias.zero_()
         model.out.bias[6] = 1.0  # never EOS
     ids, _ = greedy_decode(model, torch.randn(2, 5, 16), torch.randn(2, 16), max_length=4)
-    assert ids.shape == (2, 5)
+    assert ids.shape == (2, 4)  # max_length words, cut there without EOS
     assert (ids == 6).all() and not (ids == PAD_ID).any()

@@ -23,7 +23,8 @@ def _load_script() -> ModuleType:
 
 
 def test_save_sample_grid_writes_a_png(tmp_path: Path) -> None:
-    config = ShapesParams(num_images=4, image_size=48, val_fraction=0.25, test_fraction=0.25)
+    config = ShapesParams(num_images=4, image_size=48, val_fraction=0.25, test_fraction=0.25,
+                          encoder_input_size=96)
     images_dir = tmp_path / "imgs"
     dataset = generate_shapes(images_dir, config, 0, progress=False)
     out = tmp_path / "docs" / "grid.png"

@@ -16,7 +16,8 @@ def _config(
     num_images: int, image_size: int = 48, val: float = 0.25, test: float = 0.25
 ) -> ShapesParams:
     return ShapesParams(
-        num_images=num_images, image_size=image_size, val_fraction=val, test_fraction=test
+        num_images=num_images, image_size=image_size, val_fraction=val, test_fraction=test,
+        encoder_input_size=96,
     )
 
 

@@ -1,52 +1,203 @@
+"""MLflow tracking: one run per stage, evaluate runs nested under their train run, and no store
+fault (corrupt, deleted run, unreachable server, killed stage) costs a stage its outputs."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import mlflow
 import pytest
 
-from imcap.tracking import mlflow_run, tracking_uri
+from imcap.tracking import (
+    MODEL_TAG,
+    PARENT_TAG,
+    TRAIN_RUN_TAG,
+    file_sha256,
+    mlflow_run,
+    tracking_uri,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WARNING = "WARNING: MLflow tracking failed"
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An initialised, empty store: creating MLflow's tables takes seconds, copying it does not."""
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch):
+def repo(tmp_path, monkeypatch, empty_store):
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_EXP_NAME", "happy-exp")
     return tmp_path
 
 
-def test_train_and_evaluate_share_one_run_in_the_repo_root_store(repo):
+def client() -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri())
+
+
+def train_run(repo: Path, model: bytes = b"weights") -> tuple[str, Path]:
+    """A finished train run that logged a checkpoint with the content `model`."""
+    checkpoint = repo / "decoder.pt"
+    checkpoint.write_bytes(model)
     with mlflow_run(True, "imcap-test", "train") as tracker:
         tracker.log_params({"attention": "I", "train.epochs": 2})
         tracker.log_metrics({"val_bleu4": 10.0}, step=1)
         tracker.log_metrics({"val_bleu4": 12.0}, step=2)
-        artifact = repo / "samples.csv"
-        artifact.write_text("image,caption\n")
-        tracker.log_artifact(artifact)
-    with mlflow_run(True, "imcap-test", "evaluate", resume_run_id=tracker.run_id) as again:
-        again.log_metrics({"test_greedy_bleu4": 9.5})
-    assert again.run_id == tracker.run_id
+        tracker.log_model(checkpoint)
+    return tracker.run_id, checkpoint
+
+
+def test_train_run_in_the_repo_root_store(repo):
+    run_id, checkpoint = train_run(repo)
     assert (repo / "mlflow.db").exists()
     assert tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
-
-    client = mlflow.MlflowClient(tracking_uri())
-    run = client.get_run(tracker.run_id)
+    run = client().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "happy-exp"
     assert run.data.params == {"attention": "I", "train.epochs": "2"}
-    assert run.data.metrics["test_greedy_bleu4"] == 9.5
-    assert [m.value for m in client.get_metric_history(run.info.run_id, "val_bleu4")] == [10, 12]
+    assert [m.value for m in client().get_metric_history(run_id, "val_bleu4")] == [10, 12]
     assert run.data.tags["dvc_exp_name"] == "happy-exp"
-    assert run.data.tags["imcap.train"] == run.data.tags["imcap.evaluate"] == "logged"
-    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
-    assert artifacts == ["samples.csv"]
+    assert run.data.tags[MODEL_TAG] == file_sha256(checkpoint)
+    assert [a.path for a in client().list_artifacts(run_id)] == ["decoder.pt"]
     assert str(repo / "mlruns") in run.info.artifact_uri
 
 
-def test_missing_run_to_resume_starts_a_new_one(repo):
-    with mlflow_run(True, "imcap-test", "evaluate", resume_run_id="0" * 32) as tracker:
-        tracker.log_metrics({"x": 1.0})
-    assert tracker.run_id != "0" * 32
+def test_every_evaluate_gets_its_own_run_nested_under_the_train_run(repo, monkeypatch):
+    train_id, checkpoint = train_run(repo)
+    before = client().get_run(train_id)
+    evaluations = []
+    for exp_name, score in (("eval-only-1", 9.5), ("eval-only-2", 3.0)):  # -S eval.max_length=…
+        monkeypatch.setenv("DVC_EXP_NAME", exp_name)
+        with mlflow_run(True, "imcap-test", "evaluate", evaluates=checkpoint) as tracker:
+            tracker.log_metrics({"test_greedy_bleu4": score})
+        evaluations.append(client().get_run(tracker.run_id))
+
+    assert len({run.info.run_id for run in evaluations} | {train_id}) == 3
+    for run, (exp_name, score) in zip(evaluations, (("eval-only-1", 9.5), ("eval-only-2", 3.0)),
+                                      strict=True):
+        assert run.data.tags[PARENT_TAG] == run.data.tags[TRAIN_RUN_TAG] == train_id
+        assert run.data.tags["dvc_exp_name"] == exp_name
+        assert run.data.metrics == {"test_greedy_bleu4": score}
+    after = client().get_run(train_id)
+    assert after.data.metrics == before.data.metrics == {"val_bleu4": 12.0}
+    assert after.data.tags == before.data.tags
+    assert after.info.run_name == "happy-exp"
 
 
-def test_disabled_tracking_logs_nothing(repo):
+def test_evaluate_links_to_the_train_run_of_its_own_model(repo):
+    first, _ = train_run(repo, b"model one")
+    train_run(repo, b"model two")
+    checkpoint = repo / "restored.pt"
+    checkpoint.write_bytes(b"model one")  # e.g. data/model restored from DVC's run-cache
+    with mlflow_run(True, "imcap-test", "evaluate", evaluates=checkpoint) as tracker:
+        pass
+    assert client().get_run(tracker.run_id).data.tags[TRAIN_RUN_TAG] == first
+
+
+def test_evaluate_of_a_model_no_train_run_logged_stands_alone(repo, capsys):
+    checkpoint = repo / "decoder.pt"
+    checkpoint.write_bytes(b"trained elsewhere")
+    with mlflow_run(True, "imcap-test", "evaluate", evaluates=checkpoint) as tracker:
+        tracker.log_metrics({"test_greedy_bleu4": 1.0})
+    tags = client().get_run(tracker.run_id).data.tags
+    assert PARENT_TAG not in tags and TRAIN_RUN_TAG not in tags
+    assert "no train run logged" in capsys.readouterr().out
+
+
+def test_a_failing_stage_ends_its_run_failed_and_ctrl_c_killed(repo):
+    with pytest.raises(ValueError), mlflow_run(True, "imcap-test", "train") as failed:
+        raise ValueError("bad batch")
+    with pytest.raises(KeyboardInterrupt), mlflow_run(True, "imcap-test", "train") as killed:
+        raise KeyboardInterrupt
+    assert client().get_run(failed.run_id).info.status == "FAILED"
+    assert client().get_run(killed.run_id).info.status == "KILLED"
+
+
+def test_a_corrupt_store_warns_once_and_the_stage_goes_on(repo, capsys):
+    (repo / "mlflow.db").write_bytes(b"not a database" * 100)
+    done = []
+    with mlflow_run(True, "imcap-test", "train") as tracker:
+        tracker.log_params({"a": 1})
+        tracker.log_metrics({"b": 2.0})
+        done.append(True)
+    err = capsys.readouterr().err
+    assert done and tracker.run_id is None
+    assert err.count(WARNING) == 1
+    assert "file is not a database" in err and "dvc repro --force --single-item train" in err
+
+
+def test_a_run_deleted_mid_stage_warns_once_and_the_stage_goes_on(repo, capsys):
+    with mlflow_run(True, "imcap-test", "train") as tracker:
+        run_id = tracker.run_id
+        tracker.log_metrics({"val_bleu4": 1.0}, step=1)
+        client().delete_run(run_id)
+        tracker.log_metrics({"val_bleu4": 2.0}, step=2)
+        tracker.log_artifact(__file__)
+    err = capsys.readouterr().err
+    assert err.count(WARNING) == 1 and f"run {run_id}" in err
+    assert tracker.run_id is None
+
+
+def test_an_unreachable_server_times_out_in_seconds(tmp_path):
+    """A server that accepts connections and never answers: MLflow's defaults (120 s, 7
+    retries) would hang the stage for many minutes after its work is done."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "DVC_ROOT": str(tmp_path), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    script = ("from imcap.tracking import mlflow_run\n"
+              "with mlflow_run(True, 'imcap', 'train') as tracker:\n"
+              "    tracker.log_metrics({'val_bleu4': 1.0})\n"
+              "print('outputs kept')\n")
+    start = time.monotonic()
+    try:
+        result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=90)
+    finally:
+        silent.close()
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 45
+    assert "outputs kept" in result.stdout and result.stderr.count(WARNING) == 1
+
+
+def test_runs_of_a_killed_stage_are_marked_killed_on_the_next_start(repo):
+    script = ("import time\nfrom imcap.tracking import mlflow_run\n"
+              "with mlflow_run(True, 'imcap-test', 'train') as tracker:\n"
+              "    print('run', tracker.run_id, flush=True)\n"
+              "    time.sleep(120)\n")
+    stage = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    killed_id = next(line.split()[1] for line in stage.stdout if line.startswith("run "))
+    os.kill(stage.pid, signal.SIGKILL)
+    stage.wait()
+    stage.stdout.close()
+    assert client().get_run(killed_id).info.status == "RUNNING"
+    # A run of a live process (this one) stays RUNNING.
+    with (mlflow_run(True, "imcap-test", "train") as alive,
+          mlflow_run(True, "imcap-test", "evaluate")):
+        assert client().get_run(alive.run_id).info.status == "RUNNING"
+    assert client().get_run(killed_id).info.status == "KILLED"
+
+
+def test_disabled_tracking_logs_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with mlflow_run(False, "imcap-test", "train") as tracker:
         tracker.log_params({"a": 1})
         tracker.log_metrics({"b": 2.0})
     assert tracker.run_id is None
-    assert not (repo / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists()

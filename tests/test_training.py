@@ -1,6 +1,5 @@
 """Training on a tiny synthetic task where the caption is a function of the features."""
 
-import pytest
 import torch
 from params_overrides import cpu_training
 
@@ -76,9 +75,15 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
     assert (result.best_epoch, result.best_val_bleu4, result.epochs_run) == (2, 12.0, 5)
 
 
-@pytest.mark.parametrize("ratio", [0.0, 0.5])
-def test_teacher_forcing_below_one_still_trains(tmp_path, ratio):
-    result = train_decoder(
-        CONFIG, cpu_training(epochs=1, learning_rate=0.01, teacher_forcing=ratio, patience=5),
-        EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB, tmp_path / "m.pt", seed=0)
-    assert result.epochs_run == 1 and (tmp_path / "m.pt").exists()
+def test_teacher_forcing_ratio_reaches_the_model(tmp_path):
+    """Below 1 the decoder is fed its own words part of the time: the same seed then gives
+    another training loss (forward()'s mechanism itself is tested in test_model.py)."""
+    losses = {}
+    for ratio in (1.0, 0.5, 0.0):
+        logs = []
+        train_decoder(CONFIG, cpu_training(epochs=1, learning_rate=0.01, teacher_forcing=ratio,
+                                           patience=5),
+                      EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB, tmp_path / f"{ratio}.pt",
+                      seed=0, on_epoch=logs.append)
+        losses[ratio] = logs[0].train_loss
+    assert len(set(losses.values())) == 3

@@ -47,6 +47,7 @@ class ShapesParams(Section):
     image_size: Positive
     val_fraction: Fraction
     test_fraction: Fraction
+    encoder_input_size: Positive  # `features.image_size: auto` on shapes (96: a 3x3 grid)
 
     @model_validator(mode="after")
     def _fractions_leave_a_train_split(self) -> Self:

@@ -1,22 +1,24 @@
-"""HTTP downloads that resume and land atomically; archive extraction that stays in its target.
+"""HTTP downloads that resume safely and land atomically.
 
-A download streams into `<dest>.part`, resumes an existing `.part` with an HTTP Range request, is
-checked against a sha256 when one is given, and only then is renamed to `dest`: a file under its
-final name is always complete. Extraction validates every entry before writing anything, so a
-path-traversal entry (`../x`, `/etc/x`, a symlink pointing out) aborts with nothing written.
+A download streams into `<dest>.part`, is checked against a sha256 when one is given, and only
+then is renamed to `dest`: a file under its final name is always complete. What a resume needs is
+kept beside the `.part` in `<dest>.part.json` (`PartFile`): a later run resumes with `Range` and
+`If-Range`, so a `.part` of an older version of the file is never continued. A file is complete
+only at the size the server announced (Content-Length, Content-Range, or a `416` confirming it).
+One process at a time downloads a file (an flock on `<dest>.lock`); the others wait, then find it.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import http.client
 import os
 import re
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
@@ -24,19 +26,17 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from imcap.data.partfile import PartFile
+
 CHUNK = 1 << 20
 TIMEOUT_S = 60
-ATTEMPTS = 3  # an interrupted transfer is resumed this many times within one call
+ATTEMPTS = 3  # failed requests tolerated within one call (a resume continues where it stopped)
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT}
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class DownloadError(RuntimeError):
     """An HTTP failure, an interrupted transfer or a checksum mismatch; names the URL and file."""
-
-
-class ArchiveError(RuntimeError):
-    """A corrupt archive, an entry escaping the target, a missing member; names file and entry."""
 
 
 def cache_dir() -> Path:
@@ -44,48 +44,59 @@ def cache_dir() -> Path:
     return Path(os.environ.get("IMCAP_CACHE") or Path.home() / ".cache" / "imcap")
 
 
-def fetch(url: str, sha256: str | None = None) -> Path:
+def check_url(url: str, param: str = "the URL") -> None:
+    """Refuse an empty URL (naming `param`, the parameter it came from), or one not http(s)."""
+    if not url.strip():
+        raise DownloadError(f"{param} is empty: set it to the file's http(s) URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{param}: {url!r} is not an http(s) URL")
+
+
+def url_file_name(url: str, param: str = "the URL") -> str:
+    """The file name `url` ends with, decoded, reduced to its last component.
+
+    `%2F` decodes to a slash: `..%2F..%2Fx` becomes `x`, never a path out of the cache. A name
+    that is still not a plain file name (`..`, empty, control characters) is refused.
+    """
+    check_url(url, param)
+    name = re.split(r"[/\\]", unquote(PurePosixPath(urlsplit(url).path).name))[-1]
+    if name in ("", ".", "..") or not name.isprintable() or len(name.encode()) > 255:
+        raise DownloadError(f"{url}: cannot derive a safe file name from the URL "
+                            f"(set {param} to a URL ending in the file's name)")
+    return name
+
+
+def fetch(url: str, sha256: str | None = None, param: str = "the URL") -> Path:
     """Download `url` into `cache_dir()/<file name from the URL>` unless it is already there."""
-    name = unquote(PurePosixPath(urlsplit(url).path).name)
-    if not name:
-        raise DownloadError(f"{url}: the URL names no file")
-    return download(url, cache_dir() / name, sha256=sha256)
+    return download(url, cache_dir() / url_file_name(url, param), sha256=sha256, param=param)
 
 
-def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> Path:
+def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True,
+             param: str = "the URL") -> Path:
     """Download `url` to `dest` (atomically, resuming `dest.part`), verifying `sha256` if given.
 
     An existing `dest` is returned without touching the network when it matches `sha256` (or no
     hash is given); one that does not match is downloaded again.
     """
+    check_url(url, param)
     dest = Path(dest)
     expected = sha256.lower() if sha256 else None
-    if dest.is_file() and (expected is None or file_sha256(dest) == expected):
+    if _done(dest, expected):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            _transfer(url, part, progress)
-            break
-        except (OSError, http.client.HTTPException, _Interrupted) as err:
-            if isinstance(err, OSError) and err.errno in _LOCAL_ERRNOS:  # not worth retrying
-                raise DownloadError(f"{url}: cannot write {part} ({err})") from err
-            if isinstance(err, HTTPError) or (attempt == ATTEMPTS and isinstance(err, URLError)):
-                raise DownloadError(f"{url}: {_describe(err)}") from err
-            if attempt == ATTEMPTS:
+    with _locked(dest.with_name(dest.name + ".lock")):
+        if _done(dest, expected):  # another process finished it while this one waited
+            return dest
+        part = PartFile(dest.with_name(dest.name + ".part"), url)
+        _fetch(url, part, progress, vouched=expected is not None)
+        if expected is not None:
+            actual = file_sha256(part.path)
+            if actual != expected:
+                part.discard()
                 raise DownloadError(
-                    f"{url}: transfer interrupted ({_describe(err)}); {part} keeps "
-                    f"{_size(part)} bytes, run again to resume"
-                ) from err
-    if expected is not None:
-        actual = file_sha256(part)
-        if actual != expected:
-            part.unlink()
-            raise DownloadError(
-                f"{url}: sha256 mismatch for {dest}: expected {expected}, got {actual}"
-            )
-    os.replace(part, dest)
+                    f"{url}: sha256 mismatch for {dest}: expected {expected}, got {actual}")
+        part.finish(dest)
     return dest
 
 
@@ -97,48 +108,148 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _done(dest: Path, expected: str | None) -> bool:
+    return dest.is_file() and (expected is None or file_sha256(dest) == expected)
+
+
+@contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_file` (released when the process dies, however)."""
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise DownloadError(f"cannot create the lock file {lock_file} ({err})") from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process downloading {lock_file.name[:-5]} "
+                  f"(it holds {lock_file})", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class _Interrupted(Exception):
-    """The server closed the connection before sending all the bytes it announced."""
+    """This request did not bring the file further as it should have; another one may."""
 
 
-def _transfer(url: str, part: Path, progress: bool) -> None:
-    """Append the rest of `url` to `part` (or rewrite it if the server ignores Range)."""
-    offset = _size(part)
+class _Unverifiable(Exception):
+    """The server neither announces the file's size nor answers Range requests."""
+
+
+def _fetch(url: str, part: PartFile, progress: bool, vouched: bool) -> None:
+    """Request `url` until `part` is complete; a request that fails or brings nothing new counts
+    against ATTEMPTS."""
+    failures = 0
+    while True:
+        before = part.size()
+        try:
+            if _transfer(url, part, progress):
+                return
+            if part.size() <= before:
+                raise _Interrupted(f"the server sent nothing beyond byte {before}")
+        except _Unverifiable:
+            if vouched:  # the sha256 check decides
+                return
+            part.discard()
+            raise DownloadError(
+                f"{url}: the server sends no Content-Length and ignores Range requests, so a "
+                f"cut transfer cannot be told from a complete one; set the file's sha256 "
+                f"parameter to accept it") from None
+        except (OSError, http.client.HTTPException, _Interrupted) as err:
+            if isinstance(err, OSError) and err.errno in _LOCAL_ERRNOS:  # not worth retrying
+                raise DownloadError(f"{url}: cannot write {part.path} ({err})") from err
+            failures += 1
+            if isinstance(err, HTTPError) or (failures == ATTEMPTS and isinstance(err, URLError)):
+                raise DownloadError(f"{url}: {_describe(err)}") from err
+            if failures == ATTEMPTS:
+                raise DownloadError(
+                    f"{url}: transfer interrupted ({_describe(err)}); {part.path} keeps "
+                    f"{part.size()} bytes, run again to resume") from err
+
+
+def _transfer(url: str, part: PartFile, progress: bool) -> bool:
+    """One request bringing `part` further: resumed if its validator allows, else restarted.
+
+    True when `part` is complete; False when it grew but its end is not known yet.
+    """
+    offset = part.resumable_offset()
     request = Request(url, headers={"User-Agent": "imcap"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
+        request.add_header("If-Range", part.validator)
     try:
         response = urlopen(request, timeout=TIMEOUT_S)
     except HTTPError as err:
-        if err.code == 416 and offset:  # nothing left to send: `part` may already be complete
-            match = re.fullmatch(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
-            if match and int(match.group(1)) == offset:
-                return
-            part.unlink()  # stale partial file from another version: start over
-            return _transfer(url, part, progress)
-        raise
+        if err.code != 416 or not offset:
+            raise
+        match = re.fullmatch(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
+        if match and int(match.group(1)) == offset and part.total in (None, offset):
+            return True  # nothing left to send: `part` is the whole file
+        part.discard()
+        raise _Interrupted(f"{part.path} is larger than the file on the server: "
+                           "started over") from None
     with response:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        resumed = response.status == 206 and match is not None and int(match.group(1)) == offset
-        if not resumed:
-            offset = 0
+        extent = _extent(response, offset)
+        if extent is None:  # a 206 for other bytes than asked: useless, and suspicious
+            part.discard()
+            raise _Interrupted(f"asked for bytes {offset}-, the server sent "
+                               f"{response.headers.get('Content-Range')!r}: started over")
+        start, end, total = extent
+        validator = _validator(response)
+        if start == 0:
+            part.begin(validator, total)
+        elif not part.same_version(validator, total):
+            part.discard()
+            raise _Interrupted("the file changed on the server: started over")
+        elif part.total is None and total is not None:
+            part.learn_total(total)
+        received = start + _write(response, part, start, end, progress)
+    if end is not None and received < end:
+        raise _Interrupted(f"connection closed after {received} of {end} bytes")
+    if part.total is None:  # the body ended where the connection closed: ask whether that is all
+        if (offset and response.status == 200) or not part.validator:
+            raise _Unverifiable
+        return False
+    return received == part.total
+
+
+def _extent(response, offset: int) -> tuple[int, int | None, int | None] | None:
+    """(first byte, end of this body, size of the file) of a 200 or a 206; None for a 206 that
+    does not start at `offset`."""
+    if response.status != 206:
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
-        received = offset
-        with open(part, "ab" if resumed else "wb") as out, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
-        ) as bar:
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and received < total:
-        raise _Interrupted(f"connection closed after {received} of {total} bytes")
+        size = int(length) if length is not None else None
+        return 0, size, size
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+    if match is None or int(match.group(1)) != offset:
+        return None
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return offset, int(match.group(2)) + 1, total
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+def _validator(response) -> str | None:
+    """What `If-Range` may send back: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def _write(response, part: PartFile, start: int, end: int | None, progress: bool) -> int:
+    """Append the body to `part` (or rewrite it from `start` 0); the bytes received."""
+    received = 0
+    with open(part.path, "ab" if start else "wb") as out, tqdm(
+        total=end, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+        desc=part.path.name.removesuffix(".part"), disable=not progress, leave=False,
+    ) as bar:
+        while chunk := response.read(CHUNK):
+            out.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    return received
 
 
 def _describe(err: BaseException) -> str:
@@ -147,158 +258,3 @@ def _describe(err: BaseException) -> str:
     if isinstance(err, URLError):
         return f"cannot connect ({err.reason})"
     return str(err) or type(err).__name__
-
-
-def extract(archive: Path, target: Path, members: Sequence[str] | None = None) -> list[Path]:
-    """Extract a zip or tar(.gz/.bz2/.xz) `archive` into `target`; return the files written.
-
-    `members` restricts extraction to those entries: exact names, or directories (every entry
-    below them). Every selected entry is checked before anything is written; each file is written
-    under a temporary name and renamed, so an interrupted extraction leaves no half file.
-    """
-    archive, target = Path(archive), Path(target)
-    if not archive.is_file():
-        raise ArchiveError(f"{archive}: no such archive")
-    try:
-        if zipfile.is_zipfile(archive):
-            return _extract_zip(archive, target, members)
-        if _is_tar(archive):
-            return _extract_tar(archive, target, members)
-    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as err:
-        raise ArchiveError(f"{archive}: corrupt or truncated archive ({err})") from err
-    raise ArchiveError(f"{archive}: not a zip or tar archive (or truncated)")
-
-
-def _is_tar(archive: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(archive)
-    except (OSError, EOFError, zlib.error):
-        return False
-
-
-def _select(archive: Path, names: Iterable[str], members: Sequence[str] | None) -> set[str]:
-    names = list(names)
-    if members is None:
-        return set(names)
-    chosen = set()
-    for member in members:
-        prefix = member.rstrip("/") + "/"
-        hits = [n for n in names if n == member or n.rstrip("/") + "/" == prefix
-                or n.startswith(prefix)]
-        if not hits:
-            raise ArchiveError(f"{archive}: no member {member!r} (it holds e.g. {names[:5]})")
-        chosen.update(hits)
-    return chosen
-
-
-def _safe_destination(archive: Path, target: Path, name: str) -> Path:
-    """`target/name`, or `ArchiveError` if `name` is absolute or climbs out of `target`."""
-    posix = name.replace("\\", "/")
-    parts = PurePosixPath(posix).parts
-    if posix.startswith("/") or re.match(r"[A-Za-z]:", posix) or ".." in parts:
-        raise ArchiveError(f"{archive}: entry {name!r} would be written outside {target}")
-    return target.joinpath(*[p for p in parts if p != "."])
-
-
-def _check_link(archive: Path, target: Path, name: str, dest: Path, link: str) -> None:
-    """Refuse a symlink/hard link whose target resolves outside `target`."""
-    if link.startswith("/") or re.match(r"[A-Za-z]:", link):
-        raise ArchiveError(f"{archive}: entry {name!r} links outside {target} (to {link!r})")
-    resolved = os.path.normpath(os.path.join(os.path.dirname(dest), link))
-    root = os.path.normpath(target)
-    if os.path.commonpath([root, resolved]) != root:
-        raise ArchiveError(f"{archive}: entry {name!r} links outside {target} (to {link!r})")
-
-
-def _check_inside(archive: Path, target: Path, name: str, dest: Path) -> None:
-    """Refuse writing through a symlink (extracted earlier) that leads out of `target`."""
-    root = os.path.realpath(target)
-    if os.path.commonpath([root, os.path.realpath(dest.parent)]) != root:
-        raise ArchiveError(f"{archive}: entry {name!r} would be written outside {target}")
-
-
-def _write_atomically(dest: Path, chunks: Iterable[bytes]) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.extracting")
-    try:
-        with open(tmp, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _read_chunks(stream) -> Iterable[bytes]:
-    with stream:
-        while chunk := stream.read(CHUNK):
-            yield chunk
-
-
-def _extract_zip(archive: Path, target: Path, members: Sequence[str] | None) -> list[Path]:
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        chosen = _select(archive, (i.filename for i in infos), members)
-        plan = []
-        for info in infos:
-            if info.filename not in chosen:
-                continue
-            dest = _safe_destination(archive, target, info.filename)
-            # zipfile writes symlink entries as plain files holding the link text: they cannot
-            # point anywhere, so only the entry's own path needs checking.
-            plan.append((info, dest))
-        written = []
-        for info, dest in plan:
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            _check_inside(archive, target, info.filename, dest)
-            try:
-                _write_atomically(dest, _read_chunks(zf.open(info)))
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
-                raise ArchiveError(
-                    f"{archive}: entry {info.filename!r} is corrupt or truncated ({err})"
-                ) from err
-            written.append(dest)
-    return written
-
-
-def _extract_tar(archive: Path, target: Path, members: Sequence[str] | None) -> list[Path]:
-    with tarfile.open(archive) as tf:
-        infos = tf.getmembers()  # reads the whole index: a truncated archive fails here
-        chosen = _select(archive, (i.name for i in infos), members)
-        plan = []
-        for info in infos:
-            if info.name not in chosen:
-                continue
-            dest = _safe_destination(archive, target, info.name)
-            if info.issym() or info.islnk():
-                # A hard link names another member, relative to the archive root.
-                link = info.linkname if info.issym() else os.path.relpath(
-                    target / info.linkname, dest.parent)
-                _check_link(archive, target, info.name, dest, link)
-            elif not (info.isfile() or info.isdir()):
-                raise ArchiveError(f"{archive}: entry {info.name!r} is a device or fifo")
-            plan.append((info, dest))
-        written = []
-        for info, dest in plan:
-            _check_inside(archive, target, info.name, dest)
-            if info.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-            elif info.issym() or info.islnk():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.unlink(missing_ok=True)
-                if info.issym():
-                    dest.symlink_to(info.linkname)
-                else:
-                    os.link(_safe_destination(archive, target, info.linkname), dest)
-                written.append(dest)
-            else:
-                try:
-                    _write_atomically(dest, _read_chunks(tf.extractfile(info)))
-                except (tarfile.TarError, zlib.error, EOFError, OSError) as err:
-                    raise ArchiveError(
-                        f"{archive}: entry {info.name!r} is corrupt or truncated ({err})"
-                    ) from err
-                written.append(dest)
-    return written

@@ -34,7 +34,8 @@ def load_vectors(kind: str, words: Collection[str], params: WordVectorParams) ->
                          f"{', '.join(EMBEDDINGS[1:])}")
     spec = ZIP_VECTORS[kind]
     url = getattr(params, f"{spec.archive}_url")
-    archive = fetch(url, getattr(params, f"{spec.archive}_sha256") or None)
+    archive = fetch(url, getattr(params, f"{spec.archive}_sha256") or None,
+                    param=f"word_vectors.{spec.archive}_url")
     return read_zip_vectors(archive, spec.member, words, dim=spec.dim, cased=spec.cased)
 
 

@@ -1,5 +1,9 @@
 """Per-word attention figures, the seed's way: one panel per generated word, showing the image
-with that step's attention map (the R = s×s region weights) upsampled smoothly over it."""
+with that step's attention map (the R = s×s region weights) upsampled smoothly over it.
+
+The maps cover what the encoder saw, so the image is drawn as the encoder saw it
+(`encoder_view`): a pretrained encoder's centre crop, not the whole image stretched to a square
+(the border it never saw would shift every map off its region)."""
 
 from __future__ import annotations
 
@@ -13,9 +17,18 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from imcap.atomic import atomic_path
+from imcap.features.encoders import Preprocessing
+from imcap.features.images import crop_box
 
 PANEL_PIXELS = 224  # the image is shown at this square size in every panel
 COLUMNS = 5
+
+
+def encoder_view(image: Image.Image, spec: Preprocessing) -> Image.Image:
+    """The part of `image` the encoder with preprocessing `spec` saw: its centre crop (shorter
+    side resized to `resize_size`, `crop_size` cropped), or all of it when it was squashed."""
+    top, left, height, width = crop_box(image.height, image.width, spec)
+    return image.crop((left, top, left + width, top + height))
 
 
 def upsample(alpha: np.ndarray, size: int) -> np.ndarray:
@@ -33,7 +46,8 @@ def upsample(alpha: np.ndarray, size: int) -> np.ndarray:
 def draw_attention(image: Image.Image, words: Sequence[str], alphas: np.ndarray | None,
                    out_path: str | Path, title: str | None = None) -> Path:
     """Write a PNG with one panel per word (`alphas` [len(words), R]); without attention
-    (`alphas` None) a single panel with the whole caption. Written atomically."""
+    (`alphas` None) a single panel with the whole caption. `image` is shown squashed to a
+    square, as the maps are: pass it through `encoder_view` first. Written atomically."""
     if alphas is not None and len(alphas) != len(words):
         raise ValueError(f"{len(words)} words but {len(alphas)} attention maps")
     shown = np.asarray(image.convert("RGB").resize((PANEL_PIXELS, PANEL_PIXELS),

@@ -1,6 +1,8 @@
 """BLEU the seed's way: nltk `corpus_bleu` (BLEU-1..4, uniform weights) × 100.
 
-References are all captions of each image. Also the score of the best *constant* caption (one
+References are all captions of each image. With the scores come the mean caption length and
+BLEU's brevity penalty, so that a decoding mode that wins or loses by length shows it. Also the
+score of the best *constant* caption (one
 training caption emitted for every test image), the floor a model must clearly beat.
 """
 
@@ -11,7 +13,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from nltk.translate.bleu_score import corpus_bleu
+from nltk.translate.bleu_score import brevity_penalty, closest_ref_length, corpus_bleu
 
 Tokens = Sequence[str]
 _WEIGHTS = {n: tuple([1.0 / n] * n) for n in range(1, 5)}
@@ -19,13 +21,20 @@ _WEIGHTS = {n: tuple([1.0 / n] * n) for n in range(1, 5)}
 
 def bleu_scores(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
                 ) -> dict[str, float]:
-    """`{"bleu1": .., "bleu4": ..}` in percent."""
+    """`{"bleu1": .., "bleu4": ..}` in percent, `length`: the mean caption length in words, and
+    `brevity_penalty` (0..1): nltk's, over the corpus, from each caption's closest reference
+    length (1 when the captions are together longer than those references)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
     with warnings.catch_warnings():  # nltk warns on every zero n-gram order; 0 is the answer
         warnings.filterwarnings("ignore", message="(?s).*counts of .*-gram overlaps")
         scores = corpus_bleu(references, hypotheses, weights=[_WEIGHTS[n] for n in range(1, 5)])
-    return {f"bleu{n}": 100.0 * score for n, score in zip(range(1, 5), scores, strict=True)}
+    hyp_total = sum(len(h) for h in hypotheses)
+    ref_total = sum(closest_ref_length(refs, len(h)) for refs, h in zip(references, hypotheses,
+                                                                        strict=True))
+    return ({f"bleu{n}": 100.0 * score for n, score in zip(range(1, 5), scores, strict=True)}
+            | {"length": hyp_total / max(len(hypotheses), 1),
+               "brevity_penalty": brevity_penalty(ref_total, hyp_total)})
 
 
 def _ngrams(tokens: Tokens, n: int) -> Counter:

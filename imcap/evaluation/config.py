@@ -10,11 +10,13 @@ from imcap.config import NonNegative, NonNegativeFloat, Positive, Section
 
 
 class EvalParams(Section):
-    max_length: Positive  # longest caption generated (words)
+    max_length: Positive  # most words in a caption (one more step may only end it with EOS)
     batch_size: Positive
     num_samples: NonNegative  # test images written to metrics/samples.csv
     beams: Annotated[list[Positive], Field(min_length=1)]  # beam sizes swept (1 = greedy)
-    length_penalty: NonNegativeFloat  # beam search ranks by log P / length**length_penalty
+    # Beam search scores each caption as it finishes by log P / length**length_penalty
+    # (length = words + EOS, Hugging Face's form); 0 = raw log P.
+    length_penalty: NonNegativeFloat
     meteor: bool  # METEOR needs Java (skipped, not failed, without it)
     attention_figures: NonNegative  # first test images drawn with per-word attention maps
 

@@ -62,7 +62,9 @@ class FeatureParams(Section):
     """`0`, `-1` and `auto` choose by device (README, "Encoders and feature extraction")."""
 
     weights: choice(WEIGHTS)  # none = seeded random init; imagenet = IMAGENET1K_V1, _v2 = V2
-    image_size: NonNegative  # square input; 0 = the encoder's native size (224, Inception 299)
+    # Square input; 0 = the encoder's native preprocessing (224, Inception 299). `auto` in
+    # params.yaml is resolved before this model sees it (`imcap.params.Params`).
+    image_size: NonNegative
     batch_size: NonNegative  # 0: 256 on a GPU, 32 on CPU
     dtype: choice(("float16", "float32"))  # storage of the grid features
     device: choice(DEVICES)

@@ -7,12 +7,14 @@ looks at; R = 7×7 for ResNets at 224 px, 8×8 for Inception v3 at 299 px) and a
 Weights: `none` builds the architecture with a *seeded* random initialisation (the same
 features on every run and machine, so a `none` encoder can be rebuilt to caption new images);
 `imagenet` / `imagenet_v2` load torchvision's `IMAGENET1K_V1` / `IMAGENET1K_V2` enums, fetched
-into the torch cache once. `IMAGENET1K_V1` is what torchvision's old `pretrained=True` loaded,
+into the torch cache once and checked against the sha256 prefix in their file names
+(`load_weights`). `IMAGENET1K_V1` is what torchvision's old `pretrained=True` loaded,
 i.e. the seed project's encoders.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -149,25 +151,81 @@ def encoder_from_model(model: nn.Module) -> Encoder:
 
 def weights_cache_file(enum: torchvision.models.WeightsEnum) -> Path:
     """Where torch.hub keeps (and looks for) the file of `enum`."""
-    filename = Path(urlparse(enum.url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return _cache_file(enum.url)
+
+
+def _cache_file(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
 
 
 def _pretrained(name: str, enum: torchvision.models.WeightsEnum) -> nn.Module:
-    cached = weights_cache_file(enum)
-    was_cached = cached.is_file()
+    """torchvision's `name` built as its builder builds it for `enum`, with `enum`'s weights
+    loaded by `load_weights` (never through torch.hub, which unpickles them unrestricted)."""
+    kwargs = {"num_classes": len(enum.meta["categories"])}
+    if name == "inception_v3":  # what torchvision's inception_v3() sets for its weights
+        kwargs |= {"transform_input": True, "aux_logits": True, "init_weights": False}
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    what = f"{name} weights {type(enum).__name__}.{enum.name}"
+    state = load_weights(enum.url, what)
     try:
-        return torchvision.models.get_model(name, weights=enum)
-    except Exception as err:  # a damaged file fails in many ways (unpickling, zip, EOF, ...)
-        if was_cached:
-            raise WeightsUnavailableError(
-                f"{cached}: cannot load the cached {name} weights ({type(err).__name__}: "
-                f"{err}); delete the file to download it again, or replace it with a good copy "
-                f"of {enum.url}") from err
-        if not isinstance(err, (OSError, RuntimeError)):  # URLError is an OSError
-            raise
+        model.load_state_dict(state)
+    except RuntimeError as err:
         raise WeightsUnavailableError(
-            f"{name} weights {type(enum).__name__}.{enum.name} are not in the torch cache and "
-            f"cannot be downloaded ({err}). Offline, pre-seed the cache: download {enum.url} "
-            f"elsewhere and copy it to {cached} (the torch hub directory is $TORCH_HOME/hub, "
-            "default ~/.cache/torch/hub; set TORCH_HOME to use another)") from err
+            f"{_cache_file(enum.url)}: not the {what} ({_first_line(err)}); delete it "
+            f"to download it again, or replace it with a good copy of {enum.url}") from err
+    return model
+
+
+def load_weights(url: str, what: str) -> dict[str, torch.Tensor]:
+    """The state dict at `url`, from the torch hub cache (downloaded into it when missing).
+
+    The file's sha256 must start with the prefix its name carries, as torchvision's do
+    (`resnet18-f37072fd.pth`), and it is unpickled with `weights_only=True`: a file planted in
+    the cache (which offline users fill by hand) can neither replace the weights unnoticed nor
+    run code.
+    """
+    path = _cache_file(url)
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match is None:
+        raise ValueError(f"{url}: the file name carries no sha256 prefix to check it against")
+    prefix = match.group(1)
+    if not path.is_file():
+        _download_weights(url, path, prefix, what)
+    actual = _sha256(path)
+    if not actual.startswith(prefix):
+        raise WeightsUnavailableError(
+            f"{path}: not the {what}: its sha256 is {actual}, the file name promises "
+            f"{prefix}...; delete it to download it again, or replace it with a good copy "
+            f"of {url}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file fails in many ways (unpickling, zip, EOF, ...)
+        raise WeightsUnavailableError(
+            f"{path}: cannot load the cached {what} ({type(err).__name__}: {_first_line(err)}); "
+            f"delete the file to download it again, or replace it with a good copy of {url}"
+        ) from err
+
+
+def _download_weights(url: str, path: Path, prefix: str, what: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a wrong hash a RuntimeError
+        raise WeightsUnavailableError(
+            f"{what} are not in the torch cache and cannot be downloaded ({err}). Offline, "
+            f"pre-seed the cache: download {url} elsewhere and copy it to {path} (the torch hub "
+            "directory is $TORCH_HOME/hub, default ~/.cache/torch/hub; set TORCH_HOME to use "
+            "another)") from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    """torch's unpickling errors run to a page; their first line says what happened."""
+    return next(iter(str(err).strip().splitlines()), type(err).__name__)

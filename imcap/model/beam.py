@@ -1,17 +1,24 @@
 """Beam search batched over images: B images × k beams decode as one batch of B·k rows.
 
-At every step each beam's log-probabilities are added to its score; the k best of the k·V
-continuations of each image survive (`topk` over a [B, k·V] tensor, no loop over images).
-A beam that has emitted EOS stays in the beam with its score frozen (it may only continue
-with PAD at log-probability 0), so pruning compares finished and open captions on the same
-footing, and the search ends when all beams of all images are finished. If no beam of an image
-emits EOS within `max_length + 1` steps, its best open beam is returned: there is always a
-caption (the popular per-image reference implementation fails there on an empty list of
-finished captions).
+Hugging Face's scheme (`BeamSearchScorer`), batched without a loop over images. At every step
+each open beam's log-probabilities are added to its score and the 2k best of the k·V
+continuations of each image are ranked (`topk` over a [B, k·V] tensor):
+- a continuation with EOS among the k best *finishes* a caption: it enters the image's pool of
+  k finished captions with its score divided by the length penalty length^α (length = words +
+  EOS, α = `length_penalty`: Hugging Face's form, not GNMT's ((5 + length) / 6)^α; α = 0 ranks
+  by the raw log-probability);
+- the k best continuations without EOS stay open, ranked by their raw log-probability.
+A caption has at most `max_length` words: the step after that may only finish it (as in
+`imcap.model.decode`). An image stops searching once its pool is full and no open beam can
+still beat the worst finished caption: with α = 0 the best open score, with α > 0 that score
+divided by the longest possible length (the exact bound, Hugging Face's `early_stopping=
+"never"`), so stopping early never changes the result.
 
-With `length_penalty` α > 0 the final choice among an image's k beams uses
-score / length^α (length counted with EOS); pruning uses the raw log-probability. With k = 1
-this is exactly greedy decoding.
+The answer is the best finished caption. Only an image without any (no beam ever ranked EOS
+among its k best) falls back to its best open beam, cut at `max_length` words (score
+log P / max_length^α): there is always a caption (the popular per-image reference
+implementation fails there on an empty list).
+With k = 1 and α = 0 this is exactly greedy decoding.
 """
 
 from __future__ import annotations
@@ -21,14 +28,22 @@ from typing import NamedTuple
 import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from imcap.model.decode import check_lengths, mask_specials
+from imcap.model.decode import check_lengths, mask_specials, trim_steps
 from imcap.model.decoder import CaptionDecoder, DecoderState
 
 
 class BeamResult(NamedTuple):
     tokens: torch.Tensor  # [B, L] best caption per image, PAD after EOS
     alphas: torch.Tensor | None  # [B, L, R] attention weights of that caption, None without
-    scores: torch.Tensor  # [B] its log-probability (divided by length^α when α > 0)
+    scores: torch.Tensor  # [B] its log-probability / length^α
+
+
+class Captions(NamedTuple):
+    """k captions per image: scores [B, k], tokens [B, k, L], attention [B, k, L, R] or None."""
+
+    scores: torch.Tensor
+    tokens: torch.Tensor
+    alphas: torch.Tensor | None
 
 
 @torch.no_grad()
@@ -42,64 +57,118 @@ def beam_search(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     check_lengths(max_length, min_length)
     batch, k, device = grid.size(0), beam_size, grid.device
+    steps = max_length + 1
+    regions = grid.size(1) if model.attention is not None else None
+
+    def penalised(scores: torch.Tensor, length: int) -> torch.Tensor:
+        return scores / length**length_penalty if length_penalty > 0 else scores
+
     state = _repeat(model.start(grid, pooled), k)
-    # Full-size results, updated at the rows of the images still searching (`active`): an image
-    # whose k beams have all finished leaves the batch, so later steps skip its rows.
-    best_scores = torch.full((batch, k), float("-inf"), device=device)
-    best_lengths = torch.zeros(batch, k, dtype=torch.long, device=device)
+    # The open beams of the images still searching (`active`): k rows per image, their raw
+    # scores and histories. Finished captions go to `pool`, the cut-off best beam to `cut`.
     active = torch.arange(batch, device=device)
-    scores = best_scores.clone()
+    scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all k beams start as copies of one: only beam 0 may expand at first
     current = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
-    lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
-    pad_only = torch.full((1, model.config.vocab_size), float("-inf"), device=device)
-    pad_only[0, PAD_ID] = 0.0  # a finished beam's one continuation: PAD, score unchanged
-    tokens, parents, alphas = [], [], []
-    for step in range(max_length + 1):
+    history = torch.full((batch * k, steps), PAD_ID, dtype=torch.long, device=device)
+    attention = (torch.zeros(batch * k, steps, regions, device=device) if regions is not None
+                 else None)
+    pool, cut = _empty(batch, k, steps, regions, device), _empty(batch, 1, steps, regions, device)
+    for step in range(steps):
         logits, state, alpha = model.step(current, state)
         logp = mask_specials(torch.log_softmax(logits.float(), dim=1), step, min_length)
-        logp = torch.where(finished.unsqueeze(1), pad_only, logp)
         n, vocab = len(active), logp.size(1)
-        scores, flat = (scores.reshape(-1, 1) + logp).view(n, k * vocab).topk(k, dim=1)
-        parent, token = flat // vocab, flat % vocab  # [n, k]
-        rows = (torch.arange(n, device=device).unsqueeze(1) * k + parent).view(-1)
+        top, flat = (scores.reshape(-1, 1) + logp).view(n, k * vocab).topk(2 * k, dim=1)
+        token = flat % vocab  # [n, 2k], best first
+        rows = torch.arange(n, device=device).unsqueeze(1) * k + flat // vocab
+        ends = (token[:, :k] == EOS_ID) & top[:, :k].isfinite()  # EOS among the k best
+        if ends.any():
+            finished = _extend(history, attention, rows[:, :k], step, token[:, :k], alpha)
+            _merge_into(pool, active, Captions(
+                penalised(top[:, :k], step + 1).masked_fill(~ends, float("-inf")), *finished))
+        if step == max_length:  # no room for another word: the open beams are cut here
+            _place(cut, active, Captions(
+                penalised(scores[:, :1], max_length), history.view(n, k, steps)[:, :1],
+                attention.view(n, k, steps, -1)[:, :1] if attention is not None else None))
+            break
+        # The k best continuations without EOS (there are at least k among the 2k best).
+        keep = torch.sort((token == EOS_ID).int(), dim=1, stable=True).indices[:, :k]
+        scores, token, rows = top.gather(1, keep), token.gather(1, keep), rows.gather(1, keep)
+        tokens, alphas = _extend(history, attention, rows, step, token, alpha)
+        history = tokens.flatten(0, 1)
+        attention = alphas.flatten(0, 1) if alphas is not None else None
         # An image's beams share its grid and keys, so only h and c follow the parents.
-        state = DecoderState(state.h[rows], state.c[rows], state.grid, state.keys)
-        was_finished = finished[rows]
-        lengths = lengths[rows] + (~was_finished).long()
-        finished = was_finished | (token.view(-1) == EOS_ID)
-        current = token.view(-1)
-        tokens.append(_scatter(token, active, batch, fill=PAD_ID))
-        parents.append(_scatter(parent, active, batch,
-                                fill=torch.arange(k, device=device)))
-        if alpha is not None:
-            alphas.append(_scatter(alpha[rows].view(n, k, -1), active, batch, fill=0.0))
-        best_scores[active], best_lengths[active] = scores, lengths.view(n, k)
-        searching = ~finished.view(n, k).all(dim=1)
+        state = DecoderState(state.h[rows.view(-1)], state.c[rows.view(-1)], state.grid,
+                             state.keys)
+        current = token.reshape(-1)
+        # Searching on can only help while the best open beam might still beat the worst
+        # finished caption (-inf until the pool is full).
+        searching = penalised(scores[:, 0], steps) > pool.scores[active, -1]
         if not searching.any():
             break
         if not searching.all():
-            keep = searching.repeat_interleave(k)
-            active, scores = active[searching], scores[searching]
-            state = _select(state, keep)
-            current, finished, lengths = current[keep], finished[keep], lengths[keep]
-    final = best_scores
-    if length_penalty > 0:
-        final = best_scores / best_lengths.float().pow(length_penalty)
-    chosen_scores, chosen = final.max(dim=1)
-    out_tokens, out_alphas = _backtrack(chosen, tokens, parents, alphas)
-    return BeamResult(out_tokens, out_alphas, chosen_scores)
+            kept = searching.repeat_interleave(k)
+            active, scores, current = active[searching], scores[searching], current[kept]
+            history = history[kept]
+            attention = attention[kept] if attention is not None else None
+            state = _select(state, kept)
+    has_finished = pool.scores[:, 0].isfinite()
+    tokens = torch.where(has_finished.unsqueeze(1), pool.tokens[:, 0], cut.tokens[:, 0])
+    alphas = None
+    if pool.alphas is not None and cut.alphas is not None:
+        alphas = torch.where(has_finished.view(-1, 1, 1), pool.alphas[:, 0], cut.alphas[:, 0])
+    tokens, alphas = trim_steps(tokens, alphas)
+    return BeamResult(tokens, alphas,
+                      torch.where(has_finished, pool.scores[:, 0], cut.scores[:, 0]))
 
 
-def _scatter(values: torch.Tensor, active: torch.Tensor, batch: int,
-             fill: float | torch.Tensor) -> torch.Tensor:
-    """[n, k, ...] values of the active images placed in a [B, k, ...] tensor; the finished
-    images' rows hold `fill` (PAD tokens, parents pointing at themselves, zero attention)."""
-    full = torch.empty(batch, *values.shape[1:], dtype=values.dtype, device=values.device)
-    full[:] = fill
-    full[active] = values
-    return full
+def _empty(batch: int, k: int, steps: int, regions: int | None,
+           device: torch.device) -> Captions:
+    """k captions per image, none yet: -inf scores, PAD tokens, zero attention."""
+    alphas = (torch.zeros(batch, k, steps, regions, device=device) if regions is not None
+              else None)
+    return Captions(torch.full((batch, k), float("-inf"), device=device),
+                    torch.full((batch, k, steps), PAD_ID, dtype=torch.long, device=device),
+                    alphas)
+
+
+def _extend(history: torch.Tensor, attention: torch.Tensor | None, rows: torch.Tensor,
+            step: int, token: torch.Tensor, alpha: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The histories [N, L] (attention [N, L, R]) of the beams `rows` [n, m] with `token`
+    [n, m] and the attention `alpha` [N, R] behind it written at `step`: [n, m, L] and
+    [n, m, L, R]."""
+    n, m = rows.shape
+    flat = rows.reshape(-1)
+    tokens = history[flat]
+    tokens[:, step] = token.reshape(-1)
+    if attention is None or alpha is None:
+        return tokens.view(n, m, -1), None
+    alphas = attention[flat]
+    alphas[:, step] = alpha[flat]
+    return tokens.view(n, m, -1), alphas.view(n, m, *alphas.shape[1:])
+
+
+def _merge_into(pool: Captions, active: torch.Tensor, new: Captions) -> None:
+    """Keep the k best of each active image's pooled and `new` finished captions in `pool`,
+    best first."""
+    k = pool.scores.size(1)
+    scores, pick = torch.cat([pool.scores[active], new.scores], dim=1).topk(k, dim=1)
+    tokens = torch.cat([pool.tokens[active], new.tokens], dim=1)
+    pool.scores[active] = scores
+    pool.tokens[active] = tokens.gather(1, pick.unsqueeze(2).expand(-1, -1, tokens.size(2)))
+    if pool.alphas is not None and new.alphas is not None:
+        alphas = torch.cat([pool.alphas[active], new.alphas], dim=1)
+        pool.alphas[active] = alphas.gather(
+            1, pick.view(*pick.shape, 1, 1).expand(-1, -1, *alphas.shape[2:]))
+
+
+def _place(target: Captions, active: torch.Tensor, values: Captions) -> None:
+    """Write the captions of the active images into `target` (all images)."""
+    target.scores[active] = values.scores
+    target.tokens[active] = values.tokens
+    if target.alphas is not None and values.alphas is not None:
+        target.alphas[active] = values.alphas
 
 
 def _select(state: DecoderState, rows: torch.Tensor) -> DecoderState:
@@ -112,21 +181,3 @@ def _repeat(state: DecoderState, k: int) -> DecoderState:
     keys = state.keys.repeat_interleave(k, dim=0) if state.keys is not None else None
     return DecoderState(state.h.repeat_interleave(k, dim=0), state.c.repeat_interleave(k, dim=0),
                         state.grid.repeat_interleave(k, dim=0), keys)
-
-
-def _backtrack(beam: torch.Tensor, tokens: list[torch.Tensor], parents: list[torch.Tensor],
-               alphas: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Follow the parent pointers from the chosen beam [B] back to the first step."""
-    batch = beam.size(0)
-    images = torch.arange(batch, device=beam.device)
-    out_tokens = torch.empty(batch, len(tokens), dtype=torch.long, device=beam.device)
-    out_alphas = (torch.empty(batch, len(tokens), alphas[0].size(2), device=beam.device)
-                  if alphas else None)
-    for t in reversed(range(len(tokens))):
-        out_tokens[:, t] = tokens[t][images, beam]
-        if out_alphas is not None:
-            out_alphas[:, t] = alphas[t][images, beam]
-        beam = parents[t][images, beam]
-    if out_alphas is not None:
-        out_alphas[out_tokens == PAD_ID] = 0.0  # no word, no attention (as in greedy_decode)
-    return out_tokens, out_alphas

@@ -14,3 +14,4 @@ class ModelParams(Section):
     hidden_size: Positive
     attention_size: Positive  # attention I's score space
     dropout: Fraction
+    init_fc: bool  # seed v2: one more fully connected layer between image vector and LSTM state

@@ -3,9 +3,10 @@
 
 Every decoder works on a whole batch at once and returns token ids [B, L] (PAD after EOS; EOS
 included when emitted) and the attention weights [B, L, R] behind each token (zero at PADs;
-None without attention). Decoding stops when every caption has emitted EOS, or after
-`max_length + 1` steps (room for `max_length` words and their EOS); a caption still open then
-is returned as it is, without EOS. PAD and BOS are never emitted, and EOS not before
+None without attention). A caption has at most `max_length` words: after that many, one more
+step may only end it (EOS when that is the decoder's choice); otherwise it is cut there and
+returned without EOS. Decoding stops when every caption has ended or been cut, and the result
+is as long as its longest caption. PAD and BOS are never emitted, and EOS not before
 `min_length` words.
 """
 
@@ -26,6 +27,14 @@ def mask_specials(scores: torch.Tensor, step: int, min_length: int) -> torch.Ten
     scores = scores.clone()
     scores[:, banned] = float("-inf")
     return scores
+
+
+def trim_steps(tokens: torch.Tensor, alphas: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`tokens` [B, L] and `alphas` [B, L, R] without their trailing all-PAD steps."""
+    used = (tokens != PAD_ID).any(dim=0).nonzero()
+    width = int(used[-1]) + 1 if len(used) else 0
+    return tokens[:, :width], alphas[:, :width] if alphas is not None else None
 
 
 def check_lengths(max_length: int, min_length: int) -> None:
@@ -78,13 +87,16 @@ def _decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor, max
     current = torch.full((batch,), BOS_ID, dtype=torch.long, device=grid.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=grid.device)
     words, alphas = [], []
-    for step in range(max_length + 1):  # up to max_length words, then EOS
+    for step in range(max_length + 1):  # up to max_length words, then only their EOS
         logits, state, alpha = model.step(current, state)
-        current = pick(mask_specials(logits, step, min_length)).masked_fill(finished, PAD_ID)
+        current = pick(mask_specials(logits, step, min_length))
+        if step == max_length:  # no room for another word: the caption is cut instead
+            current = current.masked_fill(current != EOS_ID, PAD_ID)
+        current = current.masked_fill(finished, PAD_ID)
         words.append(current)
         if alpha is not None:
-            alphas.append(alpha.masked_fill(finished.unsqueeze(1), 0.0))
+            alphas.append(alpha.masked_fill((current == PAD_ID).unsqueeze(1), 0.0))
         finished |= current == EOS_ID
         if finished.all():
             break
-    return torch.stack(words, dim=1), torch.stack(alphas, dim=1) if alphas else None
+    return trim_steps(torch.stack(words, dim=1), torch.stack(alphas, dim=1) if alphas else None)

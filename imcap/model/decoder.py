@@ -1,7 +1,9 @@
 """The caption decoder: an LSTM whose initial state comes from the pooled image vector.
 
 Attention (the seed's table):
-- `none`: the LSTM sees only the words; the image enters through the initial state (h0, c0).
+- `none`: the LSTM sees only the words; the image enters through the initial state (h0, c0),
+  tanh-linear maps of the projected pooled vector (with `init_fc`, seed v2, after one more fully
+  connected layer + ReLU).
 - `I`:  additive (Bahdanau / Show-Attend-Tell), score_r = v · tanh(W f_r + U h).
 - `II`: dot product, score_r = (W f_r) · h / sqrt(H), computed with `torch.bmm`.
 With attention, the context vector (the weighted mean of region features) is fed to the LSTM
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from imcap.model.config import ATTENTIONS
+from imcap.model.config import ATTENTIONS, ModelParams
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,16 @@ class DecoderConfig:
     attention: str  # none | I | II
     attention_size: int
     dropout: float
+    init_fc: bool = False  # seed v2: a fully connected layer between image vector and (h0, c0)
+
+    @classmethod
+    def from_params(cls, attention: str, model: ModelParams, *, vocab_size: int,
+                    embed_dim: int, encoder_channels: int) -> DecoderConfig:
+        """The decoder the `attention` / `model` params describe, sized for its data."""
+        return cls(vocab_size=vocab_size, embed_dim=embed_dim, encoder_channels=encoder_channels,
+                   projection_size=model.projection_size, hidden_size=model.hidden_size,
+                   attention=attention, attention_size=model.attention_size,
+                   dropout=model.dropout, init_fc=model.init_fc)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +103,9 @@ class CaptionDecoder(nn.Module):
         # C -> P once per batch keeps every decoding step cheap (C is 2048 for ResNet-101).
         self.feature_norm = nn.LayerNorm(config.encoder_channels)
         self.feature_proj = nn.Linear(config.encoder_channels, config.projection_size)
+        self.init_fc = (nn.Sequential(nn.Linear(config.projection_size, config.projection_size),
+                                      nn.ReLU(), nn.Dropout(config.dropout))
+                        if config.init_fc else nn.Identity())
         self.init_h = nn.Linear(config.projection_size, config.hidden_size)
         self.init_c = nn.Linear(config.projection_size, config.hidden_size)
         if config.attention == "I":
@@ -108,7 +123,7 @@ class CaptionDecoder(nn.Module):
     def start(self, grid: torch.Tensor, pooled: torch.Tensor) -> DecoderState:
         """Initial state from the image: h0, c0 from the pooled vector; attention keys."""
         grid = self.feature_proj(self.feature_norm(grid.float()))
-        pooled = self.feature_proj(self.feature_norm(pooled.float()))
+        pooled = self.init_fc(self.feature_proj(self.feature_norm(pooled.float())))
         keys = self.attention.prepare(grid) if self.attention is not None else None
         return DecoderState(torch.tanh(self.init_h(pooled)), torch.tanh(self.init_c(pooled)),
                             grid, keys)

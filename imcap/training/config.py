@@ -14,6 +14,6 @@ class TrainParams(Section):
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
     freeze_embeddings: bool  # keep the pretrained vectors fixed (seed v1)
     patience: Positive  # stop after this many epochs without a better validation BLEU-4
-    max_length: Positive  # longest caption generated for validation (words)
+    max_length: Positive  # most words in a validation caption (greedy decoding)
     device: choice(DEVICES)
     features_in_memory_gb: NonNegativeFloat  # a split's features up to this size are held in RAM

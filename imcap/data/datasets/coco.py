@@ -37,10 +37,13 @@ def load_coco2014(params: Params) -> Source:
         base = local_dir(p.root, "download.coco2014.root")
     else:
         base = dataset_dir("coco2014")
-        obtain(p.train_url, p.train_sha256, base, d.keep_archives)
-        obtain(p.val_url, p.val_sha256, base, d.keep_archives)
+        obtain(p.train_url, p.train_sha256, base, d.keep_archives,
+               param="download.coco2014.train_url")
+        obtain(p.val_url, p.val_sha256, base, d.keep_archives,
+               param="download.coco2014.val_url")
         if not p.karpathy_splits:
-            obtain(p.annotations_url, p.annotations_sha256, base, d.keep_archives)
+            obtain(p.annotations_url, p.annotations_sha256, base, d.keep_archives,
+                   param="download.coco2014.annotations_url")
     for subset in SUBSETS:
         if not (base / subset).is_dir():
             raise SourceError(f"{base}: no {subset}/ image folder")

@@ -41,8 +41,10 @@ def load_flickr8k(params: Params) -> Source:
         base = local_dir(p.root, "download.flickr8k.root")
     else:
         base = dataset_dir("flickr8k")
-        obtain(p.images_url, p.images_sha256, base, d.keep_archives)
-        obtain(p.text_url, p.text_sha256, base, d.keep_archives)
+        obtain(p.images_url, p.images_sha256, base, d.keep_archives,
+               param="download.flickr8k.images_url")
+        obtain(p.text_url, p.text_sha256, base, d.keep_archives,
+               param="download.flickr8k.text_url")
     images = find(base, FLICKR8K_IMAGES, "Flickr8k image folder")
     if p.karpathy_splits:
         entries = read_karpathy(_karpathy_json(base, bool(p.root), params, "flickr8k"))
@@ -58,7 +60,8 @@ def load_flickr30k(params: Params) -> Source:
         base = local_dir(p.root, "download.flickr30k.root")
     else:  # params validation guarantees a URL here
         base = dataset_dir("flickr30k")
-        obtain(p.images_url, p.images_sha256, base, d.keep_archives)
+        obtain(p.images_url, p.images_sha256, base, d.keep_archives,
+               param="download.flickr30k.images_url")
     images = find(base, FLICKR30K_IMAGES, "Flickr30k image folder")
     entries = read_karpathy(_karpathy_json(base, bool(p.root), params, "flickr30k"))
     return Source("flickr30k", images, entries)

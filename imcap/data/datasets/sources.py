@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from imcap.data.download import ArchiveError, cache_dir, download, extract
+from imcap.data.archives import CorruptArchiveError, extract
+from imcap.data.download import cache_dir, download, url_file_name
 from imcap.data.text import tokenize
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
@@ -70,17 +70,19 @@ def find(base: Path, candidates: tuple[str, ...], what: str) -> Path:
     raise SourceError(f"{base}: no {what} (looked for {', '.join(candidates)})")
 
 
-def obtain(url: str, sha256: str, workdir: Path, keep_archive: bool) -> None:
+def obtain(url: str, sha256: str, workdir: Path, keep_archive: bool,
+           param: str = "the URL") -> None:
     """Download the archive at `url` into `workdir` and extract it there, once.
 
     A marker file records a finished extraction, so the archive can be deleted afterwards
-    (`keep_archive` false) and an interrupted extraction is redone on the next run.
+    (`keep_archive` false) and an interrupted extraction is redone on the next run. `param`
+    names the parameter `url` comes from, for the error an empty one gets.
     """
-    name = unquote(PurePosixPath(urlsplit(url).path).name)
+    name = url_file_name(url, param)
     done = workdir / f".{name}.extracted"
     if done.exists():
         return
-    archive = download(url, workdir / name, sha256=sha256 or None)
+    archive = download(url, workdir / name, sha256=sha256 or None, param=param)
     _extract_or_forget(archive, workdir)
     done.touch()
     if not keep_archive:
@@ -94,18 +96,21 @@ def karpathy_file(url: str, sha256: str, member: str) -> Path:
     if not path.exists():
         if not url:
             raise SourceError(f"download.splits_url is empty: cannot obtain {member}")
-        archive = download(url, workdir / "caption_datasets.zip", sha256=sha256 or None)
+        archive = download(url, workdir / "caption_datasets.zip", sha256=sha256 or None,
+                           param="download.splits_url")
         _extract_or_forget(archive, workdir, [member])
     return path
 
 
 def _extract_or_forget(archive: Path, target: Path, members: list[str] | None = None) -> None:
-    """Extract; a corrupt archive is deleted, or every later run would reuse it."""
+    """Extract; a corrupt archive is deleted, or every later run would reuse it. Any other
+    failure (a full disk, an entry escaping the target) keeps it: downloading it again would
+    not help, and it may be gigabytes."""
     try:
         extract(archive, target, members)
-    except ArchiveError as err:
+    except CorruptArchiveError as err:
         archive.unlink()
-        raise ArchiveError(f"{err}; deleted it, the next run downloads it again") from err
+        raise CorruptArchiveError(f"{err}; deleted it, the next run downloads it again") from err
 
 
 def read_json(path: Path) -> Any:

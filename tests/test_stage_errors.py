@@ -1,0 +1,103 @@
+"""A problem the user can fix (a bad param, a broken input file) ends a stage with one line,
+`<stage>: <message>`, and exit status 1; a bug keeps its traceback (imcap.stage.run_stage)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from params_overrides import write_params
+
+from imcap.data.karpathy import DatasetFormatError
+from imcap.params import ParamError
+from imcap.stage import run_stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage_script(stage: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m stages.<stage>` in `workdir`, as `dvc repro` runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DVC_ROOT", None)
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+# What `dvc exp run -S ...` writes into params.yaml, and the line the stage must print.
+BAD_PARAMS = {
+    "-S +foo=1": ({"foo": 1}, "unknown key 'foo' in the top level; valid keys: dataset,"),
+    "-S +mlflow.bogus=1": ({"mlflow": {"bogus": 1}},
+                           "unknown key 'bogus' in section 'mlflow'; valid keys: enabled, "
+                           "experiment"),
+    "mlflow.enabled=maybe": ({"mlflow": {"enabled": "maybe"}},
+                             "mlflow.enabled must be bool, got 'maybe'"),
+    "NaN": ({"train": {"learning_rate": float("nan")}},
+            "train.learning_rate must be > 0.0, got nan"),
+    "seed=-1": ({"seed": -1}, "seed must be >= 0, got -1"),
+    "eval.num_samples=-1": ({"eval": {"num_samples": -1}}, "eval.num_samples must be >= 0"),
+    "mlflow.experiment=''": ({"mlflow": {"experiment": ""}},
+                             "mlflow.experiment must be a non-empty string, got ''"),
+}
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_PARAMS.values(), ids=BAD_PARAMS.keys())
+def test_the_vocab_stage_rejects_bad_params_in_one_line(tmp_path, overrides, message):
+    write_params(tmp_path / "params.yaml", overrides)
+    result = run_stage_script("vocab", tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"vocab: params.yaml: {message}")
+
+
+@pytest.mark.parametrize("stage", ["download", "features", "train", "evaluate"])
+def test_every_stage_reports_a_param_error_in_one_line(tmp_path, stage):
+    write_params(tmp_path / "params.yaml", {"attention": "III"})
+    result = run_stage_script(stage, tmp_path)
+    assert (result.returncode, result.stderr) == (
+        1, f"{stage}: params.yaml: attention: unknown value 'III'; valid choices: none, I, II\n")
+
+
+def test_a_broken_input_file_is_one_line_too(tmp_path):
+    write_params(tmp_path / "params.yaml", {})
+    caption_file = tmp_path / "data" / "dataset" / "dataset.json"
+    caption_file.parent.mkdir(parents=True)
+    caption_file.write_text('{"images": [')
+    result = run_stage_script("vocab", tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("vocab: data/dataset/dataset.json")
+
+
+@pytest.mark.parametrize("error", [ParamError("params.yaml: seed must be >= 0, got -1"),
+                                   DatasetFormatError("dataset.json: images[3]: no sentences")])
+def test_run_stage_prints_the_message_and_exits_1(capsys, error):
+    def main() -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("vocab", main)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == f"vocab: {error}\n"
+
+
+@pytest.mark.parametrize("error", [KeyError("words"), RuntimeError("CUDA error: device-side"),
+                                   ValueError("a bug")])
+def test_unexpected_errors_keep_their_traceback(capsys, error):
+    def main() -> None:
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        run_stage("train", main)
+    assert raised.value is error
+    assert raised.traceback[-1].name == "main"  # raised where it happened, not re-wrapped
+    assert capsys.readouterr().err == ""
+
+
+def test_a_successful_stage_just_returns(capsys):
+    ran = []
+    run_stage("download", lambda: ran.append(True))
+    assert ran == [True] and capsys.readouterr().err == ""
