@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test lint
+.PHONY: setup repro test lint show baseline
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,3 +26,12 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# `dvc exp show` with the seed table's columns only: the top-level params, greedy / beam 3 BLEU-4, CIDEr-D.
+show: setup
+	dvc exp show --drop '.*' --keep 'Experiment|Created|^dataset$$|^encoder$$|^embeddings$$|^attention$$|^decoder$$|greedy\.bleu4|beam3\.bleu4|greedy\.cider|beam3\.cider'
+
+# Refresh the committed baseline after changing a stage's code or params (tests/test_baseline.py).
+baseline: repro
+	git add dvc.lock metrics/vocab.json metrics/train.json metrics/eval.json $$(git ls-files --others --exclude-standard -- '*.gitignore')
+	@echo "baseline staged: commit dvc.lock and metrics/*.json"

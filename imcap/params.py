@@ -106,6 +106,9 @@ class Params(Section):
         if 0 < size < smallest:
             raise ValueError(f"features.image_size {size} is too small for {self.encoder} (at "
                              f"least {smallest}; 0 = its native {NATIVE_SIZE[self.encoder]})")
+        if self.decoder == "transformer" and self.train.teacher_forcing < 1:
+            raise ValueError("train.teacher_forcing must be 1 with decoder transformer (it "
+                             "trains in one causal pass over the true words)")
         if self.vocab.restrict_to_embeddings and self.embeddings == RANDOM:
             raise ValueError("vocab.restrict_to_embeddings needs pretrained embeddings, "
                              "not 'random'")

@@ -7,6 +7,12 @@ anchored at `DVC_ROOT` so every stage and `dvc exp run` (which works in a tempor
 logs to the same place; `MLFLOW_TRACKING_URI` overrides it. Runs are tagged with the DVC
 experiment name (`DVC_EXP_NAME`). A stage restored from DVC's run-cache logs nothing: expected.
 
+What the MLflow UI shows: the experiment carries `mlflow.experimentKind` =
+`custom_model_development`, so MLflow 3's UI opens it on the runs table rather than its GenAI
+view; a run is named after the DVC experiment, else after what it trains
+(`shapes·resnet18·I`), plus `·evaluate` for an evaluate run; the dataset (name, source,
+digest = DVC's md5 of `dataset.json`) is the run's input, so the Dataset column fills.
+
 Tracking never costs a stage its outputs: a locked, corrupt or unreachable store, or a run
 deleted under our feet, gets one warning and the stage finishes without tracking. HTTP stores
 give up within seconds instead of MLflow's default 120 s timeout and 7 retries.
@@ -22,9 +28,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imcap.processes import process_running
+
+if TYPE_CHECKING:
+    from imcap.params import Params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")  # seconds per request
@@ -36,6 +45,9 @@ MODEL_TAG = "imcap.model_sha256"  # on the train run: the checkpoint it produced
 TRAIN_RUN_TAG = "imcap.train_run_id"  # on an evaluate run: the train run of its model
 PID_TAG, HOST_TAG = "imcap.pid", "imcap.host"  # who runs it: a gone process means killed
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: shows the evaluate run nested in the UI
+# MLflow's own: without it MLflow 3's UI opens the experiment in its GenAI view (traces, judges).
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+DATASET_CONTEXT = {"train": "train", "evaluate": "test"}  # the split each stage's run reads
 
 
 def repo_root() -> Path:
@@ -48,11 +60,27 @@ def tracking_uri(root: Path | None = None) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    return _file_digest(path, hashlib.sha256())
+
+
+def file_md5(path: Path) -> str:
+    """DVC's hash of a file (its md5 in dvc.lock)."""
+    return _file_digest(path, hashlib.md5(usedforsecurity=False))
+
+
+def _file_digest(path: Path, digest: Any) -> str:
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_name(params: Params, stage: str) -> str:
+    """The DVC experiment's name, else what the run trains (`shapes·resnet18·I`); an evaluate
+    run adds `·evaluate`."""
+    name = os.environ.get("DVC_EXP_NAME") or "·".join(
+        (params.dataset, params.encoder, params.attention))
+    return name if stage == "train" else f"{name}·{stage}"
 
 
 class Tracker:
@@ -92,6 +120,17 @@ class Tracker:
         self._call("tagging the model", lambda client, run_id: client.set_tag(
             run_id, MODEL_TAG, file_sha256(checkpoint)))
 
+    def in_run(self, action: str, log: Callable[[], object]) -> None:
+        """`log()` with this run as MLflow's active run, for the fluent APIs (`log_model`)."""
+        def resume(client: Any, run_id: str) -> None:
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri())
+            with mlflow.start_run(run_id=run_id):
+                log()
+
+        self._call(action, resume)
+
     def end(self, status: str) -> None:
         self._call(f"ending the run as {status}",
                    lambda client, run_id: client.set_terminated(run_id, status))
@@ -107,14 +146,17 @@ class Tracker:
 
 
 @contextmanager
-def mlflow_run(enabled: bool, experiment: str, stage: str, *, evaluates: Path | None = None
+def mlflow_run(params: Params, stage: str, *, dataset: Path, evaluates: Path | None = None
                ) -> Iterator[Tracker]:
-    """A new run for `stage`, ended FINISHED, FAILED or KILLED (Ctrl-C) with the stage.
+    """A new run for `stage` in `params.mlflow.experiment` (nothing if `params.mlflow.enabled`
+    is false), ended FINISHED, FAILED or KILLED (Ctrl-C) with the stage.
 
+    `dataset`: the caption file the stage read, logged as the run's input.
     `evaluates`: the checkpoint an evaluate stage scores; its run is nested under (and tagged
     with the id of) the train run that logged that checkpoint, when the store has one.
     """
-    tracker = _start(experiment, stage, evaluates) if enabled else Tracker(stage)
+    tracker = (_start(params, stage, dataset, evaluates) if params.mlflow.enabled
+               else Tracker(stage))
     try:
         yield tracker
     except KeyboardInterrupt:
@@ -126,12 +168,12 @@ def mlflow_run(enabled: bool, experiment: str, stage: str, *, evaluates: Path | 
     tracker.end("FINISHED")
 
 
-def _start(experiment: str, stage: str, evaluates: Path | None) -> Tracker:
+def _start(params: Params, stage: str, dataset: Path, evaluates: Path | None) -> Tracker:
     try:
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri())
-        experiment_id = _experiment_id(client, experiment)
+        experiment_id = _experiment_id(client, params.mlflow.experiment)
         _end_orphaned_runs(client, experiment_id)
         exp_name = os.environ.get("DVC_EXP_NAME")
         tags = {STAGE_TAG: stage, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
@@ -139,8 +181,8 @@ def _start(experiment: str, stage: str, evaluates: Path | None) -> Tracker:
             tags["dvc_exp_name"] = exp_name
         if evaluates is not None:
             tags |= _train_run_tags(client, experiment_id, evaluates)
-        name = exp_name if stage == "train" else " ".join(filter(None, (exp_name, stage)))
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        run = client.create_run(experiment_id, run_name=run_name(params, stage), tags=tags)
+        client.log_inputs(run.info.run_id, [_dataset_input(params.dataset, dataset, stage)])
     except Exception as err:  # as in Tracker._call: no store fault may fail the stage
         warn_tracking_failed(stage, "starting the run", err, None)
         return Tracker(stage)
@@ -149,10 +191,32 @@ def _start(experiment: str, stage: str, evaluates: Path | None) -> Tracker:
 
 
 def _experiment_id(client: Any, name: str) -> str:
+    """The experiment `name`, created if new, tagged for MLflow's training view if not yet."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=(repo_root() / "mlruns").as_uri())
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=_artifact_location(),
+                                        tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the tag was set
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return experiment.experiment_id
+
+
+def _artifact_location() -> str | None:
+    """`mlruns/` beside a SQLite store; a tracking server's own artifact root otherwise (a path
+    on this machine would be wrong for every other client of the server)."""
+    return (repo_root() / "mlruns").as_uri() if tracking_uri().startswith("sqlite:") else None
+
+
+def _dataset_input(name: str, caption_file: Path, stage: str) -> Any:
+    """The caption file as an MLflow dataset input: its path, and DVC's md5 as digest."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = LocalArtifactDatasetSource(str(caption_file.resolve()))
+    dataset = MetaDataset(source, name=name, digest=file_md5(caption_file))
+    context = InputTag("mlflow.data.context", DATASET_CONTEXT.get(stage, stage))
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[context])
 
 
 def _end_orphaned_runs(client: Any, experiment_id: str) -> None:

@@ -1,7 +1,8 @@
 """DVC stage `evaluate`: test-split captions by greedy decoding and by beam search for every
 size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode;
 the beam sweep as a plot; per-word attention figures of the first test images; samples.
-Logged as an MLflow run of its own, nested under the train run of the model it scores."""
+Logged as an MLflow run of its own, nested under the train run of the model it scores, with the
+captioner as a pyfunc model registered as a new version of `imcap` (imcap/serving.py)."""
 
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def main() -> None:
     dataset = load_dataset(CAPTION_FILE)
     vocab = Vocabulary.load(VOCAB_FILE)
     encoded = EncodedCaptions.load(CAPTIONS_FILE)
-    test = load_split("test", encoded, FeatureStore(FEATURES_FILE), dataset)
+    test = load_split("test", encoded, FeatureStore(FEATURES_FILE), dataset,
+                      int(params.train.features_in_memory_gb * 2**30),
+                      regions=params.decoder != "lstm" or params.attention != "none")
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
     device = pick_device(params.train.device)
     model = load_checkpoint(CHECKPOINT_FILE, device)
@@ -130,7 +133,7 @@ def main() -> None:
     drawn = draw_figures(figures[best], [root / name for name in test_files], f"beam {best}",
                          FeatureStore(FEATURES_FILE))
 
-    with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "evaluate",
+    with mlflow_run(params, "evaluate", dataset=CAPTION_FILE,
                     evaluates=CHECKPOINT_FILE) as tracker:
         tracker.log_params(params.as_flat_dict())  # evaluate runs compare by their own params
         tracker.log_metrics({f"test_{mode}_{k}": v for mode, values in scores.items()
@@ -141,6 +144,19 @@ def main() -> None:
                                  "test_beam_cider": float(row.cider)}, step=int(row.beam))
         for path in (EVAL_SAMPLES, EVAL_METRICS, BEAM_SWEEP, *drawn):
             tracker.log_artifact(path)
+        tracker.in_run("logging the captioner model", lambda: log_model(
+            FeatureStore(FEATURES_FILE), root / test_files[0]))
+
+
+def log_model(features: FeatureStore, example: Path) -> None:
+    """The captioner as the pyfunc model `captioner`, registered as a version of `imcap`."""
+    from imcap.serving import REGISTERED_MODEL, log_captioner  # MLflow's model code: ~1.3 s
+
+    info = log_captioner(CHECKPOINT_FILE, VOCAB_FILE, str(features.attrs["encoder"]),
+                         str(features.attrs["weights"]), int(features.attrs["image_size"]),
+                         example)
+    print(f"MLflow: model {info.model_uri}, registered as "
+          f"models:/{REGISTERED_MODEL}/{info.registered_model_version}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """DVC stage `train`: train the caption decoder on the selected encoder's features.
 
-Checkpoints go to a staging folder outside DVC's outputs; the best one is published as
-data/model/decoder.pt only when training ends, so a killed train never leaves a half-trained
-model where `evaluate` and `imcap caption` would use it."""
+Checkpoints go to a staging folder outside DVC's outputs (`.imcap/train/`); the best one is
+published as data/model/decoder.pt only when training ends, so a killed train never leaves a
+half-trained model where `evaluate` and `imcap caption` would use it. The same folder holds the
+resume state, written after every epoch: a killed train rerun with the same train params and
+inputs continues from its last complete epoch (`imcap.training.resume`); other params or inputs
+start over. To start over by hand, delete `.imcap/train/`.
+
+`train.processes` > 1 reruns this stage under torchrun, one process per GPU; started by torchrun
+directly it trains on every rank it is given (`imcap.training.runtime` for several machines).
+Only rank 0 logs to MLflow and writes files."""
 
 import json
 import shutil
@@ -16,6 +23,7 @@ import torch
 from imcap.atomic import atomic_path, write_json
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
+from imcap.features.sharding import Shard, launch
 from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
 from imcap.model.decoder import DecoderConfig
@@ -34,31 +42,47 @@ from imcap.paths import (
     VOCAB_METRICS,
 )
 from imcap.tracking import mlflow_run
-from imcap.training.loop import EpochLog, train_decoder
+from imcap.training.loop import train_decoder
+from imcap.training.resume import EpochLog, claim_state_dir, fingerprint
 
 
 def publish_model(staged: Path) -> None:
-    """The staged checkpoint becomes CHECKPOINT_FILE in one rename."""
+    """A copy of the staged checkpoint becomes CHECKPOINT_FILE in one rename (the staged one
+    stays until the run is over: a rerun after a kill here publishes it again)."""
     with atomic_path(CHECKPOINT_FILE) as tmp:
-        shutil.move(staged, tmp)
+        shutil.copy2(staged, tmp)
 
 
 def main() -> None:
     params = load_params()
+    shard = Shard.from_env()
+    if params.train.processes > 1 and shard.world_size == 1:
+        launch(params.train.processes, "stages.train")
+        return
     dataset = load_dataset(CAPTION_FILE)
     vocab = Vocabulary.load(VOCAB_FILE)
     encoded = EncodedCaptions.load(CAPTIONS_FILE)
     embeddings = torch.from_numpy(np.load(EMBEDDINGS_FILE))
     store = FeatureStore(FEATURES_FILE)
     in_memory = int(params.train.features_in_memory_gb * 2**30)  # larger splits: read lazily
-    train_data = load_split("train", encoded, store, dataset, in_memory)
-    val_data = load_split("val", encoded, store, dataset, in_memory)
-    config = DecoderConfig.from_params(params.attention, params.model, vocab_size=len(vocab),
+    # An LSTM without attention never reads the grid (imcap.features.splits).
+    regions = params.decoder != "lstm" or params.attention != "none"
+    train_data = load_split("train", encoded, store, dataset, in_memory, regions)
+    val_data = load_split("val", encoded, store, dataset, in_memory, regions)
+    config = DecoderConfig.from_params(params.attention, params.model, decoder=params.decoder,
+                                       vocab_size=len(vocab),
                                        embed_dim=embeddings.shape[1],
                                        encoder_channels=store.feature_dim)
+    if shard.rank != 0:
+        train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
+                      STAGED_CHECKPOINT, seed=params.seed, state_dir=TRAIN_STAGING_DIR)
+        return
+    read = {key: value for key, value in params.as_flat_dict().items()
+            if key.split(".")[0] in ("attention", "decoder", "seed", "model", "train")}
+    inputs = [CAPTION_FILE, VOCAB_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, FEATURES_FILE]
+    claim_state_dir(TRAIN_STAGING_DIR, fingerprint(read, inputs))
     history: list[EpochLog] = []
-    shutil.rmtree(TRAIN_STAGING_DIR, ignore_errors=True)  # what a killed train left
-    with mlflow_run(params.mlflow.enabled, params.mlflow.experiment, "train") as tracker:
+    with mlflow_run(params, "train", dataset=CAPTION_FILE) as tracker:
         tracker.log_params({**params.as_flat_dict(), "vocab_size": len(vocab),
                             "regions": store.grid_shape[0]})
         # Vocabulary size and embedding coverage, as the vocab stage measured them.
@@ -74,7 +98,8 @@ def main() -> None:
 
         start = time.perf_counter()
         result = train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
-                               STAGED_CHECKPOINT, seed=params.seed, on_epoch=on_epoch)
+                               STAGED_CHECKPOINT, seed=params.seed, on_epoch=on_epoch,
+                               state_dir=TRAIN_STAGING_DIR)
         publish_model(STAGED_CHECKPOINT)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
@@ -84,6 +109,7 @@ def main() -> None:
         tracker.log_model(CHECKPOINT_FILE)
         tracker.log_artifact(VOCAB_FILE)
         write_json(TRAIN_METRICS, summary)
+    shutil.rmtree(TRAIN_STAGING_DIR)  # finished: nothing left to resume
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from test_cli import make_project, run
 
-from imcap import cli
+from imcap import captioner
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
 from imcap.features.encoders import Preprocessing
 from imcap.features.images import ImageTransform
@@ -82,7 +82,7 @@ def test_evaluate_stage_draws_the_crop_of_a_pretrained_encoder(tmp_path, monkeyp
 def test_caption_attention_map_draws_the_crop(tmp_path, monkeypatch, capsys):
     project = make_project(tmp_path / "repo", monkeypatch)
     (project / CAPTION_FILE).unlink()  # no stored image to check the cropping encoder against
-    monkeypatch.setattr(cli, "image_transform",
+    monkeypatch.setattr(captioner, "image_transform",
                         lambda size, encoder, weights: ImageTransform(CROP))
     image = red_with_green_centre(tmp_path / "wide.png")
     status, _, err = run(capsys, "caption", image, "--root", project, "--max-length", "3",

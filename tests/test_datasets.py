@@ -14,8 +14,8 @@ import pytest
 from params_overrides import merged, write_params
 
 from imcap.data.archives import ArchiveError, extract
+from imcap.data.cache import cache_dir, resolve_portable
 from imcap.data.datasets import BadImagesError, SourceError, load_source, normalise
-from imcap.data.download import cache_dir
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.params import ParamError, parse_params
 from stages import download as stage
@@ -35,7 +35,7 @@ def _splits(dataset: dict) -> Counter:
 
 
 def _check_images_exist(dataset: dict) -> None:
-    root = Path(dataset["image_root"])
+    root = resolve_portable(dataset["image_root"])
     assert root.is_absolute()
     assert all((root / image["filename"]).is_file() for image in dataset["images"])
 
@@ -67,7 +67,9 @@ def test_flickr8k_official_splits_downloaded_once(http_server, flickr8k_urls, tm
     assert len(first["sentences"]) == 5 and first["sentids"] == [0, 1, 2, 3, 4]
     _check_images_exist(dataset)
     base = cache_dir() / "datasets" / "flickr8k"
-    assert Path(dataset["image_root"]) == base / "Flicker8k_Dataset"
+    # Recorded relative to the cache: the same text (and DVC hash) on every machine.
+    assert dataset["image_root"] == "$IMCAP_CACHE/datasets/flickr8k/Flicker8k_Dataset"
+    assert resolve_portable(dataset["image_root"]) == base / "Flicker8k_Dataset"
     assert not (base / "Flickr8k_Dataset.zip").exists()  # keep_archives: false
     loaded, root = _load_normalised(tmp_path, dataset)
     assert len(loaded.split("train")) == 18 and root == base / "Flicker8k_Dataset"
@@ -328,3 +330,15 @@ def test_download_params_are_checked_up_front(raw, message):
     with pytest.raises(ParamError) as err:
         parse_params(merged(raw))
     assert message in str(err.value)
+
+
+def test_the_caption_file_is_the_same_whatever_the_cache_folder(http_server, flickr8k_urls,
+                                                                tmp_path, monkeypatch):
+    """Two machines (two cache folders) normalise the same download to byte-identical files."""
+    written = []
+    for machine in ("one", "two"):
+        monkeypatch.setenv("IMCAP_CACHE", str(tmp_path / machine / "cache"))
+        written.append(json.dumps(_run(_params("flickr8k", **flickr8k_urls))[0]))
+        _, root = _load_normalised(tmp_path / machine, json.loads(written[-1]))
+        assert root == tmp_path / machine / "cache" / "datasets/flickr8k/Flicker8k_Dataset"
+    assert written[0] == written[1]

@@ -5,14 +5,19 @@ import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.model.decode import greedy_decode, mask_specials, sample_decode
-from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.decoder import DecoderConfig
+from imcap.model.interface import Decoder
+from imcap.model.registry import build_decoder
 
 
-def tiny_model(attention: str, vocab: int = 14, seed: int = 0) -> CaptionDecoder:
+def tiny_model(kind: str, vocab: int = 14, seed: int = 0) -> Decoder:
+    """A random decoder: the LSTM with attention `kind` (none | I | II), or the transformer."""
     torch.manual_seed(seed)
+    decoder, attention = ("transformer", "I") if kind == "transformer" else ("lstm", kind)
     config = DecoderConfig(vocab_size=vocab, embed_dim=8, encoder_channels=16, projection_size=12,
-                           hidden_size=10, attention=attention, attention_size=6, dropout=0.0)
-    return CaptionDecoder(config).eval()
+                           hidden_size=10, attention=attention, attention_size=6, dropout=0.0,
+                           decoder=decoder, layers=2, heads=2, width=16)
+    return build_decoder(config).eval()
 
 
 def features(batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,7 +25,7 @@ def features(batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 5, 16, generator=gen), torch.randn(batch, 16, generator=gen)
 
 
-def prefer(model: CaptionDecoder, token: int, strength: float = 50.0) -> None:
+def prefer(model: Decoder, token: int, strength: float = 50.0) -> None:
     """Make `token` the most likely word at every step."""
     with torch.no_grad():
         model.out.bias[token] += strength
@@ -44,7 +49,7 @@ def test_greedy_never_emits_pad_or_bos_even_when_the_model_prefers_them():
     assert not ((ids == PAD_ID) | (ids == BOS_ID)).any()
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
 def test_greedy_min_length_delays_eos(attention):
     model = tiny_model(attention)
     prefer(model, EOS_ID)
@@ -64,7 +69,7 @@ def test_bad_lengths_are_rejected():
         greedy_decode(model, *features(1), max_length=0)
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
 def test_sampling_with_top_k_1_is_greedy(attention):
     model = tiny_model(attention)
     grid, pooled = features(6)

@@ -10,7 +10,7 @@ from test_decode import features, prefer, tiny_model
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.model.beam import beam_search
 from imcap.model.decode import greedy_decode, mask_specials
-from imcap.model.decoder import CaptionDecoder
+from imcap.model.interface import Decoder
 
 
 def sequence_logprob(model, grid, pooled, ids: list[int], min_length: int = 0) -> float:
@@ -25,7 +25,7 @@ def sequence_logprob(model, grid, pooled, ids: list[int], min_length: int = 0) -
     return total
 
 
-def ending_model(attention: str, seed: int = 0) -> CaptionDecoder:
+def ending_model(attention: str, seed: int = 0) -> Decoder:
     """A random model whose captions end at varied lengths: word 7 is likely, and EOS follows
     it. (Plain random models hardly ever emit EOS, so every caption would run to the end.)"""
     model = tiny_model(attention, vocab=30, seed=seed)
@@ -44,7 +44,7 @@ def ending_model(attention: str, seed: int = 0) -> CaptionDecoder:
     return model
 
 
-def bigram_model(table: dict[int, dict[int, float]], vocab: int = 12) -> CaptionDecoder:
+def bigram_model(table: dict[int, dict[int, float]], vocab: int = 12) -> Decoder:
     """A decoder whose next word depends only on the previous one: `table[previous]` gives the
     probabilities of the likely next words; every other word is practically impossible."""
     model = tiny_model("none", vocab=vocab)
@@ -71,7 +71,7 @@ def words_of(row: torch.Tensor) -> list[int]:
     return ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_1_is_exactly_greedy(attention, seed):
     for model in (tiny_model(attention, vocab=40, seed=seed), ending_model(attention, seed)):
@@ -87,7 +87,7 @@ def test_beam_1_is_exactly_greedy(attention, seed):
             assert torch.allclose(beam.alphas.sum(dim=2), words.float())
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
 def test_batched_equals_one_image_at_a_time(attention):
     """Images leave the batch as their beams finish; that must not change any image's result."""
     model = ending_model(attention)
@@ -147,7 +147,7 @@ def test_wider_beams_never_score_worse_than_greedy():
     assert (wide > greedy + 1e-4).any()  # and the search does find better captions
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
 def test_no_beam_reaching_eos_still_returns_the_best_open_caption(attention):
     model = tiny_model(attention)
     with torch.no_grad():

@@ -13,7 +13,8 @@ import pytest
 from httpserver import validators
 
 from imcap.data import download as dl
-from imcap.data.download import DownloadError, cache_dir, download, fetch
+from imcap.data.cache import cache_dir
+from imcap.data.download import DownloadError, download, fetch
 from imcap.data.partfile import PartFile
 
 DATA = bytes(range(256)) * 40  # 10 KiB

@@ -164,7 +164,7 @@ def _with_settings(params: dict, settings: list[str]) -> dict:
 
 
 def test_readme_lists_every_seed_row():
-    assert list(seed_row_commands()) == [f"v{i}" for i in range(1, 8)]
+    assert list(seed_row_commands()) == [f"v{i}" for i in range(1, 9)]
 
 
 @pytest.mark.parametrize("row", list(seed_row_commands()))
@@ -191,4 +191,27 @@ def test_seed_row_is_valid_and_plans_its_stages(project: Path, row: str):
         planned = _dvc(project, "repro", "--dry")
     finally:
         (project / "params.yaml").write_text(original)
-    assert _ran(planned) == {"download", "vocab", "features", "train"}
+    assert {"download", "vocab", "features", "train"} <= _ran(planned) <= set(STAGES)
+
+
+def test_run_cache_shared_through_a_remote_reruns_nothing_in_another_clone(project: Path,
+                                                                          tmp_path: Path):
+    """`dvc push --run-cache` from one clone, `dvc pull --run-cache` + `dvc repro` in a clone at
+    another path: every stage is restored, none recomputed (the outputs' hashes do not depend on
+    where the repository or the download cache is)."""
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    _dvc(project, "checkout", "--force", check=False)  # nothing to check out when run alone
+    _dvc(project, "repro")
+    # What a clone starts from: the commit with dvc.lock and the (uncached) metrics files.
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "results", "--allow-empty"], cwd=project, check=True)
+    remote = tmp_path / "remote"
+    _dvc(project, "remote", "add", "--local", "-f", "shared", str(remote))
+    _dvc(project, "push", "--run-cache", "-r", "shared")
+    other = tmp_path / "elsewhere" / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(other)], check=True)
+    _dvc(other, "remote", "add", "--local", "-f", "shared", str(remote))
+    _dvc(other, "pull", "--run-cache", "-r", "shared", check=False)  # outputs, where locked
+    again = _dvc(other, "repro")
+    assert _ran(again) == set(), again.stdout
+    assert (other / "metrics/eval.json").is_file()

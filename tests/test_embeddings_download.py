@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from params_overrides import write_params
 
+from imcap.data.cache import cache_dir
 from imcap.data.config import WordVectorParams
-from imcap.data.download import DownloadError, cache_dir
+from imcap.data.download import DownloadError
 from imcap.data.embeddings import load_vectors
 from imcap.data.vocab import SPECIALS, Vocabulary
 from imcap.params import repo_params

@@ -13,10 +13,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from imcap.params import Params, repo_params
 from imcap.tracking import (
     MODEL_TAG,
     PARENT_TAG,
     TRAIN_RUN_TAG,
+    file_md5,
     file_sha256,
     mlflow_run,
     tracking_uri,
@@ -24,6 +26,19 @@ from imcap.tracking import (
 
 REPO = Path(__file__).resolve().parents[1]
 WARNING = "WARNING: MLflow tracking failed"
+PARAMS = repo_params(**{"mlflow.experiment": "imcap-test", "mlflow.enabled": True})
+# What a stage script runs in a subprocess: the same params, a dataset file in DVC_ROOT.
+STAGE_PRELUDE = ("import os\nfrom pathlib import Path\nfrom imcap.tracking import mlflow_run\n"
+                 "from imcap.params import repo_params\n"
+                 "params = repo_params(**{'mlflow.experiment': 'imcap-test'})\n"
+                 "dataset = Path(os.environ['DVC_ROOT']) / 'dataset.json'\n"
+                 "dataset.write_text('{}')\n")
+
+
+def stage_run(stage: str, params: Params = PARAMS, **kwargs):
+    """mlflow_run as a stage calls it, with the repo's `dataset.json` (made by `repo`)."""
+    return mlflow_run(params, stage, dataset=Path(os.environ["DVC_ROOT"]) / "dataset.json",
+                      **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +55,7 @@ def repo(tmp_path, monkeypatch, empty_store):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_EXP_NAME", "happy-exp")
+    (tmp_path / "dataset.json").write_text('{"images": [], "image_root": "images"}')
     return tmp_path
 
 
@@ -51,7 +67,7 @@ def train_run(repo: Path, model: bytes = b"weights") -> tuple[str, Path]:
     """A finished train run that logged a checkpoint with the content `model`."""
     checkpoint = repo / "decoder.pt"
     checkpoint.write_bytes(model)
-    with mlflow_run(True, "imcap-test", "train") as tracker:
+    with stage_run("train") as tracker:
         tracker.log_params({"attention": "I", "train.epochs": 2})
         tracker.log_metrics({"val_bleu4": 10.0}, step=1)
         tracker.log_metrics({"val_bleu4": 12.0}, step=2)
@@ -80,7 +96,7 @@ def test_every_evaluate_gets_its_own_run_nested_under_the_train_run(repo, monkey
     evaluations = []
     for exp_name, score in (("eval-only-1", 9.5), ("eval-only-2", 3.0)):  # -S eval.max_length=…
         monkeypatch.setenv("DVC_EXP_NAME", exp_name)
-        with mlflow_run(True, "imcap-test", "evaluate", evaluates=checkpoint) as tracker:
+        with stage_run("evaluate", evaluates=checkpoint) as tracker:
             tracker.log_metrics({"test_greedy_bleu4": score})
         evaluations.append(client().get_run(tracker.run_id))
 
@@ -101,7 +117,7 @@ def test_evaluate_links_to_the_train_run_of_its_own_model(repo):
     train_run(repo, b"model two")
     checkpoint = repo / "restored.pt"
     checkpoint.write_bytes(b"model one")  # e.g. data/model restored from DVC's run-cache
-    with mlflow_run(True, "imcap-test", "evaluate", evaluates=checkpoint) as tracker:
+    with stage_run("evaluate", evaluates=checkpoint) as tracker:
         pass
     assert client().get_run(tracker.run_id).data.tags[TRAIN_RUN_TAG] == first
 
@@ -109,7 +125,7 @@ def test_evaluate_links_to_the_train_run_of_its_own_model(repo):
 def test_evaluate_of_a_model_no_train_run_logged_stands_alone(repo, capsys):
     checkpoint = repo / "decoder.pt"
     checkpoint.write_bytes(b"trained elsewhere")
-    with mlflow_run(True, "imcap-test", "evaluate", evaluates=checkpoint) as tracker:
+    with stage_run("evaluate", evaluates=checkpoint) as tracker:
         tracker.log_metrics({"test_greedy_bleu4": 1.0})
     tags = client().get_run(tracker.run_id).data.tags
     assert PARENT_TAG not in tags and TRAIN_RUN_TAG not in tags
@@ -117,9 +133,9 @@ def test_evaluate_of_a_model_no_train_run_logged_stands_alone(repo, capsys):
 
 
 def test_a_failing_stage_ends_its_run_failed_and_ctrl_c_killed(repo):
-    with pytest.raises(ValueError), mlflow_run(True, "imcap-test", "train") as failed:
+    with pytest.raises(ValueError), stage_run("train") as failed:
         raise ValueError("bad batch")
-    with pytest.raises(KeyboardInterrupt), mlflow_run(True, "imcap-test", "train") as killed:
+    with pytest.raises(KeyboardInterrupt), stage_run("train") as killed:
         raise KeyboardInterrupt
     assert client().get_run(failed.run_id).info.status == "FAILED"
     assert client().get_run(killed.run_id).info.status == "KILLED"
@@ -128,7 +144,7 @@ def test_a_failing_stage_ends_its_run_failed_and_ctrl_c_killed(repo):
 def test_a_corrupt_store_warns_once_and_the_stage_goes_on(repo, capsys):
     (repo / "mlflow.db").write_bytes(b"not a database" * 100)
     done = []
-    with mlflow_run(True, "imcap-test", "train") as tracker:
+    with stage_run("train") as tracker:
         tracker.log_params({"a": 1})
         tracker.log_metrics({"b": 2.0})
         done.append(True)
@@ -139,7 +155,7 @@ def test_a_corrupt_store_warns_once_and_the_stage_goes_on(repo, capsys):
 
 
 def test_a_run_deleted_mid_stage_warns_once_and_the_stage_goes_on(repo, capsys):
-    with mlflow_run(True, "imcap-test", "train") as tracker:
+    with stage_run("train") as tracker:
         run_id = tracker.run_id
         tracker.log_metrics({"val_bleu4": 1.0}, step=1)
         client().delete_run(run_id)
@@ -159,8 +175,8 @@ def test_an_unreachable_server_times_out_in_seconds(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}",
             "DVC_ROOT": str(tmp_path), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    script = ("from imcap.tracking import mlflow_run\n"
-              "with mlflow_run(True, 'imcap', 'train') as tracker:\n"
+    script = (STAGE_PRELUDE +
+              "with mlflow_run(params, 'train', dataset=dataset) as tracker:\n"
               "    tracker.log_metrics({'val_bleu4': 1.0})\n"
               "print('outputs kept')\n")
     start = time.monotonic()
@@ -175,8 +191,8 @@ def test_an_unreachable_server_times_out_in_seconds(tmp_path):
 
 
 def test_runs_of_a_killed_stage_are_marked_killed_on_the_next_start(repo):
-    script = ("import time\nfrom imcap.tracking import mlflow_run\n"
-              "with mlflow_run(True, 'imcap-test', 'train') as tracker:\n"
+    script = (STAGE_PRELUDE + "import time\n"
+              "with mlflow_run(params, 'train', dataset=dataset) as tracker:\n"
               "    print('run', tracker.run_id, flush=True)\n"
               "    time.sleep(120)\n")
     stage = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, text=True,
@@ -187,8 +203,8 @@ def test_runs_of_a_killed_stage_are_marked_killed_on_the_next_start(repo):
     stage.stdout.close()
     assert client().get_run(killed_id).info.status == "RUNNING"
     # A run of a live process (this one) stays RUNNING.
-    with (mlflow_run(True, "imcap-test", "train") as alive,
-          mlflow_run(True, "imcap-test", "evaluate")):
+    with (stage_run("train") as alive,
+          stage_run("evaluate")):
         assert client().get_run(alive.run_id).info.status == "RUNNING"
     assert client().get_run(killed_id).info.status == "KILLED"
 
@@ -196,8 +212,44 @@ def test_runs_of_a_killed_stage_are_marked_killed_on_the_next_start(repo):
 def test_disabled_tracking_logs_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with mlflow_run(False, "imcap-test", "train") as tracker:
+    off = repo_params(**{"mlflow.enabled": False})
+    with mlflow_run(off, "train", dataset=tmp_path / "dataset.json") as tracker:
         tracker.log_params({"a": 1})
         tracker.log_metrics({"b": 2.0})
     assert tracker.run_id is None
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_new_experiment_opens_in_the_training_view_and_an_old_one_is_tagged(repo):
+    with stage_run("train"):
+        pass
+    experiment = client().get_experiment_by_name("imcap-test")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client().create_experiment("imcap-old")  # made before the tag existed
+    with stage_run("train", repo_params(**{"mlflow.experiment": "imcap-old"})):
+        pass
+    assert client().get_experiment(old).tags["mlflow.experimentKind"] == (
+        "custom_model_development")
+
+
+def test_runs_are_named_after_the_dvc_experiment_else_what_they_train(repo, monkeypatch):
+    with stage_run("evaluate") as named:
+        pass
+    monkeypatch.delenv("DVC_EXP_NAME")
+    second = repo_params(**{"mlflow.experiment": "imcap-test", "attention": "II"})
+    with stage_run("train", second) as train, stage_run("evaluate", second) as evaluate:
+        pass
+    assert client().get_run(named.run_id).info.run_name == "happy-exp·evaluate"
+    assert client().get_run(train.run_id).info.run_name == "shapes·resnet18·II"
+    assert client().get_run(evaluate.run_id).info.run_name == "shapes·resnet18·II·evaluate"
+
+
+def test_the_dataset_is_the_runs_input_with_dvcs_md5_as_digest(repo):
+    with stage_run("train") as train, stage_run("evaluate") as evaluate:
+        pass
+    for run_id, context in ((train.run_id, "train"), (evaluate.run_id, "test")):
+        (logged,) = client().get_run(run_id).inputs.dataset_inputs
+        assert logged.dataset.name == "shapes"
+        assert logged.dataset.digest == file_md5(repo / "dataset.json")
+        assert str(repo / "dataset.json") in logged.dataset.source
+        assert {t.key: t.value for t in logged.tags}["mlflow.data.context"] == context

@@ -26,6 +26,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from imcap.data.cache import cache_dir
 from imcap.data.partfile import PartFile
 
 CHUNK = 1 << 20
@@ -37,11 +38,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 class DownloadError(RuntimeError):
     """An HTTP failure, an interrupted transfer or a checksum mismatch; names the URL and file."""
-
-
-def cache_dir() -> Path:
-    """Where downloads land: `$IMCAP_CACHE`, else `~/.cache/imcap` (outside any DVC output)."""
-    return Path(os.environ.get("IMCAP_CACHE") or Path.home() / ".cache" / "imcap")
 
 
 def check_url(url: str, param: str = "the URL") -> None:

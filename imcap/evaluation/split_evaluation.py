@@ -13,7 +13,7 @@ from imcap.evaluation.bleu import bleu_scores
 from imcap.features.splits import CaptionedSplit
 from imcap.model.captioning import caption_batches
 from imcap.model.decode import greedy_decode
-from imcap.model.decoder import CaptionDecoder
+from imcap.model.interface import Decoder
 from imcap.model.loss import caption_loss
 
 
@@ -25,7 +25,7 @@ class SplitEvaluation:
 
 
 @torch.no_grad()
-def evaluate_split(model: CaptionDecoder, data: CaptionedSplit, vocab: Vocabulary,
+def evaluate_split(model: Decoder, data: CaptionedSplit, vocab: Vocabulary,
                    device: torch.device, max_length: int, batch_size: int = 256
                    ) -> SplitEvaluation:
     model.eval()

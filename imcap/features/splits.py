@@ -3,6 +3,11 @@
 A split's features stay in the HDF5 store and are read batch by batch (`StoreRows`) when they
 exceed `in_memory_limit` bytes; smaller ones are loaded into RAM once, which is as fast as
 before for small stores (the default run's 3,000 images) and bounded in memory for COCO.
+
+A decoder without attention (`attention: none`) never looks at the region grid: such a split is
+loaded with `regions=False` and its `grid` is `NoRegions`, zero regions per image, so the grid is
+never read from the store, held in RAM, copied to the device or normalised. The features stage
+still stores it (one store serves every attention setting of an encoder).
 """
 
 from __future__ import annotations
@@ -27,6 +32,23 @@ class Rows(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, rows: torch.Tensor) -> torch.Tensor: ...
+
+
+class NoRegions:
+    """The grid of a split loaded without regions: [N, 0, C], nothing stored or read."""
+
+    def __init__(self, images: int, channels: int) -> None:
+        self.shape = (images, 0, channels)
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.empty(len(rows), 0, self.shape[2])
+
+    def load(self) -> NoRegions:
+        return self
 
 
 @dataclass(frozen=True)
@@ -55,8 +77,9 @@ class MismatchError(RuntimeError):
 
 
 def load_split(split: str, encoded: EncodedCaptions, store: FeatureStore,
-               dataset: CaptionDataset, in_memory_limit: int = IN_MEMORY_LIMIT
-               ) -> CaptionedSplit:
+               dataset: CaptionDataset, in_memory_limit: int = IN_MEMORY_LIMIT,
+               regions: bool = True) -> CaptionedSplit:
+    """Split `split`; `regions=False` for a decoder without attention (see the module doc)."""
     filenames = encoded.filenames.tolist()
     if store.filenames != filenames:
         raise MismatchError(
@@ -68,7 +91,8 @@ def load_split(split: str, encoded: EncodedCaptions, store: FeatureStore,
     images = encoded.images_in(split)
     if len(images) == 0:
         raise MismatchError(f"split {split!r} has no images")
-    grid, pooled = store.rows("grid", images), store.rows("pooled", images)
+    pooled = store.rows("pooled", images)
+    grid = store.rows("grid", images) if regions else NoRegions(len(images), store.feature_dim)
     in_memory = grid.nbytes + pooled.nbytes <= in_memory_limit
     row_of = np.full(len(filenames), -1, dtype=np.int64)
     row_of[images] = np.arange(len(images))

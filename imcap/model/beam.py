@@ -29,7 +29,7 @@ import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.model.decode import check_lengths, mask_specials, trim_steps
-from imcap.model.decoder import CaptionDecoder, DecoderState
+from imcap.model.interface import Decoder
 
 
 class BeamResult(NamedTuple):
@@ -47,7 +47,7 @@ class Captions(NamedTuple):
 
 
 @torch.no_grad()
-def beam_search(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
+def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
                 beam_size: int, max_length: int, *, min_length: int = 0,
                 length_penalty: float = 0.0) -> BeamResult:
     """The best of `beam_size` beams for each of the B images in `grid` [B, R, C]."""
@@ -63,7 +63,7 @@ def beam_search(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
     def penalised(scores: torch.Tensor, length: int) -> torch.Tensor:
         return scores / length**length_penalty if length_penalty > 0 else scores
 
-    state = _repeat(model.start(grid, pooled), k)
+    state = model.start(grid, pooled).repeat(k)
     # The open beams of the images still searching (`active`): k rows per image, their raw
     # scores and histories. Finished captions go to `pool`, the cut-off best beam to `cut`.
     active = torch.arange(batch, device=device)
@@ -97,9 +97,7 @@ def beam_search(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
         tokens, alphas = _extend(history, attention, rows, step, token, alpha)
         history = tokens.flatten(0, 1)
         attention = alphas.flatten(0, 1) if alphas is not None else None
-        # An image's beams share its grid and keys, so only h and c follow the parents.
-        state = DecoderState(state.h[rows.view(-1)], state.c[rows.view(-1)], state.grid,
-                             state.keys)
+        state = state.follow(rows.view(-1))  # each beam takes its parent's state
         current = token.reshape(-1)
         # Searching on can only help while the best open beam might still beat the worst
         # finished caption (-inf until the pool is full).
@@ -111,7 +109,7 @@ def beam_search(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
             active, scores, current = active[searching], scores[searching], current[kept]
             history = history[kept]
             attention = attention[kept] if attention is not None else None
-            state = _select(state, kept)
+            state = state.select(kept)
     has_finished = pool.scores[:, 0].isfinite()
     tokens = torch.where(has_finished.unsqueeze(1), pool.tokens[:, 0], cut.tokens[:, 0])
     alphas = None
@@ -170,14 +168,3 @@ def _place(target: Captions, active: torch.Tensor, values: Captions) -> None:
     if target.alphas is not None and values.alphas is not None:
         target.alphas[active] = values.alphas
 
-
-def _select(state: DecoderState, rows: torch.Tensor) -> DecoderState:
-    keys = state.keys[rows] if state.keys is not None else None
-    return DecoderState(state.h[rows], state.c[rows], state.grid[rows], keys)
-
-
-def _repeat(state: DecoderState, k: int) -> DecoderState:
-    """Each image's state k times in a row: rows b·k .. b·k + k - 1 are image b's beams."""
-    keys = state.keys.repeat_interleave(k, dim=0) if state.keys is not None else None
-    return DecoderState(state.h.repeat_interleave(k, dim=0), state.c.repeat_interleave(k, dim=0),
-                        state.grid.repeat_interleave(k, dim=0), keys)

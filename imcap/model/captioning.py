@@ -10,7 +10,7 @@ import torch
 
 from imcap.data.vocab import EOS_ID, Vocabulary
 from imcap.model.beam import beam_search
-from imcap.model.decoder import CaptionDecoder
+from imcap.model.interface import Decoder
 
 # (grid [B, R, C], pooled [B, C]) -> (token ids [B, L], attention [B, L, R] or None)
 Decode = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -34,7 +34,7 @@ def caption_batches(decode: Decode, batches: Iterable[tuple[torch.Tensor, torch.
                                  EOS_ID in ids)
 
 
-def beam_decoder(model: CaptionDecoder, beam_size: int, max_length: int, *, min_length: int = 0,
+def beam_decoder(model: Decoder, beam_size: int, max_length: int, *, min_length: int = 0,
                  length_penalty: float = 0.0) -> Decode:
     """Beam search as a `Decode`: the best beam's tokens and attention."""
 

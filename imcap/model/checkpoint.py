@@ -8,18 +8,21 @@ from pathlib import Path
 import torch
 
 from imcap.atomic import atomic_path
-from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.decoder import DecoderConfig
+from imcap.model.interface import Decoder
+from imcap.model.registry import build_decoder
 
 
-def save_checkpoint(path: Path, model: CaptionDecoder, epoch: int, val_bleu4: float) -> None:
+def save_checkpoint(path: Path, model: Decoder, epoch: int, val_bleu4: float) -> None:
     with atomic_path(path) as tmp:
         torch.save({"config": model.config.as_dict(), "state_dict": model.state_dict(),
                     "epoch": epoch, "val_bleu4": val_bleu4}, tmp)
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> CaptionDecoder:
-    """The decoder saved at `path`, on `device`, in eval mode."""
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Decoder:
+    """The decoder saved at `path` (LSTM or transformer, as its config says), on `device`, in
+    eval mode."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model = CaptionDecoder(DecoderConfig(**checkpoint["config"]))
+    model = build_decoder(DecoderConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()

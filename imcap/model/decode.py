@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from imcap.model.decoder import CaptionDecoder
+from imcap.model.interface import Decoder
 
 
 def mask_specials(scores: torch.Tensor, step: int, min_length: int) -> torch.Tensor:
@@ -46,7 +46,7 @@ def check_lengths(max_length: int, min_length: int) -> None:
 
 
 @torch.no_grad()
-def greedy_decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
+def greedy_decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
                   max_length: int, *, min_length: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The most likely word at every step."""
@@ -55,7 +55,7 @@ def greedy_decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tenso
 
 
 @torch.no_grad()
-def sample_decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
+def sample_decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
                   max_length: int, *, temperature: float = 1.0, top_k: int = 0,
                   min_length: int = 0, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -77,7 +77,7 @@ def sample_decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tenso
     return _decode(model, grid, pooled, max_length, min_length, draw)
 
 
-def _decode(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor, max_length: int,
+def _decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor, max_length: int,
             min_length: int, pick: Callable[[torch.Tensor], torch.Tensor]
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One word per step chosen by `pick` from the masked logits [B, V]."""

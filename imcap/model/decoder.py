@@ -32,15 +32,22 @@ class DecoderConfig:
     attention_size: int
     dropout: float
     init_fc: bool = False  # seed v2: a fully connected layer between image vector and (h0, c0)
+    decoder: str = "lstm"  # lstm | transformer (checkpoints from before v8 are LSTMs)
+    layers: int = 2  # the transformer's; the LSTM ignores these three
+    heads: int = 4
+    width: int = 256
 
     @classmethod
-    def from_params(cls, attention: str, model: ModelParams, *, vocab_size: int,
+    def from_params(cls, attention: str, model: ModelParams, *, decoder: str, vocab_size: int,
                     embed_dim: int, encoder_channels: int) -> DecoderConfig:
-        """The decoder the `attention` / `model` params describe, sized for its data."""
+        """The decoder the `decoder` / `attention` / `model` params describe, sized for its
+        data."""
         return cls(vocab_size=vocab_size, embed_dim=embed_dim, encoder_channels=encoder_channels,
                    projection_size=model.projection_size, hidden_size=model.hidden_size,
                    attention=attention, attention_size=model.attention_size,
-                   dropout=model.dropout, init_fc=model.init_fc)
+                   dropout=model.dropout, init_fc=model.init_fc, decoder=decoder,
+                   layers=model.transformer_layers, heads=model.transformer_heads,
+                   width=model.transformer_width)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +91,20 @@ class DecoderState:
     c: torch.Tensor
     grid: torch.Tensor  # [B, R, P] projected region features
     keys: torch.Tensor | None  # attention keys [B, R, A], None without attention
+
+    def select(self, rows: torch.Tensor) -> DecoderState:
+        keys = self.keys[rows] if self.keys is not None else None
+        return DecoderState(self.h[rows], self.c[rows], self.grid[rows], keys)
+
+    def repeat(self, k: int) -> DecoderState:
+        keys = self.keys.repeat_interleave(k, dim=0) if self.keys is not None else None
+        return DecoderState(self.h.repeat_interleave(k, dim=0),
+                            self.c.repeat_interleave(k, dim=0),
+                            self.grid.repeat_interleave(k, dim=0), keys)
+
+    def follow(self, rows: torch.Tensor) -> DecoderState:
+        """An image's rows share its grid and keys: only h and c follow `rows`."""
+        return DecoderState(self.h[rows], self.c[rows], self.grid, self.keys)
 
 
 class CaptionDecoder(nn.Module):
@@ -146,15 +167,31 @@ class CaptionDecoder(nn.Module):
         """Logits [B, T-1, V] predicting tokens[:, 1:] from tokens[:, :-1].
 
         With `teacher_forcing` < 1, each step feeds the model's own previous prediction instead
-        of the true word with probability 1 - teacher_forcing (the seed's v1 used 0.9).
+        of the true word with probability 1 - teacher_forcing (the seed's v1 used 0.9); the
+        choices are drawn up front on the CPU, so no step waits for the device. The output
+        layer runs once over all steps (one large matmul), except at steps whose prediction
+        is fed back.
         """
         state = self.start(grid, pooled)
+        steps = tokens.size(1) - 1
+        own_word = (torch.rand(steps) >= teacher_forcing).tolist() if teacher_forcing < 1.0 \
+            else [False] * steps
         current = tokens[:, 0]
-        outputs = []
-        for t in range(tokens.size(1) - 1):
-            logits, state, _ = self.step(current, state)
-            outputs.append(logits)
+        hidden = []
+        for t in range(steps):
+            state = self._advance(current, state)
+            hidden.append(self.dropout(state.h))
             current = tokens[:, t + 1]
-            if teacher_forcing < 1.0 and torch.rand(()).item() >= teacher_forcing:
-                current = logits.argmax(dim=1)
-        return torch.stack(outputs, dim=1)
+            if t + 1 < steps and own_word[t]:
+                current = self.out(hidden[-1]).argmax(dim=1)
+        return self.out(torch.stack(hidden, dim=1))
+
+    def _advance(self, tokens: torch.Tensor, state: DecoderState) -> DecoderState:
+        """`step` without the output layer: the next state after reading `tokens`."""
+        inputs = self.embed(tokens)
+        if self.attention is not None:
+            alpha = torch.softmax(self.attention(state.keys, state.h), dim=1)
+            context = torch.bmm(alpha.unsqueeze(1), state.grid).squeeze(1)
+            inputs = torch.cat([inputs, context], dim=1)
+        h, c = self.cell(inputs, (state.h, state.c))
+        return DecoderState(h, c, state.grid, state.keys)

@@ -1,5 +1,6 @@
 """Training the decoder: teacher forcing, Adam, gradient clipping, best-by-validation-BLEU-4
-checkpoint, early stopping. Seeded and repeatable on CPU."""
+checkpoint, early stopping, resumable after every epoch (`imcap.training.resume`), on one or
+several processes (`imcap.training.runtime`). Seeded and repeatable on CPU."""
 
 from __future__ import annotations
 
@@ -10,25 +11,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from imcap.data.vocab import Vocabulary
-from imcap.devices import pick_device
 from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.features.sharding import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import save_checkpoint
-from imcap.model.decoder import CaptionDecoder, DecoderConfig
-from imcap.model.loss import caption_loss
+from imcap.model.decoder import DecoderConfig
+from imcap.model.registry import build_decoder
+from imcap.training.batches import epoch_loader, plan_epoch
 from imcap.training.config import TrainParams
-
-
-@dataclass(frozen=True)
-class EpochLog:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_bleu4: float
+from imcap.training.epoch import train_epoch
+from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state, save_state
+from imcap.training.runtime import (
+    autocast_dtype,
+    deterministic_algorithms,
+    process_group,
+    training_device,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train_decoder(
@@ -57,39 +60,62 @@ def train_decoder(
     *,
     seed: int,
     on_epoch: Callable[[EpochLog], None] = lambda log: None,
+    state_dir: Path | None = None,
 ) -> TrainResult:
-    """Train, keeping the checkpoint with the best validation BLEU-4 at `checkpoint_path`."""
-    seed_everything(seed)
-    device = pick_device(settings.device)
-    model = CaptionDecoder(config, embeddings, settings.freeze_embeddings).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
-                                 lr=settings.learning_rate)
-    shuffle = torch.Generator().manual_seed(seed)
-    best_bleu, best_epoch, stale, epoch = -1.0, 0, 0, 0
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        order = torch.randperm(len(train_data.captions), generator=shuffle)
-        bar = tqdm(order.split(settings.batch_size), desc=f"epoch {epoch}/{settings.epochs}",
-                   unit="batch")
-        for rows in bar:
-            loss = caption_loss(model, train_data, rows, device, settings.teacher_forcing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            total, count = total + loss.item() * len(rows), count + len(rows)
-            bar.set_postfix(loss=f"{total / count:.3f}")
-        val = evaluate_split(model, val_data, vocab, device, settings.max_length)
-        log = EpochLog(epoch, total / count, val.loss, val.bleu["bleu4"])
-        on_epoch(log)
-        tqdm.write(f"epoch {epoch}: train loss {log.train_loss:.3f}, val loss {val.loss:.3f}, "
-                   f"val BLEU-4 {log.val_bleu4:.2f}")
-        if log.val_bleu4 > best_bleu:
-            best_bleu, best_epoch, stale = log.val_bleu4, epoch, 0
-            save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                return TrainResult(best_epoch, best_bleu, epoch, stopped_early=True)
-    return TrainResult(best_epoch, best_bleu, epoch, stopped_early=False)
+    """Train, keeping the checkpoint with the best validation BLEU-4 at `checkpoint_path`.
+
+    With `state_dir`, the resume state is written there after every epoch and a run finding
+    one continues from it (`on_epoch` first sees the epochs already done). Under torchrun
+    every rank calls this; only rank 0 calls `on_epoch` and writes files.
+    """
+    shard = Shard.from_env()
+    device = training_device(settings.device, shard)
+    with process_group(shard, device), deterministic_algorithms(settings.deterministic):
+        seed_everything(seed)
+        model = build_decoder(config, embeddings, settings.freeze_embeddings).to(device)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                     lr=settings.learning_rate)
+        shuffle = torch.Generator().manual_seed(seed)
+        if shard.world_size > 1:
+            dist.barrier()  # rank 0 has claimed (or emptied) the state directory
+        state_file = state_dir / STATE_FILE if state_dir is not None else None
+        progress = (load_state(state_file, model, optimizer, shuffle) if state_file
+                    else Progress())
+        leader = shard.rank == 0
+        for log in progress.history if leader else []:
+            on_epoch(log)
+        trained: nn.Module = model
+        if shard.world_size > 1:
+            trained = DistributedDataParallel(model)
+        if settings.compile:
+            trained = torch.compile(trained)
+        dtype = autocast_dtype(settings.precision, device)
+        for epoch in range(progress.epoch + 1, settings.epochs + 1):
+            if progress.stale >= settings.patience:
+                break
+            batches = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
+                                 by_image=settings.batching == "images")
+            train_loss = train_epoch(
+                trained, optimizer,
+                epoch_loader(train_data, batches, shard, device, settings.num_workers),
+                grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
+                dtype=dtype, device=device, world_size=shard.world_size,
+                progress=f"epoch {epoch}/{settings.epochs}" if leader else "")
+            val = evaluate_split(model, val_data, vocab, device, settings.max_length)
+            log = EpochLog(epoch, train_loss, val.loss, val.bleu["bleu4"])
+            progress.epoch = epoch
+            progress.history.append(log)
+            if log.val_bleu4 > progress.best_bleu:
+                progress.best_bleu, progress.best_epoch, progress.stale = log.val_bleu4, epoch, 0
+                if leader:
+                    save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
+            else:
+                progress.stale += 1
+            if leader:
+                if state_file is not None:
+                    save_state(state_file, model, optimizer, progress, shuffle)
+                on_epoch(log)
+                tqdm.write(f"epoch {epoch}: train loss {log.train_loss:.3f}, val loss "
+                           f"{val.loss:.3f}, val BLEU-4 {log.val_bleu4:.2f}")
+    return TrainResult(progress.best_epoch, progress.best_bleu, progress.epoch,
+                       stopped_early=progress.stale >= settings.patience)

@@ -3,8 +3,10 @@
 The normalised `data/dataset/dataset.json` is Karpathy's format plus one top-level field,
 `image_root`: the directory every `filename` is relative to. `filename` may contain a folder
 (`train2014/COCO_train2014_….jpg`) and is unique. Real datasets' images stay where they were
-downloaded or found (never copied into DVC's outputs), so `image_root` is absolute for them;
-the generated `shapes` images live beside the file (`image_root: "images"`).
+downloaded or found (never copied into DVC's outputs): `$IMCAP_CACHE/<folder>` for downloads (the
+same text, hence the same DVC hash, on every machine), the absolute path of a local copy
+(`download.<name>.root`); the generated `shapes` images live beside the file
+(`image_root: "images"`).
 """
 
 from __future__ import annotations

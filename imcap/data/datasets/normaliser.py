@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from imcap.data.cache import portable_path
 from imcap.data.config import DownloadParams
 from imcap.data.datasets.sources import Entry, Source, SourceError
 
@@ -112,4 +113,5 @@ def _karpathy_dict(source: Source, entries: list[Entry]) -> dict[str, Any]:
                        "sentids": [s["sentid"] for s in sentences], "sentences": sentences,
                        **entry.extra})
         sentid += len(sentences)
-    return {"dataset": source.name, "image_root": str(source.image_root), "images": images}
+    return {"dataset": source.name, "image_root": portable_path(source.image_root),
+            "images": images}

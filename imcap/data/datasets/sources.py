@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from imcap.data.archives import CorruptArchiveError, extract
-from imcap.data.download import cache_dir, download, url_file_name
+from imcap.data.cache import cache_dir
+from imcap.data.download import download, url_file_name
 from imcap.data.text import tokenize
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")

@@ -1,0 +1,215 @@
+"""A trained captioner outside the pipeline: decoder, vocabulary and the encoder that made its
+features, loaded from the DVC outputs or an MLflow run, captioning image files in batches.
+Used by `imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from imcap.data.karpathy import image_root
+from imcap.data.vocab import Vocabulary
+from imcap.evaluation.attention_maps import caption_steps
+from imcap.features.encoders import build_encoder
+from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.store import FeatureStore
+from imcap.model.captioning import Decode, beam_decoder, caption_batches
+from imcap.model.checkpoint import load_checkpoint
+from imcap.model.decode import sample_decode
+from imcap.model.decoder import CaptionDecoder
+from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
+
+ENCODER_TOLERANCE = 1e-2  # relative difference of pooled features still taken as "the same"
+# What loading a damaged file raises: truncated zip (RuntimeError, OSError), empty (EOFError),
+# bad pickle, bad JSON or encoding (ValueError), wrong structure (KeyError, TypeError).
+DAMAGED_FILE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError,
+                       TypeError, RuntimeError)
+T = TypeVar("T")
+
+
+class CaptionerError(Exception):
+    """A problem the user can fix (missing or damaged artifacts, another encoder): `imcap`
+    commands print it as one line."""
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What captioning new images needs, and where it came from."""
+
+    checkpoint: Path
+    vocab: Path
+    encoder: str
+    weights: str
+    image_size: int
+    reference: FeatureStore | None = None  # stored features to check the rebuilt encoder with
+    reference_images: Path | None = None  # the directory of the images in `reference`
+
+
+@dataclass(frozen=True)
+class Caption:
+    image: Path
+    words: list[str]
+    maps: np.ndarray | None  # [len(labels), R] attention per panel, None without attention
+    labels: list[str]  # the words, then `<end>` when the caption ended with EOS
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to pick the words: beam search of size `beam`, or sampling (`sample`)."""
+
+    beam: int
+    length_penalty: float
+    sample: bool
+    temperature: float
+    top_k: int
+    max_length: int
+    min_length: int
+    generator: torch.Generator | None = None
+
+
+    def decoder(self, model: CaptionDecoder) -> Decode:
+        if self.sample:
+            return partial(sample_decode, model, max_length=self.max_length,
+                           temperature=self.temperature, top_k=self.top_k,
+                           min_length=self.min_length, generator=self.generator)
+        return beam_decoder(model, self.beam, self.max_length, min_length=self.min_length,
+                            length_penalty=self.length_penalty)
+
+
+def dvc_artifacts(root: Path) -> Artifacts:
+    """The outputs of `dvc repro` in the repository at `root`."""
+    paths = [root / CHECKPOINT_FILE, root / VOCAB_FILE, root / FEATURES_FILE]
+    for path in paths:
+        if not path.is_file():
+            raise CaptionerError(f"{path}: not found; run `dvc repro` first, or pass --run-id")
+    store = FeatureStore(paths[2])
+    caption_file = root / CAPTION_FILE
+    images = image_root(caption_file) if caption_file.is_file() else None
+    return Artifacts(paths[0], paths[1], str(store.attrs["encoder"]),
+                     str(store.attrs["weights"]), int(store.attrs["image_size"]), store, images)
+
+
+def mlflow_artifacts(run_id: str, dest: Path) -> Artifacts:
+    """`decoder.pt` and `vocab.json` logged by the train stage, and the encoder params."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout: captions
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from imcap.tracking import tracking_uri
+
+    uri = tracking_uri()
+    require_store(uri)
+    try:
+        params = mlflow.MlflowClient(uri).get_run(run_id).data.params
+        files = [Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=name, dst_path=str(dest), tracking_uri=uri))
+            for name in (CHECKPOINT_FILE.name, VOCAB_FILE.name)]
+    except MlflowException as err:
+        raise CaptionerError(f"MLflow run {run_id} in {uri}: {err.message}") from err
+    needed = ("encoder", "features.weights", "features.image_size")
+    missing = [key for key in needed if key not in params]
+    if missing:
+        raise CaptionerError(f"MLflow run {run_id} lacks the params {', '.join(missing)}; "
+                       "was it logged by the train stage?")
+    return Artifacts(files[0], files[1], params["encoder"], params["features.weights"],
+                     int(params["features.image_size"]))
+
+
+def require_store(uri: str) -> None:
+    """Refuse a SQLite store that does not exist: MLflow would create an empty one there."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise CaptionerError(f"no MLflow store at {db}: run the pipeline with mlflow.enabled "
+                           "here, or set MLFLOW_TRACKING_URI to the store that holds the run")
+
+
+def load_file(path: Path, load: Callable[[Path], T]) -> T:
+    """`load(path)`, a damaged file reported in one line that names it."""
+    try:
+        return load(path)
+    except DAMAGED_FILE_ERRORS as err:
+        detail = next(iter(str(err).splitlines()), "")  # torch's messages run to paragraphs
+        raise CaptionerError(f"{path}: damaged or incomplete ({type(err).__name__}: {detail}); "
+                       "rerun the stage that writes it") from err
+
+
+class Captioner:
+    """Encoder + decoder + vocabulary on one device."""
+
+    def __init__(self, artifacts: Artifacts, device: torch.device) -> None:
+        self.device = device
+        self.model = load_file(artifacts.checkpoint, partial(load_checkpoint, device=device))
+        self.vocab = load_file(artifacts.vocab, Vocabulary.load)
+        self.encoder = build_encoder(artifacts.encoder, artifacts.weights).to(device)
+        self.transform = image_transform(artifacts.image_size, artifacts.encoder,
+                                         artifacts.weights)
+        if self.encoder.feature_dim != self.model.config.encoder_channels:
+            raise CaptionerError(f"{artifacts.checkpoint}: the decoder expects "
+                           f"{self.model.config.encoder_channels} feature channels, the "
+                           f"{artifacts.encoder} encoder gives {self.encoder.feature_dim}")
+        if len(self.vocab) != self.model.config.vocab_size:
+            raise CaptionerError(f"{artifacts.vocab}: {len(self.vocab)} words, but the decoder in "
+                           f"{artifacts.checkpoint} has {self.model.config.vocab_size}")
+        if artifacts.reference is not None and artifacts.reference_images is not None:
+            self._check_encoder(artifacts)
+
+    @torch.inference_mode()
+    def encode(self, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._encode([self.transform(load_rgb(path)) for path in paths])
+
+    def _encode(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(torch.stack(images).to(self.device))
+
+    def _check_encoder(self, artifacts: Artifacts) -> None:
+        """Encode the first image of the feature store again and compare: a decoder fed
+        features of a different encoder would caption confidently and wrongly."""
+        store = artifacts.reference
+        image = artifacts.reference_images / store.filenames[0]
+        if not image.is_file():
+            return
+        _, pooled = self.encode([image])
+        stored = torch.from_numpy(store.load(np.array([0]))[1]).to(self.device)
+        difference = float((pooled - stored).norm() / stored.norm().clamp_min(1e-12))
+        if difference > ENCODER_TOLERANCE:
+            raise CaptionerError(
+                f"the {artifacts.encoder} encoder (weights {artifacts.weights}) rebuilt here does "
+                f"not reproduce the features {store.path} holds for {image} (relative "
+                f"difference {difference:.2g}): the decoder was trained on another encoder's "
+                "features. A randomly initialised encoder (features.weights: none) can only be "
+                "rebuilt when its initialisation is seeded.")
+
+    @torch.inference_mode()
+    def caption(self, paths: Sequence[Path], decoding: Decoding, batch_size: int
+                ) -> Iterator[Caption | ImageReadError]:
+        """For each image in order, its caption or the error that names why it could not be
+        read; `batch_size` readable images encoded and decoded at a time."""
+        read: deque[Path | ImageReadError] = deque()  # each image as read, awaiting its caption
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for start in range(0, len(paths), batch_size):
+                images = []
+                for path in paths[start : start + batch_size]:
+                    try:
+                        images.append(self.transform(load_rgb(path)))
+                        read.append(path)
+                    except ImageReadError as err:
+                        read.append(err)
+                if images:
+                    yield self._encode(images)
+
+        for caption in caption_batches(decoding.decoder(self.model), batches(), self.vocab):
+            while isinstance(read[0], ImageReadError):
+                yield read.popleft()
+            labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
+            yield Caption(read.popleft(), caption.words, maps, labels)
+        yield from read  # unreadable images after the last readable one

@@ -1,0 +1,69 @@
+"""The demo's web app: `GET /` the page (static/index.html), `GET /api/info` which model
+answers and the upload limit, `POST /api/caption` the captions of the image sent as the
+request body.
+
+The image travels as the raw body (the file's name in the `X-Filename` header, %-encoded)
+rather than as a multipart form, which FastAPI could only parse with one more dependency
+(python-multipart). Every refusal is JSON `{"error": message}` with a 4xx status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from importlib.resources import files
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from imcap.captioner import Captioner, Decoding
+from imcap.demo.captions import caption_image
+from imcap.demo.uploads import UploadError, read_upload, too_large
+
+PAGE = files("imcap.demo").joinpath("static", "index.html")
+DEFAULT_NAME = "upload"
+
+
+async def read_body(request: Request, name: str, max_bytes: int) -> bytes:
+    """The request body, refused as soon as it (or its announced length) passes `max_bytes`."""
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > max_bytes:
+        raise too_large(name, max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large(name, max_bytes)
+    return bytes(body)
+
+
+def create_app(captioner: Captioner, model: Mapping[str, str], decodings: Mapping[str, Decoding],
+               max_bytes: int) -> FastAPI:
+    """`model` describes the model to the user (source, encoder, attention, …); `decodings`
+    are the rules each image is captioned with, by the name the page shows."""
+    app = FastAPI(title="imcap demo", docs_url=None, redoc_url=None, openapi_url=None)
+    page = PAGE.read_text(encoding="utf-8")
+
+    @app.exception_handler(UploadError)
+    async def refuse(_: Request, err: UploadError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    @app.get("/api/info")
+    async def info() -> dict:
+        return {"model": model, "max_upload_bytes": max_bytes}
+
+    @app.post("/api/caption")
+    async def caption(request: Request) -> dict:
+        name = unquote(request.headers.get("x-filename", "")).strip() or DEFAULT_NAME
+        data = await read_body(request, name, max_bytes)
+        image = await run_in_threadpool(read_upload, data, name, max_bytes)
+        captions = await run_in_threadpool(caption_image, captioner, image, decodings)
+        return {"image": name, "width": image.width, "height": image.height,
+                "model": model, "captions": [asdict(c) for c in captions]}
+
+    return app

@@ -1,0 +1,76 @@
+"""`imcap demo`: load the model the way `imcap caption` does (DVC outputs under `--root`, or
+the MLflow run `--run-id`), then serve the demo page with uvicorn on `--host`:`--port`."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from imcap.captioner import (
+    Artifacts,
+    Captioner,
+    CaptionerError,
+    Decoding,
+    dvc_artifacts,
+    mlflow_artifacts,
+)
+from imcap.demo.app import create_app
+from imcap.devices import pick_device
+from imcap.tracking import tracking_uri
+
+
+def decodings(args: argparse.Namespace) -> dict[str, Decoding]:
+    """Greedy (beam 1, no length penalty: exactly greedy decoding) and beam `--beam`."""
+    problems = [f"--{name} must be {rule}, got {value}" for name, value, ok, rule in (
+        ("beam", args.beam, args.beam >= 1, ">= 1"),
+        ("length-penalty", args.length_penalty, args.length_penalty >= 0, ">= 0"),
+        ("max-length", args.max_length, args.max_length >= 1, ">= 1"),
+        ("max-upload-mb", args.max_upload_mb, args.max_upload_mb > 0, "> 0"),
+        ("port", args.port, 1 <= args.port <= 65535, "between 1 and 65535"))
+        if not ok]
+    if problems:
+        raise CaptionerError("; ".join(problems))
+    rules = {"greedy": (1, 0.0), f"beam {args.beam}": (args.beam, args.length_penalty)}
+    return {name: Decoding(beam, penalty, sample=False, temperature=1.0, top_k=0,
+                           max_length=args.max_length, min_length=0)
+            for name, (beam, penalty) in rules.items()}
+
+
+def describe(source: str, artifacts: Artifacts, captioner: Captioner) -> dict[str, str]:
+    """What the page says produced the captions."""
+    return {"source": source, "decoder": str(artifacts.checkpoint.name),
+            "encoder": f"{artifacts.encoder} (weights {artifacts.weights}, "
+                       f"{artifacts.image_size} px)",
+            "attention": str(captioner.model.config.attention),
+            "vocabulary": f"{len(captioner.vocab):,} words"}
+
+
+def demo_app(args: argparse.Namespace) -> FastAPI:
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as err:
+        raise CaptionerError(str(err)) from err
+    rules = decodings(args)
+    with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
+        if args.run_id:
+            artifacts = mlflow_artifacts(args.run_id, Path(tmp))
+            source = f"MLflow run {args.run_id} ({tracking_uri()})"
+        else:
+            artifacts = dvc_artifacts(Path(args.root))
+            source = f"DVC outputs in {Path(args.root).resolve()}"
+        captioner = Captioner(artifacts, device)
+    return create_app(captioner, describe(source, artifacts, captioner), rules,
+                      max_bytes=round(args.max_upload_mb * 2**20))
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    print(f"imcap demo: open http://{host}:{port}/ (Ctrl+C stops it)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def demo_command(args: argparse.Namespace) -> None:
+    serve(demo_app(args), args.host, args.port)

@@ -1,0 +1,118 @@
+"""The trained captioner as an MLflow pyfunc model: `mlflow models serve -m models:/imcap/<v>`
+answers a JSON request carrying base64 images with their captions (and, when asked, the
+per-word attention maps).
+
+The model holds the decoder checkpoint and the vocabulary as artifacts, the encoder as its name,
+weights and image size (`model_config`), and this package as code (`code/imcap`), so a served
+model runs the code that made it. The encoder is rebuilt when the model loads: `weights: none`
+is seeded and rebuilds anywhere; pretrained weights are torchvision's public files, fetched into
+the torch cache (or pre-seeded there) and checked against their hash, rather than copied into
+every evaluate run (100+ MB each, and seconds of the stage's time).
+
+Request (`POST /invocations`):
+`{"dataframe_records": [{"image": "<base64>"}], "params": {"beam": 3, "attention": true}}`.
+Answer: `{"predictions": [{"caption": "a red circle ...", "words": [...], "attention": [[...]],
+"grid": [h, w]}]}` — `words` (the caption's words, then `<end>` if it ended) and `attention`
+(one row of region weights per word, `grid` = its h × w) only with `attention: true`; an image
+that cannot be read gets `{"caption": null, "error": "row 0: cannot read image (...)"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+import imcap
+from imcap.captioner import Artifacts, Caption, Captioner, Decoding
+from imcap.devices import pick_device
+from imcap.features.images import ImageReadError
+
+REGISTERED_MODEL = "imcap"
+# What the served model imports (imcap.captioner's imports), pinned to the versions that logged it:
+# listed, because MLflow's inference of them would load the model in a subprocess (seconds).
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "h5py", "matplotlib",
+                "pydantic", "tqdm", "mlflow")
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "image")]),  # base64 of the image file's bytes
+    outputs=Schema([ColSpec("string", "caption")]),
+    params=ParamSchema([ParamSpec("beam", "long", 3), ParamSpec("length_penalty", "double", 0.5),
+                        ParamSpec("max_length", "long", 20), ParamSpec("attention", "boolean",
+                                                                        False)]))
+
+
+class CaptionModel(mlflow.pyfunc.PythonModel):
+    """imcap.captioner's Captioner behind MLflow's pyfunc interface."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        config = context.model_config
+        artifacts = Artifacts(Path(context.artifacts["decoder"]),
+                              Path(context.artifacts["vocab"]), config["encoder"],
+                              config["weights"], int(config["image_size"]))
+        self.captioner = Captioner(artifacts, pick_device("auto"))
+
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        params = {spec.name: spec.default for spec in SIGNATURE.params.params} | (params or {})
+        decoding = Decoding(beam=int(params["beam"]),
+                            length_penalty=float(params["length_penalty"]), sample=False,
+                            temperature=1.0, top_k=0, max_length=int(params["max_length"]),
+                            min_length=0)
+        with tempfile.TemporaryDirectory(prefix="imcap-serve-") as tmp:
+            paths = [Path(tmp) / f"row {i}" for i in range(len(model_input))]
+            errors = {path: _write_image(path, text)
+                      for path, text in zip(paths, model_input["image"], strict=True)}
+            readable = [path for path in paths if errors[path] is None]
+            results = {path: _answer(caption, bool(params["attention"]), tmp)
+                       for path, caption in zip(readable, self.captioner.caption(
+                           readable, decoding, batch_size=16), strict=True)}
+        return [results.get(path) or {"caption": None, "error": errors[path]} for path in paths]
+
+
+def _write_image(path: Path, text: object) -> str | None:
+    """The decoded bytes of base64 `text` written to `path`; else why not."""
+    try:
+        path.write_bytes(base64.b64decode(str(text), validate=True))
+    except (binascii.Error, ValueError) as err:
+        return f"{path.name}: not base64 ({err})"
+    return None
+
+
+def _answer(caption: Caption | ImageReadError, attention: bool, folder: str) -> dict[str, Any]:
+    if isinstance(caption, ImageReadError):
+        return {"caption": None, "error": str(caption).replace(folder + "/", "")}
+    answer: dict[str, Any] = {"caption": " ".join(caption.words)}
+    if attention and caption.maps is not None:
+        side = math.isqrt(caption.maps.shape[1])
+        answer |= {"words": caption.labels, "attention": caption.maps.round(5).tolist(),
+                   "grid": [side, caption.maps.shape[1] // side]}
+    return answer
+
+
+def encode_image(path: Path) -> str:
+    """The base64 text a request carries for the image file at `path`."""
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def log_captioner(checkpoint: Path, vocab: Path, encoder: str, weights: str, image_size: int,
+                  example: Path) -> ModelInfo:
+    """Log the captioner to the active run as the pyfunc model `captioner`, with `example` (an
+    image file) as input example, and register it as a new version of `imcap`."""
+    return mlflow.pyfunc.log_model(
+        name="captioner", python_model=CaptionModel(),
+        artifacts={"decoder": str(checkpoint), "vocab": str(vocab)},
+        model_config={"encoder": encoder, "weights": weights, "image_size": image_size},
+        code_paths=[str(Path(imcap.__file__).parent)],
+        signature=SIGNATURE, input_example=pd.DataFrame({"image": [encode_image(example)]}),
+        pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
+        registered_model_name=REGISTERED_MODEL)

@@ -1,0 +1,52 @@
+"""One pass over the training batches: forward, backward, clip, step, with no host sync.
+
+The loss of a batch is its summed word loss over the words of the *global* batch (all ranks),
+times the number of ranks: DistributedDataParallel averages gradients over ranks, so each step
+follows the gradient of the mean word loss of the global batch, exactly as one process would.
+The epoch's loss is summed on the device and read once, at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from imcap.data.vocab import PAD_ID
+from imcap.model.loss import summed_word_loss
+from imcap.training.batches import Batch
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast | nullcontext:
+    """Mixed precision in `dtype` on `device`, or nothing for float32."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
+                *, grad_clip: float, teacher_forcing: float, dtype: torch.dtype,
+                device: torch.device, world_size: int = 1, progress: str = "") -> float:
+    """Train on `batches` (already on `device`); the mean word loss of the epoch (all ranks)."""
+    model.train()
+    total = torch.zeros((), device=device)
+    words = torch.zeros((), device=device)
+    for batch in tqdm(batches, desc=progress, unit="batch", disable=not progress):
+        with autocast(device, dtype):
+            summed = summed_word_loss(model, batch.grid, batch.pooled, batch.tokens, batch.owner,
+                                      teacher_forcing)
+        optimizer.zero_grad(set_to_none=True)
+        (summed * (world_size / batch.global_words)).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        total += summed.detach()
+        words += (batch.tokens[:, 1:] != PAD_ID).sum()
+    if world_size > 1:
+        both = torch.stack([total, words])
+        dist.all_reduce(both)
+        total, words = both[0], both[1]
+    return (total / words).item()

@@ -1,0 +1,61 @@
+"""End to end: seed rows queued with `dvc exp run --queue` and run by `dvc queue start`, each
+rerunning exactly the stages its parameters touch.
+
+Three representative rows (v2, v7, v8 of README.md's seed table; all eight would take several
+minutes), with what cannot be had offline swapped out: `shapes` for the real dataset, random
+encoder weights, `random` word vectors, ResNet-34 for ResNet-101 (a random ResNet-101 overflows
+float16), and the TINY sizes of test_e2e_dvc."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_e2e_dvc import _dvc, _ran, make_project
+
+pytestmark = pytest.mark.e2e
+
+# name: (the row's -S values, the stages it must run after the committed default run)
+ROWS = {
+    "v2": (["attention=none", "model.init_fc=true", "embeddings=random"],
+           {"vocab", "train", "evaluate"}),
+    "v7": (["encoder=resnet34", "attention=II"], {"features", "train", "evaluate"}),
+    "v8": (["decoder=transformer"], {"train", "evaluate"}),
+}
+
+
+def _tiny_transformer(params: dict) -> None:
+    params["model"].update(transformer_layers=1, transformer_heads=2, transformer_width=32)
+
+
+def _wait_for_queue(root: Path, timeout: float = 600) -> str:
+    """`dvc queue status` once no task is queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _dvc(root, "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(3)
+    raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
+
+
+def test_queued_seed_rows_run_the_stages_their_params_touch(tmp_path):
+    root = make_project(tmp_path, _tiny_transformer)
+    _dvc(root, "repro")
+    for args in (["add", "-A"], ["commit", "-qm", "default run"]):  # the rows start from it
+        subprocess.run(["git", *args], cwd=root, check=True)
+    for name, (values, _) in ROWS.items():
+        _dvc(root, "exp", "run", "--queue", "-n", name,
+             *[arg for value in values for arg in ("-S", value)])
+    _dvc(root, "queue", "start", "-j", "1")
+    try:
+        status = _wait_for_queue(root)
+    finally:
+        _dvc(root, "queue", "stop", check=False)
+    for name, (_, expected) in ROWS.items():
+        assert re.search(rf"\b{name}\b.*\bSuccess\b", status), status
+        log = _dvc(root, "queue", "logs", name)
+        assert _ran(log) == expected, f"{name} ran {sorted(_ran(log))}:\n{log.stdout}"

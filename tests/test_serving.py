@@ -1,0 +1,165 @@
+"""The captioner logged as an MLflow pyfunc model from an evaluate run, registered as `imcap`,
+and served by the real `mlflow models serve` on 127.0.0.1: captions equal `imcap caption`'s."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from local_process import free_port, wait_until_up
+from params_overrides import merged
+from PIL import Image
+
+from imcap.captioner import Artifacts, Captioner, Decoding
+from imcap.data.vocab import SPECIALS, Vocabulary
+from imcap.model.checkpoint import save_checkpoint
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.params import parse_params
+from imcap.serving import REGISTERED_MODEL, encode_image, log_captioner
+from imcap.tracking import mlflow_run, tracking_uri
+
+WORDS = ("a", "red", "blue", "circle", "square", "left", "right", "top")
+ENCODER, WEIGHTS, IMAGE_SIZE = "resnet18", "none", 32  # seeded random: rebuilt by the server
+BIN = Path(sys.executable).parent
+
+
+def write_image(path: Path, seed: int) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Path:
+    """A repo whose store holds an evaluate run that logged the captioner (version 1)."""
+    root = tmp_path_factory.mktemp("repo")
+    saved = {k: os.environ.get(k) for k in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME")}
+    os.environ["DVC_ROOT"] = str(root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("DVC_EXP_NAME", None)
+    vocab = Vocabulary(SPECIALS + WORDS)
+    vocab.save(root / "vocab.json")
+    torch.manual_seed(1)
+    config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, encoder_channels=512,
+                           projection_size=12, hidden_size=10, attention="I", attention_size=6,
+                           dropout=0.0)
+    save_checkpoint(root / "decoder.pt", CaptionDecoder(config).eval(), epoch=1, val_bleu4=0.0)
+    (root / "dataset.json").write_text(json.dumps({"images": [], "image_root": "images"}))
+    example = write_image(root / "example.png", seed=0)
+    params = parse_params(merged({"mlflow": {"enabled": True, "experiment": "imcap-test"}}))
+    try:
+        with mlflow_run(params, "evaluate", dataset=root / "dataset.json") as tracker:
+            start = time.perf_counter()
+            tracker.in_run("logging the captioner model", lambda: log_captioner(
+                root / "decoder.pt", root / "vocab.json", ENCODER, WEIGHTS, IMAGE_SIZE, example))
+            (root / "log_seconds").write_text(str(time.perf_counter() - start))
+        assert tracker.run_id is not None, "logging the model failed (see the warning)"
+        (root / "run_id").write_text(tracker.run_id)
+        yield root
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def store(logged, monkeypatch) -> Path:
+    monkeypatch.setenv("DVC_ROOT", str(logged))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return logged
+
+
+def expected_caption(root: Path, image: Path, beam: int) -> str:
+    """The caption `imcap caption` gives: the same Captioner from the files on disk."""
+    captioner = Captioner(Artifacts(root / "decoder.pt", root / "vocab.json", ENCODER, WEIGHTS,
+                                    IMAGE_SIZE), torch.device("cpu"))
+    decoding = Decoding(beam, 0.5, False, 1.0, 0, 20, 0)
+    (caption,) = captioner.caption([image], decoding, batch_size=1)
+    return " ".join(caption.words)
+
+
+def test_the_model_is_a_registered_version_of_the_evaluate_run(store):
+    client = mlflow.MlflowClient(tracking_uri())
+    run_id = (store / "run_id").read_text()
+    (version,) = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    assert int(version.version) == 1 and version.run_id == run_id
+    model = mlflow.models.get_model_info(f"models:/{REGISTERED_MODEL}/1")
+    assert model.signature.inputs.input_names() == ["image"]
+    assert {p.name for p in model.signature.params.params} >= {"beam", "attention"}
+    assert model.saved_input_example_info is not None
+    print("log_captioner seconds:", (store / "log_seconds").read_text())
+    assert float((store / "log_seconds").read_text()) < 15  # on a shared 2-core machine
+
+
+def test_pyfunc_captions_and_attention_maps_as_imcap_caption_does(store, tmp_path):
+    image = write_image(tmp_path / "mine.png", seed=5)
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/1")
+    (plain,) = model.predict(pd.DataFrame({"image": [encode_image(image)]}), params={"beam": 2})
+    assert plain == {"caption": expected_caption(store, image, beam=2)}
+    (mapped,) = model.predict(pd.DataFrame({"image": [encode_image(image)]}),
+                              params={"beam": 1, "attention": True})
+    assert mapped["caption"] == expected_caption(store, image, beam=1)
+    assert mapped["words"][: len(mapped["caption"].split())] == mapped["caption"].split()
+    assert mapped["grid"] == [1, 1]  # resnet18 at 32 px: a 1×1 grid
+    assert np.allclose(np.sum(mapped["attention"], axis=1), 1.0, atol=1e-4)
+
+
+def test_unreadable_rows_get_an_error_and_the_others_their_caption(store, tmp_path):
+    image = write_image(tmp_path / "mine.png", seed=5)
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/1")
+    text = base64.b64encode(b"not an image").decode()
+    answers = model.predict(pd.DataFrame({"image": ["%%%", text, encode_image(image)]}))
+    assert answers[0]["caption"] is None and "row 0: not base64" in answers[0]["error"]
+    assert answers[1]["caption"] is None and "row 1: cannot read image" in answers[1]["error"]
+    assert answers[2] == {"caption": expected_caption(store, image, beam=3)}
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def served(store) -> Iterator[str]:
+    port = free_port()
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri(), "NO_PROXY": "127.0.0.1",
+                        "no_proxy": "127.0.0.1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [BIN / "mlflow", "models", "serve", "-m", f"models:/{REGISTERED_MODEL}/1",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/ping", server)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)  # uvicorn and its worker: the group this test started
+        server.wait(timeout=30)
+        server.stdout.close()
+
+
+def test_mlflow_models_serve_answers_a_base64_image_with_its_caption(served, store, tmp_path):
+    image = write_image(tmp_path / "mine.png", seed=9)
+    answer = post(f"{served}/invocations",
+                  {"dataframe_records": [{"image": encode_image(image)}],
+                   "params": {"beam": 2, "attention": True}})
+    (prediction,) = answer["predictions"]
+    assert prediction["caption"] == expected_caption(store, image, beam=2)
+    assert len(prediction["attention"]) == len(prediction["words"])

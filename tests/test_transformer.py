@@ -1,0 +1,154 @@
+"""The Transformer decoder (imcap.model.transformer), its registry entry and its checkpoint."""
+
+import pytest
+import torch
+from params_overrides import merged
+from test_decode import features, tiny_model
+
+from imcap.data.vocab import BOS_ID
+from imcap.model.checkpoint import load_checkpoint, save_checkpoint
+from imcap.model.config import DECODERS
+from imcap.model.decode import greedy_decode
+from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.registry import BUILDERS, build_decoder
+from imcap.model.transformer import TransformerCaptionDecoder
+from imcap.params import ParamError, parse_params
+
+
+def captions(batch: int, length: int, vocab: int = 14, seed: int = 3) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, vocab, (batch, length), generator=gen)
+    tokens[:, 0] = BOS_ID
+    return tokens
+
+
+def test_a_later_word_never_changes_an_earlier_steps_output():
+    model = tiny_model("transformer")
+    grid, pooled = features(3)
+    tokens = captions(3, 8)
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] + 1 - 4) % 10 + 4  # another word at position 5
+    before, after = model(grid, pooled, tokens), model(grid, pooled, changed)
+    # Logits at step t predict word t + 1 from words 0..t: steps 0..4 never see word 5.
+    assert torch.allclose(before[:, :5], after[:, :5], atol=1e-6)
+    assert not torch.allclose(before[:, 5:], after[:, 5:], atol=1e-3)
+
+
+def test_incremental_decoding_equals_the_full_forward_pass():
+    model = tiny_model("transformer")
+    grid, pooled = features(4)
+    tokens = captions(4, 9)
+    full = model(grid, pooled, tokens)
+    state, steps = model.start(grid, pooled), []
+    for t in range(tokens.size(1) - 1):
+        logits, state, alpha = model.step(tokens[:, t], state)
+        steps.append(logits)
+        assert [k.size(2) for k, _ in state.caches] == [t + 1] * 2  # one cached word per step
+        assert alpha.shape == (4, 5) and torch.allclose(alpha.sum(dim=1), torch.ones(4))
+    assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
+
+
+def test_where_a_region_is_matters():
+    """Regions carry their grid position: the same regions in another order give other logits."""
+    model = tiny_model("transformer")
+    grid, pooled = torch.randn(1, 4, 16), torch.randn(1, 16)
+    start = torch.tensor([BOS_ID])
+    a, _, _ = model.step(start, model.start(grid, pooled))
+    b, _, _ = model.step(start, model.start(grid[:, [3, 2, 1, 0]], pooled))
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_the_state_selects_repeats_and_follows_rows():
+    model = tiny_model("transformer")
+    grid, pooled = features(2)
+    state = model.start(grid, pooled)
+    _, state, _ = model.step(torch.tensor([5, 6]), state)
+    repeated = state.repeat(3)
+    assert repeated.memory.shape[0] == 6 and torch.equal(repeated.memory[3], state.memory[1])
+    followed = repeated.follow(torch.tensor([1, 1, 0, 5, 3, 3]))
+    assert followed.memory is repeated.memory  # an image's beams share its regions
+    assert torch.equal(followed.caches[0][0][3], state.caches[0][0][1])
+    selected = state.select(torch.tensor([1]))
+    assert torch.equal(selected.caches[1][1][0], state.caches[1][1][1])
+    assert torch.equal(selected.memory[0], state.memory[1]) and selected.position == 1
+
+
+def test_it_learns_which_region_holds_the_object():
+    """A one-word task only cross-attention with region positions can solve: the caption names
+    the region (0..3 of a 2×2 grid) that holds the object."""
+    torch.manual_seed(0)
+    model = tiny_model("transformer")
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    thing = torch.randn(16)  # not a constant shift: LayerNorm would erase that
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        where = torch.randint(0, 4, (n,))
+        grid = torch.randn(n, 4, 16) * 0.1
+        grid[torch.arange(n), where] += thing
+        tokens = torch.stack([torch.full((n,), BOS_ID), where + 4], dim=1)
+        return grid, tokens
+
+    for _ in range(150):
+        grid, tokens = batch(32)
+        loss = torch.nn.functional.cross_entropy(model(grid, grid.mean(1), tokens)[:, 0],
+                                                 tokens[:, 1])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    grid, tokens = batch(64)
+    ids, _ = greedy_decode(model.eval(), grid, grid.mean(1), max_length=1)
+    assert (ids[:, 0] == tokens[:, 1]).float().mean() > 0.9
+
+
+def test_teacher_forcing_below_1_is_refused():
+    model = tiny_model("transformer")
+    with pytest.raises(ValueError, match=r"train\.teacher_forcing must be 1\.0"):
+        model(*features(1), captions(1, 4), teacher_forcing=0.9)
+
+
+def test_a_transformer_checkpoint_loads_as_a_transformer(tmp_path):
+    model = tiny_model("transformer")
+    save_checkpoint(tmp_path / "decoder.pt", model, epoch=3, val_bleu4=1.0)
+    loaded = load_checkpoint(tmp_path / "decoder.pt")
+    assert isinstance(loaded, TransformerCaptionDecoder) and loaded.config == model.config
+    grid, pooled = features(3)
+    for before, after in zip(greedy_decode(model, grid, pooled, max_length=6),
+                             greedy_decode(loaded, grid, pooled, max_length=6), strict=True):
+        assert torch.equal(before, after)
+
+
+def test_a_checkpoint_from_before_v8_loads_as_an_lstm(tmp_path):
+    model = tiny_model("II")
+    save_checkpoint(tmp_path / "decoder.pt", model, epoch=1, val_bleu4=1.0)
+    saved = torch.load(tmp_path / "decoder.pt", weights_only=True)
+    for key in ("decoder", "layers", "heads", "width"):
+        del saved["config"][key]
+    torch.save(saved, tmp_path / "decoder.pt")
+    assert isinstance(load_checkpoint(tmp_path / "decoder.pt"), CaptionDecoder)
+
+
+def test_every_decoder_choice_has_a_builder():
+    assert tuple(BUILDERS) == DECODERS
+    config = tiny_model("transformer").config
+    with pytest.raises(ValueError, match="unknown decoder 'gru'; valid: lstm, transformer"):
+        build_decoder(DecoderConfig(**{**config.as_dict(), "decoder": "gru"}))
+
+
+def test_embeddings_are_the_pretrained_vectors_projected_to_the_width():
+    config = tiny_model("transformer").config
+    vectors = torch.randn(config.vocab_size, config.embed_dim)
+    model = build_decoder(config, vectors, freeze_embeddings=True)
+    assert torch.equal(model.embed.weight, vectors) and not model.embed.weight.requires_grad
+    assert model.embed_proj.in_features == 8 and model.embed_proj.out_features == 16
+
+
+def test_params_name_the_transformer_and_check_its_heads():
+    params = parse_params(merged({"decoder": "transformer"}))
+    config = DecoderConfig.from_params(params.attention, params.model, decoder=params.decoder,
+                                       vocab_size=10, embed_dim=50, encoder_channels=512)
+    assert (config.decoder, config.layers, config.heads, config.width) == (
+        "transformer", params.model.transformer_layers, params.model.transformer_heads,
+        params.model.transformer_width)
+    with pytest.raises(ParamError, match="multiple of transformer_heads"):
+        parse_params(merged({"model": {"transformer_width": 250, "transformer_heads": 4}}))
