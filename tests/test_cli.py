@@ -175,7 +175,9 @@ def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
     assert status == 1 and message in err
 
 
-def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
+def log_model_run(project, tmp_path, monkeypatch) -> str:
+    """A run in a fresh SQLite store (MLFLOW_TRACKING_URI) holding what the train stage logs
+    for `imcap caption --run-id`: the encoder params, decoder.pt and vocab.json."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -187,8 +189,13 @@ def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
                            "features.image_size": IMAGE_SIZE})
         mlflow.log_artifact(str(project / CHECKPOINT_FILE))
         mlflow.log_artifact(str(project / VOCAB_FILE))
+    return active.info.run_id
+
+
+def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
+    run_id = log_model_run(project, tmp_path, monkeypatch)
     image = project / IMAGES_DIR / "img1.png"
-    status, out, err = run(capsys, "caption", image, "--run-id", active.info.run_id,
+    status, out, err = run(capsys, "caption", image, "--run-id", run_id,
                            "--root", tmp_path / "elsewhere", "--beam", "3")
     assert status == 0, err
     assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"

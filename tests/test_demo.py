@@ -18,9 +18,7 @@ import numpy as np
 import pytest
 from demo_server import demo_app, served
 from PIL import Image
-from test_cli import IMAGE_SIZE, make_project, run, write_images
-
-from imcap.paths import CHECKPOINT_FILE, VOCAB_FILE
+from test_cli import log_model_run, make_project, run, write_images
 
 UPLOAD_LIMIT_MB = 0.05  # 52 KB: the test images are ~6 KB
 
@@ -170,18 +168,8 @@ def test_a_stream_past_the_limit_is_refused_before_it_ends(url):
 
 
 def test_the_model_of_an_mlflow_run_says_so(project, tmp_path, monkeypatch, capsys):
-    import mlflow
-
+    run_id = log_model_run(project, tmp_path, monkeypatch)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
-    with mlflow.start_run(experiment_id=experiment) as active:
-        mlflow.log_params({"encoder": "resnet18", "features.weights": "none",
-                           "features.image_size": IMAGE_SIZE})
-        mlflow.log_artifact(str(project / CHECKPOINT_FILE))
-        mlflow.log_artifact(str(project / VOCAB_FILE))
-    run_id = active.info.run_id
     app, _, _ = demo_app(monkeypatch, "--run-id", run_id, "--root", tmp_path / "elsewhere")
     image = write_images(tmp_path / "mine", 1, seed=6)[0]
     with served(app) as base:
