@@ -3,6 +3,7 @@ tests/httpserver.py); put files under `http_server.root` and download `http_serv
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,3 +26,13 @@ def http_server(tmp_path: Path) -> Iterator[LocalServer]:
 def _isolated_download_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may read or fill the user's real download cache (~/.cache/imcap)."""
     monkeypatch.setenv("IMCAP_CACHE", str(tmp_path / "imcap-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _restored_sys_path() -> Iterator[None]:
+    """Loading a logged MLflow model puts its code folder (a copy of `imcap`) first on sys.path;
+    processes spawned by later tests would import that copy. Every test starts from the same
+    path."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
