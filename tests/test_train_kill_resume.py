@@ -23,7 +23,8 @@ pytestmark = pytest.mark.e2e
 
 def _adjust(params: dict) -> None:
     params["mlflow"]["enabled"] = False
-    params["train"].update({"epochs": 6, "patience": 50, "device": "cpu"})
+    # Enough epochs that the kill (within 0.5 s after epoch 2) lands mid-training, not after it.
+    params["train"].update({"epochs": 30, "patience": 50, "device": "cpu"})
     params["model"]["dropout"] = 0.3  # draws from the RNG that a resume must restore
 
 
