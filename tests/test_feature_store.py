@@ -156,15 +156,47 @@ def test_training_code_takes_either_kind_of_rows(tmp_path):
     assert results[0] == results[1]
 
 
-def test_merge_shards_concatenates_in_rank_order(tmp_path):
-    a = write_store(tmp_path / "a.h5", 3, seed=1, names=["a0", "a1", "a2"])
-    write_store(tmp_path / "empty.h5", 0, names=[])
-    b = write_store(tmp_path / "b.h5", 2, seed=2, names=["b0", "b1"])
-    with h5py.File(tmp_path / "all.h5", "w") as out:
-        merge_shards([tmp_path / "a.h5", tmp_path / "empty.h5", tmp_path / "b.h5"], out)
-    store = FeatureStore(tmp_path / "all.h5")
-    assert store.filenames == ["a0", "a1", "a2", "b0", "b1"]
-    assert np.array_equal(store.read("grid", np.arange(5)), np.concatenate([a, b]))
-    assert store.attrs["encoder"] == "test"
-    with h5py.File(tmp_path / "all.h5") as h5:
-        assert h5["grid"].chunks == (1, 4, 8)
+def _write_rows(path, grid, names, rows=slice(None)):
+    """A store with a row per name, only `rows` (a slice) written, from `grid`."""
+    with h5py.File(path, "w") as h5:
+        grid_ds, pooled_ds = create_store(h5, names, *grid.shape[1:], "float16",
+                                          {"encoder": "test"})
+        grid_ds[rows] = grid[rows]
+        pooled_ds[rows] = grid[rows].astype(np.float32).mean(axis=1)
+
+
+def _datasets(path):
+    """Every dataset as (its bits: raw bytes, or the strings; dtype; chunks), and the attrs."""
+    with h5py.File(path) as h5:
+        return ({name: (_bits(h5[name][:]), h5[name].dtype, h5[name].chunks) for name in h5},
+                dict(h5.attrs))
+
+
+def _bits(data):
+    return data.tolist() if data.dtype.hasobject else data.tobytes()
+
+
+def test_merged_store_equals_the_store_written_whole(tmp_path):
+    """Rank 0's store has a row per image, its slice written; the merge copies the other
+    shards' rows into it (an empty one too), chunk by chunk, bit for bit."""
+    names = [f"img{i}.jpg" for i in range(6)]
+    grid = write_store(tmp_path / "whole.h5", 6, seed=1, names=names)
+    _write_rows(tmp_path / "rank0.h5", grid, names, slice(0, 2))
+    _write_rows(tmp_path / "rank1.h5", grid[2:2], names[2:2])
+    _write_rows(tmp_path / "rank2.h5", grid[2:], names[2:])
+    with h5py.File(tmp_path / "rank0.h5", "r+") as store:
+        merge_shards(store, [tmp_path / "rank1.h5", tmp_path / "rank2.h5"], start=2)
+    assert _datasets(tmp_path / "rank0.h5") == _datasets(tmp_path / "whole.h5")
+
+
+def test_merge_refuses_shards_that_do_not_fit(tmp_path):
+    names = [f"img{i}.jpg" for i in range(4)]
+    grid = write_store(tmp_path / "whole.h5", 4, names=names)
+    _write_rows(tmp_path / "base.h5", grid, names, slice(0, 2))
+    _write_rows(tmp_path / "other.h5", grid[2:], ["x", "y"])
+    _write_rows(tmp_path / "short.h5", grid[2:3], names[2:3])
+    with h5py.File(tmp_path / "base.h5", "r+") as store:
+        with pytest.raises(StoreFormatError, match=r"other\.h5: its images are not rows 2\.\."):
+            merge_shards(store, [tmp_path / "other.h5"], start=2)
+        with pytest.raises(StoreFormatError, match="filled rows up to 3 of 4"):
+            merge_shards(store, [tmp_path / "short.h5"], start=2)

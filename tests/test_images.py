@@ -13,12 +13,15 @@ from PIL import Image
 from imcap.features.encoders import Preprocessing, preprocessing
 from imcap.features.images import (
     ImageReadError,
+    Normaliser,
     crop_box,
     gpu_decode,
     image_transform,
     is_jpeg,
     load_rgb,
     read_pixels,
+    resize_crop,
+    resize_crops,
 )
 
 SQUASH = preprocessing("resnet18", "none", 32)
@@ -111,9 +114,31 @@ def test_transform_for_new_images_equals_the_extraction_input(tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     transform = image_transform(32, "resnet18", "imagenet")
-    from imcap.features.images import normalise
-    expected = normalise(read_pixels(tmp_path / "a.png", CROP)[None], CROP)[0]
+    expected = Normaliser(CROP)(read_pixels(tmp_path / "a.png", CROP)[None])[0]
     assert torch.equal(transform(load_rgb(tmp_path / "a.png")), expected)
+
+
+def test_normaliser_scales_to_unit_range_and_standardises():
+    pixels = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+    out = Normaliser(CROP)(pixels)
+    assert out.dtype == torch.float32
+    mean, std = torch.tensor(CROP.mean), torch.tensor(CROP.std)
+    assert torch.allclose(out[0, :, 0, 0], -mean / std)
+    assert torch.allclose(out[0, :, 0, 1], (1 - mean) / std)
+
+
+@pytest.mark.parametrize("spec", [SQUASH, CROP], ids=["squash", "crop"])
+def test_batched_resize_equals_one_resize_per_image(spec):
+    """The GPU path resizes the crops of one size together (with CROP, sources of different
+    sizes share a crop size): exactly what resizing each image alone gives."""
+    rng = torch.Generator().manual_seed(0)
+    sizes = [(30, 40), (40, 30), (30, 40), (33, 30), (30, 50), (1, 300), (30, 40)]
+    images = [torch.randint(0, 256, (3, h, w), generator=rng, dtype=torch.uint8)
+              for h, w in sizes]
+    expected = torch.stack([resize_crop(image.float(), spec) for image in images])
+    assert len({crop_box(h, w, spec)[2:] for h, w in sizes}) < len(sizes)  # groups form
+    assert torch.equal(resize_crops(images, spec), expected)
+    assert torch.equal(resize_crops(images[:1], spec), expected[:1])
 
 
 def test_gpu_decode_logic_on_cpu_falls_back_per_image_and_names_a_bad_file(tmp_path):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from imcap.atomic import atomic_path
 from imcap.features.config import FeatureParams
 from imcap.features.encoders import Encoder, Preprocessing, build_encoder, preprocessing
-from imcap.features.images import ImageReadError, gpu_decode, normalise
+from imcap.features.images import ImageReadError, Normaliser, gpu_decode
 from imcap.features.loader import Batch, image_batches
 from imcap.features.runtime import Runtime
 from imcap.features.sharding import Shard, extract_shard, remove_shards
@@ -71,19 +71,24 @@ class Extraction:
     attrs: dict
 
     def run(self, paths: list[Path], names: list[str], out: Path, progress: bool) -> None:
-        """Encode `paths` into a new store at `out`."""
+        """Encode `paths` into rows 0.. of a new store at `out` with a row per name of `names`.
+
+        `names` may go on past `paths` (rank 0 of a sharded run: the other ranks' rows are
+        left unwritten here, and copied in by `imcap.features.sharding`).
+        """
         rt = self.runtime
         if rt.device.type == "cuda":
             torch.cuda.set_device(rt.device)
             torch.backends.cudnn.benchmark = True
         encoder = self.encoder.to(rt.device, memory_format=torch.channels_last)
+        normalise = Normaliser(self.spec, rt.device)
         bar = tqdm(image_batches(paths, self.spec, rt), desc=f"features {self.attrs['encoder']}",
                    unit="batch", disable=not progress)
         writer: FeatureWriter | None = None
         with h5py.File(out, "w") as h5, torch.inference_mode():
             try:
                 for batch in bar:
-                    grid, pooled = self._encode(encoder, self._input(batch, paths))
+                    grid, pooled = self._encode(encoder, normalise(self._pixels(batch, paths)))
                     if writer is None:
                         writer = FeatureWriter(*create_store(h5, names, *grid.shape[1:],
                                                              self.dtype, self.attrs), names)
@@ -99,26 +104,30 @@ class Extraction:
                 if writer is not None:
                     writer.stop()
 
-    def _input(self, batch: Batch, paths: list[Path]) -> torch.Tensor:
-        """The batch on the device, decoded, normalised, channels_last."""
+    def _pixels(self, batch: Batch, paths: list[Path]) -> torch.Tensor:
+        """The batch's pixel values [B, 3, S, S] on the device, every image decoded.
+
+        On a GPU the DataLoader pinned the batch's tensors: every copy here is non-blocking.
+        """
         if batch.errors:
             raise ImageReadError(batch.errors[0])
         dev = self.runtime.device
+        pixels = batch.pixels.to(dev, non_blocking=True)
         if not len(batch.jpeg_slots):
-            pixels = batch.pixels.to(dev, non_blocking=True)
-        else:
-            size = self.spec.crop_size
-            pixels = torch.empty(len(batch.indices), 3, size, size, device=dev)
-            if len(batch.pixel_slots):
-                pixels[batch.pixel_slots.to(dev)] = batch.pixels.to(dev).float()
-            jpeg_paths = [paths[int(batch.indices[s])] for s in batch.jpeg_slots]
-            pixels[batch.jpeg_slots.to(dev)] = gpu_decode(batch.jpegs(), jpeg_paths,
-                                                          self.spec, dev)
-        return normalise(pixels, self.spec).contiguous(memory_format=torch.channels_last)
+            return pixels
+        indices = batch.indices.tolist()
+        jpeg_paths = [paths[indices[slot]] for slot in batch.jpeg_slots.tolist()]
+        decoded = gpu_decode(batch.jpegs(), jpeg_paths, self.spec, dev)
+        if not len(batch.pixel_slots):
+            return decoded  # only JPEGs: already in batch order
+        merged = torch.empty(len(indices), *decoded.shape[1:], device=dev)
+        merged.index_copy_(0, batch.pixel_slots.to(dev, non_blocking=True), pixels.float())
+        return merged.index_copy_(0, batch.jpeg_slots.to(dev, non_blocking=True), decoded)
 
     def _encode(self, encoder: Encoder, images: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(grid in the storage dtype, pooled float32), on the device."""
+        """(grid in the storage dtype, pooled float32) of normalised `images`, on the device."""
+        images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(images.device.type, torch.bfloat16, enabled=self.runtime.bfloat16):
             grid, pooled = encoder(images)
         return grid.to(getattr(torch, self.dtype.name)), pooled.float()

@@ -14,6 +14,7 @@ CMYK, greyscale, palette and alpha images are converted to RGB.
 from __future__ import annotations
 
 import io
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,11 +81,19 @@ def read_pixels(path: Path, spec: Preprocessing, data: bytes | None = None) -> t
     return resize_crop(image, spec)
 
 
-def normalise(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
-    """[B, 3, S, S] pixel values in 0..255 (uint8 or float) -> float32, mean/std normalised."""
-    mean = torch.tensor(spec.mean, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=batch.device).view(1, 3, 1, 1)
-    return (batch.float() / 255 - mean) / std
+class Normaliser:
+    """[B, 3, S, S] pixel values in 0..255 (uint8 or float) -> float32, mean/std normalised.
+
+    The constants are built once, on `device`: built per batch, each would be a blocking copy
+    to the GPU.
+    """
+
+    def __init__(self, spec: Preprocessing, device: torch.device | None = None) -> None:
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return (batch.float() / 255 - self.mean) / self.std
 
 
 def is_jpeg(data: bytes | torch.Tensor) -> bool:
@@ -105,7 +114,34 @@ def gpu_decode(datas: Sequence[torch.Tensor], paths: Sequence[Path], spec: Prepr
     except RuntimeError:
         images = [_decode_one(data, path, device) for data, path in zip(datas, paths,
                                                                          strict=True)]
-    return torch.stack([resize_crop(image.float(), spec) for image in images])
+    return resize_crops(images, spec)
+
+
+def resize_crops(images: Sequence[torch.Tensor], spec: Preprocessing) -> torch.Tensor:
+    """[3, H, W] images of any sizes (uint8 or float, one device) -> float [B, 3, S, S], each
+    equal to `resize_crop(image.float(), spec)`.
+
+    One resize per crop-box size, not per image (on a GPU a call costs more in launching than
+    in computing): the crops of one size are stacked and resized together.
+    """
+    boxes = [crop_box(*image.shape[-2:], spec) for image in images]
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (_, _, height, width) in enumerate(boxes):
+        groups[height, width].append(i)
+    rows: dict[int, torch.Tensor] = {}
+    for members in groups.values():
+        crops = torch.stack([_crop(images[i], boxes[i]) for i in members]).float()
+        resized = F.resize(crops, [spec.crop_size, spec.crop_size],
+                           interpolation=spec.interpolation, antialias=True)
+        if len(groups) == 1:
+            return resized
+        rows.update(zip(members, resized.unbind(), strict=True))
+    return torch.stack([rows[i] for i in range(len(images))])
+
+
+def _crop(image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    top, left, height, width = box
+    return image[:, top : top + height, left : left + width]
 
 
 def _decode_one(data: torch.Tensor, path: Path, device: torch.device) -> torch.Tensor:
@@ -122,10 +158,11 @@ class ImageTransform:
 
     def __init__(self, spec: Preprocessing) -> None:
         self.spec = spec
+        self.normalise = Normaliser(spec)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         pixels = resize_crop(F.pil_to_tensor(to_rgb(image)), self.spec)
-        return normalise(pixels[None], self.spec)[0]
+        return self.normalise(pixels[None])[0]
 
 
 def image_transform(image_size: int, encoder: str = "resnet18",

@@ -22,7 +22,9 @@ class Batch(NamedTuple):
     """A batch from the DataLoader: images decoded on CPU, and raw JPEGs for nvJPEG.
 
     The JPEG files travel as one concatenated tensor: a worker passes every tensor through its
-    own shared-memory file, and 256 per batch would exhaust the open-file limit.
+    own shared-memory file, and 256 per batch would exhaust the open-file limit. On a GPU the
+    DataLoader pins every tensor of the batch, so that all of them, the slots included, go to
+    the device without blocking.
     """
 
     indices: torch.Tensor  # [B] positions in the image list, consecutive

@@ -2,7 +2,10 @@
 
 Each rank encodes a contiguous slice of the images into its own shard file; the ranks then
 exchange their outcome (a collective, so a failed rank cannot leave the others waiting) and
-rank 0 concatenates the shards into the final store, atomically.
+rank 0 merges the shards into the final store, atomically. Rank 0's shard is that store in the
+making: it has a row for every image (rank 0's slice, the first, written), the other shards'
+rows are copied into it chunk by chunk as stored, and it is renamed to the final path. The store
+stays one self-contained file (DVC caches it), and no shard is copied twice.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ class ShardFailedError(RuntimeError):
 class ExtractionJob(Protocol):
     """Encodes image files into a new store (`imcap.features.extraction.Extraction`)."""
 
-    def run(self, paths: list[Path], names: list[str], out: Path, progress: bool) -> None: ...
+    def run(self, paths: list[Path], names: list[str], out: Path, progress: bool) -> None:
+        """Encode `paths` into rows 0.. of a new store with a row per name (`names` may go on
+        past `paths`: those rows are left unwritten)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,11 @@ def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: 
     """This rank encodes its slice into its shard file; once every rank is done, rank 0
     merges the shards into `out`. A failure on any rank fails every rank, naming it."""
     start, stop = shard.bounds(len(names))
+    store_names = names if shard.rank == 0 else names[start:stop]  # rank 0: the final store's
     failure: Exception | None = None
     try:
         with atomic_path(shard.path(out)) as tmp:
-            job.run(paths[start:stop], names[start:stop], tmp, progress=shard.rank == 0)
+            job.run(paths[start:stop], store_names, tmp, progress=shard.rank == 0)
     except Exception as err:  # every rank must reach the collective below, then it is raised
         failure = err
     errors = gather_errors(None if failure is None else f"{type(failure).__name__}: {failure}")
@@ -75,11 +81,20 @@ def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: 
             rank, error = failed[0]
             raise ShardFailedError(f"feature extraction failed on rank {rank}: {error}")
         if shard.rank == 0:
-            with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
-                merge_shards([shard.path(out, rank) for rank in range(shard.world_size)], h5)
+            merge(out, shard, start=stop)
     finally:
         if shard.rank == 0:  # every rank is past writing its shard (the collective above)
             remove_shards(out)
+
+
+def merge(out: Path, shard: Shard, start: int) -> None:
+    """Rank 0: copy the other ranks' shards into its own from row `start` on, which becomes
+    `out`. A merge killed half-way leaves a temporary file, never a store at `out`."""
+    with atomic_path(out) as tmp:
+        os.replace(shard.path(out, 0), tmp)
+        with h5py.File(tmp, "r+") as h5:
+            merge_shards(h5, [shard.path(out, rank) for rank in range(1, shard.world_size)],
+                         start)
 
 
 def remove_shards(out: Path) -> None:

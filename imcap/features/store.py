@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 GRID, POOLED, FILENAMES = "grid", "pooled", "filenames"
-_COPY_ROWS = 256  # rows per block when merging shards
 
 
 class StoreFormatError(RuntimeError):
@@ -151,23 +150,46 @@ class StoreRows:
         return torch.from_numpy(self.store.read(self.name, self.indices))
 
 
-def merge_shards(shards: Sequence[Path], out: h5py.File) -> None:
-    """Concatenate shard stores (in rank order) into the empty, open file `out`."""
-    sources = [h5py.File(path, "r") for path in shards]
-    try:
-        first = sources[0]
-        filenames = [name.decode() for src in sources for name in src[FILENAMES][:]]
-        _, regions, channels = first[GRID].shape
-        attrs = {key: value for key, value in first.attrs.items() if key != "dtype"}
-        grid, pooled = create_store(out, filenames, regions, channels, first[GRID].dtype, attrs)
-        at = 0
-        for src in sources:
-            n = len(src[GRID])
-            for start in range(0, n, _COPY_ROWS):
-                stop = min(start + _COPY_ROWS, n)
-                grid[at + start : at + stop] = src[GRID][start:stop]
-                pooled[at + start : at + stop] = src[POOLED][start:stop]
-            at += n
-    finally:
-        for src in sources:
-            src.close()
+def merge_shards(store: h5py.File, shards: Sequence[Path], start: int) -> None:
+    """Copy the rows of shard stores (in rank order) into `store` (open for writing, with a row
+    per image of every shard) from row `start` on.
+
+    Chunk by chunk, as stored (`write_direct_chunk`): nothing is decoded or converted, and
+    the rows already in `store` are not copied again.
+    """
+    names = store[FILENAMES]
+    at = start
+    for path in shards:
+        with h5py.File(path, "r") as shard:
+            rows = len(shard[FILENAMES])
+            if not np.array_equal(shard[FILENAMES][:], names[at : at + rows]):
+                raise StoreFormatError(f"{path}: its images are not rows {at}.. of the store")
+            for name in (GRID, POOLED):
+                _copy_chunks(shard[name], store[name], at)
+        at += rows
+    if at != len(names):
+        raise StoreFormatError(f"{store.filename}: the shards filled rows up to {at} of "
+                               f"{len(names)}")
+
+
+def _copy_chunks(source: h5py.Dataset, target: h5py.Dataset, at: int) -> None:
+    """Every row of `source` into `target` from row `at` on; both one row per chunk."""
+    if not len(source):
+        return
+    if not (_row_chunks(source) and _row_chunks(target) and source.dtype == target.dtype
+            and source.shape[1:] == target.shape[1:] and _unfiltered(source)
+            and _unfiltered(target)):
+        raise StoreFormatError(f"{source.file.filename}: dataset {source.name} "
+                               f"{source.shape} {source.dtype}, chunks {source.chunks}, cannot "
+                               f"be copied into {target.shape} {target.dtype}")
+    buffer = np.empty(source.dtype.itemsize * int(np.prod(source.shape[1:])), dtype=np.uint8)
+    tail = (0,) * (source.ndim - 1)
+    for row in range(len(source)):
+        filter_mask, _ = source.id.read_direct_chunk((row, *tail), out=buffer)
+        target.id.write_direct_chunk((at + row, *tail), buffer, filter_mask)
+
+
+def _unfiltered(dataset: h5py.Dataset) -> bool:
+    """No filter in the way: every chunk is stored as its raw bytes, all of one size."""
+    return (dataset.compression is None and not dataset.shuffle and not dataset.fletcher32
+            and dataset.scaleoffset is None)
