@@ -7,6 +7,7 @@ import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.features.splits import CaptionedSplit
+from imcap.model.captions import SortedCaptions
 from imcap.model.decode import greedy_decode
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.model.loss import caption_loss
@@ -30,7 +31,7 @@ def _batch(length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_forward_shapes_and_attention_weights(attention):
     model = _model(attention)
     grid, pooled, tokens = _batch(7)
-    assert model(grid, pooled, tokens).shape == (3, 6, 12)
+    assert model(grid, pooled, SortedCaptions.build(tokens)).shape == (3 * 6, 12)
     state = model.start(grid, pooled)
     logits, _, alpha = model.step(tokens[:, 0], state)
     assert logits.shape == (3, 12)
@@ -95,33 +96,70 @@ def test_attention_weights_and_context_match_a_hand_computation(attention):
     assert len({round(a, 4) for a in alpha[0].tolist()}) > 1  # not uniform: a real check
 
 
+def _unequal_captions() -> tuple[torch.Tensor, torch.Tensor, SortedCaptions]:
+    """Features of 2 images and 4 captions of 5, 2, 4 and 2 words (+ EOS, then PAD), two per
+    image, in no particular order of length."""
+    tokens = torch.full((4, 8), PAD_ID)
+    for row, words in enumerate([5, 2, 4, 2]):
+        tokens[row, 0] = BOS_ID
+        tokens[row, 1:words + 1] = torch.randint(4, 12, (words,))
+        tokens[row, words + 1] = EOS_ID
+    owner = torch.tensor([1, 0, 0, 1])
+    return torch.randn(2, 5, 16), torch.randn(2, 16), SortedCaptions.build(tokens, owner)
+
+
+def _stepwise(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
+              captions: SortedCaptions, own_words: bool = False) -> torch.Tensor:
+    """The logits of the words to predict, decoding every caption step by step with `step`
+    over the whole padded batch (feeding its own argmax when `own_words`)."""
+    state = model.start(grid[captions.owner], pooled[captions.owner])
+    current, steps = captions.tokens[:, 0], []
+    for t in range(len(captions.steps)):
+        logits, state, _ = model.step(current, state)
+        steps.append(logits)
+        current = logits.argmax(dim=1) if own_words else captions.tokens[:, t + 1]
+    return captions.words_of(torch.stack(steps, dim=1))
+
+
+def test_sorted_captions_put_the_longest_first_and_targets_step_major():
+    _, _, captions = _unequal_captions()
+    assert captions.order.tolist() == [0, 2, 1, 3]
+    assert captions.owner.tolist() == [1, 0, 0, 1]
+    assert captions.steps == (4, 4, 4, 2, 2, 1)  # words + EOS: 6, 5, 3, 3
+    words = captions.tokens[:, 1:]
+    assert captions.targets[:4].tolist() == words[:, 0].tolist()
+    assert captions.targets[-1].item() == EOS_ID
+    assert len(captions.targets) == (words != PAD_ID).sum()
+
+
 @pytest.mark.parametrize("attention", ["none", "I", "II"])
-def test_forward_equals_the_step_by_step_logits(attention):
+def test_forward_equals_the_step_by_step_logits_and_gradients(attention):
+    """Captions of unequal lengths sharing images: forward (each image projected once, the
+    finished captions dropped step by step) gives `step`'s logits and the same gradients."""
     model = _model(attention)
-    grid, pooled, tokens = _batch(6)
-    with torch.no_grad():
-        forward = model(grid, pooled, tokens, teacher_forcing=1.0)
-        state, steps = model.start(grid, pooled), []
-        for t in range(5):
-            logits, state, _ = model.step(tokens[:, t], state)
-            steps.append(logits)
+    grid, pooled, captions = _unequal_captions()
+    forward = model(grid, pooled, captions, teacher_forcing=1.0)
+    stepwise = _stepwise(model, grid, pooled, captions)
     # forward runs the output layer once over all steps: the same logits, rounded differently
-    assert torch.allclose(forward, torch.stack(steps, dim=1), atol=1e-6)
+    assert torch.allclose(forward, stepwise, atol=1e-6)
+    grads = [torch.autograd.grad(logits.square().sum(), list(model.parameters()),
+                                 allow_unused=True)
+             for logits in (forward, stepwise)]
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_without_teacher_forcing_forward_feeds_its_own_predictions():
     model = _model("I")
-    grid, pooled, tokens = _batch(6)
+    grid, pooled, captions = _unequal_captions()
     with torch.no_grad():
-        free = model(grid, pooled, tokens, teacher_forcing=0.0)
-        forced = model(grid, pooled, tokens, teacher_forcing=1.0)
-        state, current, steps = model.start(grid, pooled), tokens[:, 0], []
-        for _ in range(5):
-            logits, state, _ = model.step(current, state)
-            steps.append(logits)
-            current = logits.argmax(dim=1)
-    assert torch.allclose(free, torch.stack(steps, dim=1), atol=1e-6)
-    assert not torch.allclose(free[:, 1:], forced[:, 1:])  # the true words were not fed
+        free = model(grid, pooled, captions, teacher_forcing=0.0)
+        forced = model(grid, pooled, captions, teacher_forcing=1.0)
+        stepwise = _stepwise(model, grid, pooled, captions, own_words=True)
+    assert torch.allclose(free, stepwise, atol=1e-6)
+    assert not torch.allclose(free[4:], forced[4:])  # the true words were not fed
 
 
 def test_padding_is_ignored_by_the_loss():
@@ -139,7 +177,11 @@ def test_padding_is_ignored_by_the_loss():
             return caption_loss(model, data, torch.tensor([0, 1]), torch.device("cpu")).item()
 
     with torch.no_grad():
-        logp = torch.log_softmax(model(grid, pooled, captions), dim=2)
+        state, logp = model.start(grid, pooled), []
+        for t in range(4):
+            logits, state, _ = model.step(captions[:, t], state)
+            logp.append(torch.log_softmax(logits, dim=1))
+        logp = torch.stack(logp, dim=1)
     targets = [(0, 0, 4), (0, 1, 5), (0, 2, 6), (0, 3, EOS_ID), (1, 0, 7), (1, 1, EOS_ID)]
     expected = -sum(logp[i, t, w].item() for i, t, w in targets) / len(targets)
     assert loss(captions) == pytest.approx(expected, abs=1e-6)
@@ -186,3 +228,19 @@ def test_greedy_decode_respects_max_length():
     ids, _ = greedy_decode(model, torch.randn(2, 5, 16), torch.randn(2, 16), max_length=4)
     assert ids.shape == (2, 4)  # max_length words, cut there without EOS
     assert (ids == 6).all() and not (ids == PAD_ID).any()
+
+
+def test_compiled_steps_train_like_eager_steps_on_batches_of_any_shape():
+    """`train.compile` compiles the time loop's step once (dynamic shapes): captions of other
+    lengths and counts reuse it and give eager's logits and gradients."""
+    eager, compiled = _model("I").train(), _model("I").train()
+    compiled.compile_steps()
+    for seed, captions in enumerate((4, 3)):
+        torch.manual_seed(seed)
+        grid, pooled, batch = _unequal_captions()
+        batch = SortedCaptions.build(batch.tokens[:captions], batch.owner[:captions])
+        outputs = [model(grid, pooled, batch) for model in (eager, compiled)]
+        assert torch.allclose(*outputs, atol=1e-5)
+        grads = [torch.autograd.grad(out.square().sum(), model.cell.weight_hh)[0]
+                 for out, model in zip(outputs, (eager, compiled), strict=True)]
+        assert torch.allclose(*grads, atol=1e-5)

@@ -1,19 +1,27 @@
-"""The training data path: each image read once per epoch, every caption once, in a seeded
-order; no grid read without attention; no global determinism switched on behind the caller."""
+"""The training data path: every caption once per epoch, in a seeded order, each batch holding
+only its images; by image, each image read once per epoch yet batches mixing many images; no grid
+read without attention; no global determinism switched on behind the caller."""
 
 import numpy as np
+import pytest
 import torch
-from params_overrides import cpu_training
+from params_overrides import cpu_training, merged
 from test_feature_store import VOCAB, _split_inputs, write_store
+from test_training import CONFIG as TASK_CONFIG
 from test_training import EMBEDDINGS, _split
 from test_training import VOCAB as TASK_VOCAB
 
+from imcap.data.vocab import PAD_ID
 from imcap.features.sharding import Shard
 from imcap.features.splits import CaptionedSplit, NoRegions, load_split
 from imcap.features.store import FeatureStore
 from imcap.model.decoder import DecoderConfig
-from imcap.training.batches import EpochBatches, plan_epoch
+from imcap.model.loss import trim_padding
+from imcap.params import ParamError, parse_params
+from imcap.training.batches import Batch, epoch_loader, plan_epoch
 from imcap.training.loop import train_decoder
+
+ONE_PROCESS = Shard()
 
 
 class CountingRows:
@@ -38,40 +46,129 @@ def _five_captions_each(n: int) -> CaptionedSplit:
                           references=base.references)
 
 
-def test_by_image_an_epoch_reads_each_image_once_and_holds_every_caption_once():
-    split = _five_captions_each(20)
-    plan = plan_epoch(split, 10, torch.Generator().manual_seed(0), by_image=True)
-    assert [len(captions) for captions in plan] == [10] * 10  # 10 captions = 2 images
-    batches = [batch for batch in EpochBatches(split, plan, Shard())]
+def _seed(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _batches(plan: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [captions for window in plan for captions in window]
+
+
+def _epoch(split: CaptionedSplit, plan: list[list[np.ndarray]], shard: Shard = ONE_PROCESS,
+           num_workers: int = 0) -> list[Batch]:
+    return list(epoch_loader(split, plan, shard, torch.device("cpu"), num_workers))
+
+
+def _assert_holds(batch: Batch, split: CaptionedSplit, captions: np.ndarray,
+                  global_captions: np.ndarray) -> None:
+    """`batch` holds the captions `captions` of the global batch `global_captions`, and only
+    their images, each once."""
+    images = torch.unique(split.image_row[captions])
+    assert torch.equal(batch.grid, split.grid.rows[images])
+    assert torch.equal(batch.pooled, split.pooled.rows[images])
+    order = torch.from_numpy(captions)[batch.captions.order]  # the batch's, longest first
+    assert torch.equal(images[batch.captions.owner], split.image_row[order])
+    assert torch.equal(batch.captions.tokens, trim_padding(split.captions[order]))
+    assert batch.global_words == (split.captions[global_captions, 1:] != PAD_ID).sum()
+
+
+def test_by_image_each_image_is_read_once_and_batches_still_mix_many_images():
+    split = _five_captions_each(200)
+    plan = plan_epoch(split, 20, _seed(0), image_window=80)
+    batches = _epoch(split, plan)
     assert (split.grid.reads == 1).all() and (split.pooled.reads == 1).all()
-    assert sum(len(b.tokens) for b in batches) == 100
-    assert all(len(b.pooled) == 2 and len(b.owner) == 10 and b.global_words == 10 * 6
-               for b in batches)
-    again = plan_epoch(split, 10, torch.Generator().manual_seed(0), by_image=True)
-    assert all(np.array_equal(a, b) for a, b in zip(plan, again, strict=True))
+    assert sorted(np.concatenate(_batches(plan)).tolist()) == list(range(1000))
+    for captions, batch in zip(_batches(plan), batches, strict=True):
+        _assert_holds(batch, split, captions, captions)
+    # Whole images per batch would give 20 / 5 = 4; 20 captions of 80 images give ~18.
+    assert np.mean([len(batch.pooled) for batch in batches]) > 15
 
 
-def test_by_caption_every_caption_once_with_its_own_image():
+def test_by_image_windows_of_image_window_images_and_batches_within_them():
+    split = _five_captions_each(50)
+    plan = plan_epoch(split, 16, _seed(0), image_window=20)
+    images = [np.unique(split.image_row[np.concatenate(window)]) for window in plan]
+    assert [len(window) for window in images] == [20, 20, 10]
+    assert len(np.unique(np.concatenate(images))) == 50
+    assert [[len(c) for c in window] for window in plan] == [[16] * 6 + [4]] * 2 + [[16] * 3 + [2]]
+
+
+def test_by_caption_each_batch_is_a_window_in_the_seeds_order():
     split = _five_captions_each(20)
-    plan = plan_epoch(split, 10, torch.Generator().manual_seed(0))
-    assert sorted(np.concatenate(plan).tolist()) == list(range(100))
-    assert len({tuple(split.image_row[c].tolist()) for c in plan}) == 10  # images mixed
-    for captions, batch in zip(plan, EpochBatches(split, plan, Shard()), strict=True):
-        images = torch.unique(split.image_row[captions])
-        assert torch.equal(batch.grid, split.grid.rows[images])  # each image once
-        assert torch.equal(images[batch.owner], split.image_row[captions])
-    again = plan_epoch(split, 10, torch.Generator().manual_seed(0))
-    assert all(np.array_equal(a, b) for a, b in zip(plan, again, strict=True))
+    plan = plan_epoch(split, 10, _seed(0))
+    assert all(len(window) == 1 for window in plan)
+    assert np.array_equal(np.concatenate(_batches(plan)), torch.randperm(100, generator=_seed(0)))
+    for captions, batch in zip(_batches(plan), _epoch(split, plan), strict=True):
+        _assert_holds(batch, split, captions, captions)
+    assert (split.pooled.reads > 1).any()  # an image is read for each batch holding its captions
 
 
-def test_ranks_share_each_batch_without_overlap():
-    split = _five_captions_each(12)
-    plan = plan_epoch(split, 20, torch.Generator().manual_seed(1), world_size=2)
-    shares = [EpochBatches(split, plan, Shard(rank, 2, rank)) for rank in (0, 1)]
-    for k in range(len(plan)):
-        a, b = shares[0][k], shares[1][k]
-        assert len(a.tokens) + len(b.tokens) == len(plan[k]) and len(a.tokens) == 10
-        assert a.global_words == b.global_words == 20 * 6
+@pytest.mark.parametrize("window", [None, 30])
+def test_the_seed_fixes_every_epoch(window):
+    split = _five_captions_each(60)
+
+    def epochs(seed: int) -> list[list[list[int]]]:
+        shuffle = _seed(seed)
+        return [[c.tolist() for c in _batches(plan_epoch(split, 16, shuffle, image_window=window))]
+                for _ in range(2)]
+
+    first, second = epochs(0)
+    assert epochs(0) == [first, second] and first != second and epochs(1)[0] != first
+
+
+def test_workers_read_the_batches_the_training_process_reads():
+    split = _split(90, 0)
+    plan = plan_epoch(split, 16, _seed(0), image_window=40)
+    here, there = _epoch(split, plan), _epoch(split, plan, num_workers=2)
+    assert len(here) == len(there) == len(_batches(plan))
+    for a, b in zip(here, there, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(
+            (a.grid, a.pooled, a.captions.tokens, a.captions.owner),
+            (b.grid, b.pooled, b.captions.tokens, b.captions.owner),
+            strict=True))
+        assert a.global_words == b.global_words
+
+
+@pytest.mark.parametrize("window", [None, 7])
+def test_ranks_share_each_batch_without_overlap(window):
+    plan = plan_epoch(_five_captions_each(24), 20, _seed(1), world_size=2, image_window=window)
+    splits = [_five_captions_each(24) for _ in range(2)]  # one per rank, counting its reads
+    ranks = [_epoch(splits[rank], plan, Shard(rank, 2, rank)) for rank in (0, 1)]
+    for captions, a, b in zip(_batches(plan), *ranks, strict=True):
+        half = len(captions) // 2
+        _assert_holds(a, splits[0], captions[:half], captions)
+        _assert_holds(b, splits[1], captions[half:], captions)
+    reads = [split.pooled.reads for split in splits]
+    assert (reads[0] + reads[1] >= 1).all()
+    if window is not None:
+        assert (reads[0] <= 1).all() and (reads[1] <= 1).all()
+
+
+def test_a_batch_or_window_with_fewer_captions_than_ranks_joins_the_one_before():
+    split = _five_captions_each(21)  # windows of 10, 10 and 1 image(s): 50, 50 and 5 captions
+    sizes = [[[len(c) for c in window] for window in plan_epoch(
+        split, 20, _seed(0), world_size=world, image_window=10)] for world in (1, 12)]
+    assert sizes == [[[20, 20, 10], [20, 20, 10], [5]], [[20, 30], [20, 20, 15]]]
+    by_caption = plan_epoch(split, 20, _seed(0), world_size=8)
+    assert [len(c) for c in _batches(by_caption)] == [20, 20, 20, 20, 25]
+
+
+@pytest.mark.parametrize("window", [0, -1])
+def test_image_window_must_be_positive(window):
+    with pytest.raises(ValueError, match=r"image_window must be > 0"):
+        plan_epoch(_five_captions_each(4), 4, _seed(0), image_window=window)
+    with pytest.raises(ParamError, match=r"train\.image_window must be > 0"):
+        parse_params(merged({"train": {"image_window": window}}))
+
+
+def test_training_by_image_reads_each_image_once_an_epoch(tmp_path):
+    split = _five_captions_each(24)
+    logs = []
+    train_decoder(TASK_CONFIG, cpu_training(epochs=2, batching="images", image_window=10),
+                  EMBEDDINGS, split, _split(8, 1), TASK_VOCAB, tmp_path / "m.pt", seed=0,
+                  on_epoch=logs.append)
+    assert (split.pooled.reads == 2).all() and (split.grid.reads == 2).all()
+    assert len(logs) == 2 and all(np.isfinite(log.train_loss) for log in logs)
 
 
 def test_without_attention_the_grid_is_never_read(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ import torch
 from params_overrides import merged
 from test_decode import features, tiny_model
 
-from imcap.data.vocab import BOS_ID
+from imcap.data.vocab import BOS_ID, PAD_ID
+from imcap.model.captions import SortedCaptions
 from imcap.model.checkpoint import load_checkpoint, save_checkpoint
 from imcap.model.config import DECODERS
 from imcap.model.decode import greedy_decode
@@ -22,13 +23,21 @@ def captions(batch: int, length: int, vocab: int = 14, seed: int = 3) -> torch.T
     return tokens
 
 
+def full_pass(model: TransformerCaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
+              tokens: torch.Tensor) -> torch.Tensor:
+    """forward's logits as [B, T-1, V], for captions without PAD (all of one length, so the
+    stable sort keeps their order and the step-major words reshape)."""
+    logits = model(grid, pooled, SortedCaptions.build(tokens))
+    return logits.reshape(tokens.size(1) - 1, len(tokens), -1).transpose(0, 1)
+
+
 def test_a_later_word_never_changes_an_earlier_steps_output():
     model = tiny_model("transformer")
     grid, pooled = features(3)
     tokens = captions(3, 8)
     changed = tokens.clone()
     changed[:, 5] = (changed[:, 5] + 1 - 4) % 10 + 4  # another word at position 5
-    before, after = model(grid, pooled, tokens), model(grid, pooled, changed)
+    before, after = full_pass(model, grid, pooled, tokens), full_pass(model, grid, pooled, changed)
     # Logits at step t predict word t + 1 from words 0..t: steps 0..4 never see word 5.
     assert torch.allclose(before[:, :5], after[:, :5], atol=1e-6)
     assert not torch.allclose(before[:, 5:], after[:, 5:], atol=1e-3)
@@ -38,7 +47,7 @@ def test_incremental_decoding_equals_the_full_forward_pass():
     model = tiny_model("transformer")
     grid, pooled = features(4)
     tokens = captions(4, 9)
-    full = model(grid, pooled, tokens)
+    full = full_pass(model, grid, pooled, tokens)
     state, steps = model.start(grid, pooled), []
     for t in range(tokens.size(1) - 1):
         logits, state, alpha = model.step(tokens[:, t], state)
@@ -46,6 +55,22 @@ def test_incremental_decoding_equals_the_full_forward_pass():
         assert [k.size(2) for k, _ in state.caches] == [t + 1] * 2  # one cached word per step
         assert alpha.shape == (4, 5) and torch.allclose(alpha.sum(dim=1), torch.ones(4))
     assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
+
+
+def test_forward_on_captions_of_unequal_lengths_sharing_images():
+    """forward (each image's regions projected once, logits only for the words to predict)
+    equals decoding each caption step by step over the padded batch."""
+    model = tiny_model("transformer")
+    grid, pooled = features(2)
+    tokens = captions(3, 7)
+    tokens[0, 3:], tokens[2, 5:] = PAD_ID, PAD_ID
+    batch = SortedCaptions.build(tokens, owner=torch.tensor([1, 0, 1]))
+    state, steps = model.start(grid[batch.owner], pooled[batch.owner]), []
+    for t in range(len(batch.steps)):
+        logits, state, _ = model.step(batch.tokens[:, t], state)
+        steps.append(logits)
+    assert torch.allclose(model(grid, pooled, batch), batch.words_of(torch.stack(steps, dim=1)),
+                          atol=1e-5)
 
 
 def test_where_a_region_is_matters():
@@ -91,7 +116,7 @@ def test_it_learns_which_region_holds_the_object():
 
     for _ in range(150):
         grid, tokens = batch(32)
-        loss = torch.nn.functional.cross_entropy(model(grid, grid.mean(1), tokens)[:, 0],
+        loss = torch.nn.functional.cross_entropy(full_pass(model, grid, grid.mean(1), tokens)[:, 0],
                                                  tokens[:, 1])
         optimizer.zero_grad()
         loss.backward()
@@ -104,7 +129,7 @@ def test_it_learns_which_region_holds_the_object():
 def test_teacher_forcing_below_1_is_refused():
     model = tiny_model("transformer")
     with pytest.raises(ValueError, match=r"train\.teacher_forcing must be 1\.0"):
-        model(*features(1), captions(1, 4), teacher_forcing=0.9)
+        model(*features(1), SortedCaptions.build(captions(1, 4)), teacher_forcing=0.9)
 
 
 def test_a_transformer_checkpoint_loads_as_a_transformer(tmp_path):

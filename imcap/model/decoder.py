@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from imcap.model.captions import SortedCaptions
 from imcap.model.config import ATTENTIONS, ModelParams
 
 
@@ -155,43 +156,105 @@ class CaptionDecoder(nn.Module):
         inputs = self.embed(tokens)
         alpha = None
         if self.attention is not None:
-            alpha = torch.softmax(self.attention(state.keys, state.h), dim=1)
-            context = torch.bmm(alpha.unsqueeze(1), state.grid).squeeze(1)
+            alpha, context = self._attend(state.keys, state.grid, state.h)
             inputs = torch.cat([inputs, context], dim=1)
         h, c = self.cell(inputs, (state.h, state.c))
         logits = self.out(self.dropout(h))
         return logits, DecoderState(h, c, state.grid, state.keys), alpha
 
-    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, captions: SortedCaptions,
                 teacher_forcing: float = 1.0) -> torch.Tensor:
-        """Logits [B, T-1, V] predicting tokens[:, 1:] from tokens[:, :-1].
+        """Logits [N, V] of the words to predict, in the order of `captions.targets`; `grid`
+        and `pooled` hold each image once (`captions.owner` says whose caption is whose).
 
-        With `teacher_forcing` < 1, each step feeds the model's own previous prediction instead
-        of the true word with probability 1 - teacher_forcing (the seed's v1 used 0.9); the
-        choices are drawn up front on the CPU, so no step waits for the device. The output
-        layer runs once over all steps (one large matmul), except at steps whose prediction
-        is fed back.
+        Each image is projected once however many captions it has, and step t runs only the
+        `captions.steps[t]` captions still being read. The word embeddings' share of the LSTM
+        gates is computed for all steps in one matmul, and the output layer runs once over all
+        steps, except at steps whose prediction is fed back: with `teacher_forcing` < 1 each
+        step feeds the model's own previous prediction instead of the true word with
+        probability 1 - teacher_forcing (the seed's v1 used 0.9), drawn up front on the CPU,
+        so no step waits for the device. The arithmetic is `step`'s (a test holds them equal).
         """
-        state = self.start(grid, pooled)
-        steps = tokens.size(1) - 1
-        own_word = (torch.rand(steps) >= teacher_forcing).tolist() if teacher_forcing < 1.0 \
-            else [False] * steps
-        current = tokens[:, 0]
-        hidden = []
-        for t in range(steps):
-            state = self._advance(current, state)
-            hidden.append(self.dropout(state.h))
-            current = tokens[:, t + 1]
-            if t + 1 < steps and own_word[t]:
-                current = self.out(hidden[-1]).argmax(dim=1)
-        return self.out(torch.stack(hidden, dim=1))
-
-    def _advance(self, tokens: torch.Tensor, state: DecoderState) -> DecoderState:
-        """`step` without the output layer: the next state after reading `tokens`."""
-        inputs = self.embed(tokens)
+        state = self.start(grid, pooled).select(captions.owner)
+        steps = captions.steps
+        w_words, w_context = self.cell.weight_ih.split(
+            [self.config.embed_dim, self.cell.input_size - self.config.embed_dim], dim=1)
+        bias = self.cell.bias_ih + self.cell.bias_hh
+        word_gates = nn.functional.linear(self.embed(captions.words_of(captions.tokens[:, :-1])),
+                                          w_words, bias).split(steps)
         if self.attention is not None:
-            alpha = torch.softmax(self.attention(state.keys, state.h), dim=1)
-            context = torch.bmm(alpha.unsqueeze(1), state.grid).squeeze(1)
-            inputs = torch.cat([inputs, context], dim=1)
-        h, c = self.cell(inputs, (state.h, state.c))
-        return DecoderState(h, c, state.grid, state.keys)
+            keys, grid = prefixes(state.keys, steps), prefixes(state.grid, steps)
+        own_word = (torch.rand(len(steps)) >= teacher_forcing).tolist()
+        h, c, fed_back = state.h, state.c, None
+        hidden = []
+        for t, rows in enumerate(steps):
+            h, c = h[:rows], c[:rows]
+            gates = (word_gates[t] if fed_back is None else
+                     nn.functional.linear(self.embed(fed_back[:rows]), w_words, bias))
+            if self.attention is not None:
+                h, c = self._recur(gates, h, c, w_context, keys[t], grid[t])
+            else:
+                h, c = self._recur(gates, h, c)
+            hidden.append(h)
+            fed_back = (self.out(self.dropout(h)).argmax(dim=1)
+                        if own_word[t] and t + 1 < len(steps) else None)
+        return self.out(self.dropout(torch.cat(hidden)))
+
+    def _recur(self, gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+               w_context: torch.Tensor | None = None, keys: torch.Tensor | None = None,
+               grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step's (h, c) from the words' share of the gates (`compile_steps`
+        compiles this)."""
+        gates = torch.addmm(gates, h, self.cell.weight_hh.t())
+        if keys is not None:
+            _, context = self._attend(keys, grid, h)
+            gates = torch.addmm(gates, context, w_context.t())
+        return lstm_update(gates, c)
+
+    def compile_steps(self) -> None:
+        """`torch.compile` the step of training's time loop (`train.compile`): the loop runs a
+        different number of steps on fewer captions each batch, which would recompile a
+        compiled `forward` every batch; one step compiles once, for any batch size."""
+        self._recur = torch.compile(self._recur, dynamic=True)
+
+    def _attend(self, keys: torch.Tensor, grid: torch.Tensor, hidden: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention weights [B, R] over the regions given the hidden state, and the context
+        vector [B, P] they weigh from `grid`."""
+        alpha = torch.softmax(self.attention(keys, hidden), dim=1)
+        return alpha, torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)
+
+
+def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`nn.LSTMCell`'s update from its summed gate pre-activations [B, 4H] (i, f, g, o)."""
+    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)  # one call; g's quarter is not used
+    g = torch.tanh(gates[:, 2 * c.size(1):3 * c.size(1)])
+    c = torch.addcmul(f * c, i, g)
+    return o * torch.tanh(c), c
+
+
+class _Prefixes(torch.autograd.Function):
+    """`x[:n]` for each n of `sizes`, as one autograd node: backward adds each gradient into
+    its prefix of one buffer, where slicing step by step would build a zero-filled gradient
+    of the whole of `x` for every step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        ctx.sizes, ctx.rows = sizes, len(x)
+        return tuple(x[:n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None) -> tuple[torch.Tensor, None]:
+        total = None
+        for n, grad in zip(ctx.sizes, grads, strict=True):
+            if grad is None:
+                continue
+            if total is None:
+                total = grad.new_zeros((ctx.rows, *grad.shape[1:]))
+            total[:n] += grad
+        return total, None
+
+
+def prefixes(x: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """The leading rows `x[:n]` for each n in `sizes`."""
+    return _Prefixes.apply(x, sizes)

@@ -30,8 +30,9 @@ class DecodingState(Protocol):
 
 
 class Decoder(Protocol):
-    """A caption decoder module (`nn.Module`), called on features as
-    `decoder(grid, pooled, tokens, teacher_forcing) -> logits [B, T-1, V]` to train."""
+    """A caption decoder module (`nn.Module`), called as
+    `decoder(grid, pooled, captions, teacher_forcing) -> logits [N, V]` to train: the logits of
+    the words `captions.targets` (`imcap.model.captions.SortedCaptions`) holds."""
 
     config: DecoderConfig  # saved with the checkpoint
 
@@ -47,3 +48,6 @@ class Decoder(Protocol):
              ) -> tuple[torch.Tensor, DecodingState, torch.Tensor | None]:
         """The next word after `tokens` [B]: logits [B, V], the new state and the attention
         weights [B, R] over the regions (None without attention)."""
+
+    def compile_steps(self) -> None:
+        """`torch.compile` what training runs, in a way batches of every shape reuse."""

@@ -8,6 +8,7 @@ from torch import nn
 
 from imcap.data.vocab import PAD_ID
 from imcap.features.splits import CaptionedSplit
+from imcap.model.captions import SortedCaptions
 from imcap.model.interface import Decoder
 
 
@@ -18,22 +19,18 @@ def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def summed_word_loss(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,
-                     tokens: torch.Tensor, owner: torch.Tensor,
-                     teacher_forcing: float = 1.0) -> torch.Tensor:
-    """Sum over the target words (PAD not counted) of the cross-entropy; caption i describes
-    image `owner[i]` of `grid`/`pooled`, which hold each image once."""
-    logits = model(grid[owner], pooled[owner], tokens, teacher_forcing)
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                       tokens[:, 1:].reshape(-1), ignore_index=PAD_ID,
-                                       reduction="sum")
+                     captions: SortedCaptions, teacher_forcing: float = 1.0) -> torch.Tensor:
+    """Sum over the target words (PAD not counted) of the cross-entropy; `grid`/`pooled` hold
+    each image once, `captions.owner` says which one each caption describes."""
+    logits = model(grid, pooled, captions, teacher_forcing)
+    return nn.functional.cross_entropy(logits.float(), captions.targets, reduction="sum")
 
 
 def caption_loss(model: Decoder, data: CaptionedSplit, rows: torch.Tensor,
                  device: torch.device, teacher_forcing: float = 1.0) -> torch.Tensor:
     """Mean loss per word of the captions `rows` of `data` (PAD not counted)."""
-    tokens = trim_padding(data.captions[rows]).to(device)
     images, owner = torch.unique(data.image_row[rows], return_inverse=True)
+    captions = SortedCaptions.build(trim_padding(data.captions[rows]), owner).to(device)
     summed = summed_word_loss(model, data.grid[images].to(device),
-                              data.pooled[images].to(device), tokens, owner.to(device),
-                              teacher_forcing)
-    return summed / (tokens[:, 1:] != PAD_ID).sum()
+                              data.pooled[images].to(device), captions, teacher_forcing)
+    return summed / len(captions.targets)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import DecoderConfig
 
 
@@ -139,17 +140,24 @@ class TransformerCaptionDecoder(nn.Module):
         """The cross-attention whose head-averaged weights `step` returns: the last layer's."""
         return self.layers[-1].cross_attention
 
-    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor,
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, captions: SortedCaptions,
                 teacher_forcing: float = 1.0) -> torch.Tensor:
-        """Logits [B, T-1, V] predicting tokens[:, 1:] from tokens[:, :-1], in one causal pass."""
+        """Logits [N, V] of the words to predict, in the order of `captions.targets`, from one
+        causal pass; `grid` holds each image once (`captions.owner` says whose caption is
+        whose). The output layer runs on the predicted words only."""
         if teacher_forcing < 1.0:
             raise ValueError("the transformer decoder trains in one causal pass: "
                              "train.teacher_forcing must be 1.0")
-        memory = self._memory(grid)
-        x = self._words(tokens[:, :-1], 0)
+        memory = self._memory(grid)[captions.owner]
+        x = self._words(captions.tokens[:, :-1], 0)
         for layer in self.layers:
             x, _, _ = layer(x, memory)
-        return self.out(self.norm(x))
+        return self.out(self.norm(captions.words_of(x)))
+
+    def compile_steps(self) -> None:
+        """`torch.compile` each layer (`train.compile`), for batches of any shape."""
+        for layer in self.layers:
+            layer.compile(dynamic=True)
 
     def start(self, grid: torch.Tensor, pooled: torch.Tensor) -> TransformerState:
         """No word yet: the projected regions and empty caches."""

@@ -27,10 +27,12 @@ class TrainParams(Section):
     max_length: Positive  # most words in a validation caption (greedy decoding)
     device: choice(DEVICES)
     features_in_memory_gb: NonNegativeFloat  # a split's features up to this size are held in RAM
-    # captions: shuffled one by one (trains best); images: all captions of an image in one batch,
-    # so each image is read once per epoch (a store read lazily from disk). imcap.training.batches
+    # captions: shuffled one by one, each batch reads its images; images: windows of
+    # `image_window` shuffled images, each read once per epoch, their captions shuffled together
+    # into batches (a store read lazily from disk). imcap.training.batches
     batching: choice(("captions", "images"))
-    num_workers: NonNegative  # DataLoader processes reading feature batches; 0: the main one
+    image_window: Positive  # images per window (batching: images), read and on the device at once
+    num_workers: NonNegative  # DataLoader processes reading feature windows; 0: the main one
     processes: Positive  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     precision: choice(PRECISIONS)

@@ -16,7 +16,6 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from imcap.data.vocab import PAD_ID
 from imcap.model.loss import summed_word_loss
 from imcap.training.batches import Batch
 
@@ -37,14 +36,14 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     words = torch.zeros((), device=device)
     for batch in tqdm(batches, desc=progress, unit="batch", disable=not progress):
         with autocast(device, dtype):
-            summed = summed_word_loss(model, batch.grid, batch.pooled, batch.tokens, batch.owner,
+            summed = summed_word_loss(model, batch.grid, batch.pooled, batch.captions,
                                       teacher_forcing)
         optimizer.zero_grad(set_to_none=True)
         (summed * (world_size / batch.global_words)).backward()
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total += summed.detach()
-        words += (batch.tokens[:, 1:] != PAD_ID).sum()
+        words += len(batch.captions.targets)
     if world_size > 1:
         both = torch.stack([total, words])
         dist.all_reduce(both)

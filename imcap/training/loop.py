@@ -84,20 +84,20 @@ def train_decoder(
         leader = shard.rank == 0
         for log in progress.history if leader else []:
             on_epoch(log)
+        if settings.compile:
+            model.compile_steps()
         trained: nn.Module = model
         if shard.world_size > 1:
             trained = DistributedDataParallel(model)
-        if settings.compile:
-            trained = torch.compile(trained)
         dtype = autocast_dtype(settings.precision, device)
         for epoch in range(progress.epoch + 1, settings.epochs + 1):
             if progress.stale >= settings.patience:
                 break
-            batches = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
-                                 by_image=settings.batching == "images")
+            windows = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
+                                 settings.image_window if settings.batching == "images" else None)
             train_loss = train_epoch(
                 trained, optimizer,
-                epoch_loader(train_data, batches, shard, device, settings.num_workers),
+                epoch_loader(train_data, windows, shard, device, settings.num_workers),
                 grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
                 dtype=dtype, device=device, world_size=shard.world_size,
                 progress=f"epoch {epoch}/{settings.epochs}" if leader else "")
