@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test lint show baseline
+.PHONY: setup repro test lint show baseline gpu-wheels
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,5 +33,14 @@ show: setup
 
 # Refresh the committed baseline after changing a stage's code or params (tests/test_baseline.py).
 baseline: repro
-	git add dvc.lock metrics/vocab.json metrics/train.json metrics/eval.json $$(git ls-files --others --exclude-standard -- '*.gitignore')
+	git add dvc.lock metrics/vocab.json metrics/train.json metrics/eval.json metrics/attention $$(git ls-files --others --exclude-standard -- '*.gitignore')
 	@echo "baseline staged: commit dvc.lock and metrics/*.json"
+
+# Wheels of what the GPU machine's image lacks (pydantic), for Python 3.12 there, into .whl/
+# (git-ignored): carry ".whl" with `bash benchmarks/gpu_session.sh` (README, Training).
+GPU_WHEELS = pydantic pydantic-core annotated-types typing-inspection typing-extensions
+gpu-wheels: setup
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl \
+	  $$($(PY) -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_WHEELS)'.split()))")
