@@ -17,7 +17,7 @@
 Random features [N, R, C] with 5 captions per image, caption lengths uniform in
 [--min-words, --max-words]. Each loop runs one warm-up epoch, then the loops take turns for
 `--repeats` rounds and each keeps its fastest epoch (a shared machine's noise only slows).
-Needs torch only (no dvc, mlflow or nltk).
+Needs torch, h5py, tqdm and pydantic (no dvc, mlflow or nltk).
 
 Presets: `shapes` (the default run's sizes: resnet18's 512 channels on a 3x3 grid, GloVe 50d,
 P = H = 256, A = 128, 106 words, batch 128, 5-20 words) and `coco` (the issue's GPU target:
