@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imcap.data.cache import file_sha256
 from imcap.processes import process_running
 
 if TYPE_CHECKING:
@@ -59,20 +60,10 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default
 
 
-def file_sha256(path: Path) -> str:
-    return _file_digest(path, hashlib.sha256())
-
-
 def file_md5(path: Path) -> str:
     """DVC's hash of a file (its md5 in dvc.lock)."""
-    return _file_digest(path, hashlib.md5(usedforsecurity=False))
-
-
-def _file_digest(path: Path, digest: Any) -> str:
     with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def run_name(params: Params, stage: str) -> str:

@@ -20,8 +20,9 @@ import pytest
 import yaml
 from test_e2e_dvc import _dvc, _env, _ran, _restored, make_project
 
+from imcap.data.cache import file_sha256
 from imcap.paths import CHECKPOINT_FILE, STAGED_CHECKPOINT, TRAIN_LOG
-from imcap.tracking import MODEL_TAG, PARENT_TAG, TRAIN_RUN_TAG, file_sha256
+from imcap.tracking import MODEL_TAG, PARENT_TAG, TRAIN_RUN_TAG
 
 pytestmark = pytest.mark.e2e
 

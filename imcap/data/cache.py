@@ -3,6 +3,7 @@ every DVC output, shared by all checkouts of the user (`$IMCAP_CACHE`, else `~/.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -29,3 +30,9 @@ def resolve_portable(text: str) -> Path:
     if text.startswith(CACHE_PREFIX):
         return cache_dir() / text[len(CACHE_PREFIX):]
     return Path(text)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file, read in chunks: a checksum param, a checkpoint's tag."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()

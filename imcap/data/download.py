@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import http.client
 import os
 import re
@@ -26,7 +25,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from imcap.data.cache import cache_dir
+from imcap.data.cache import cache_dir, file_sha256
 from imcap.data.partfile import PartFile
 
 CHUNK = 1 << 20
@@ -94,14 +93,6 @@ def download(url: str, dest: Path, sha256: str | None = None, progress: bool = T
                     f"{url}: sha256 mismatch for {dest}: expected {expected}, got {actual}")
         part.finish(dest)
     return dest
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _done(dest: Path, expected: str | None) -> bool:

@@ -14,7 +14,6 @@ i.e. the seed project's encoders.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +24,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.transforms import InterpolationMode
 
+from imcap.data.cache import file_sha256
 from imcap.features.config import MIN_SIZE, NATIVE_SIZE, weights_enum
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -190,9 +190,8 @@ def load_weights(url: str, what: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{url}: the file name carries no sha256 prefix to check it against")
     prefix = match.group(1)
     if not path.is_file():
-        _download_weights(url, path, prefix, what)
-    actual = _sha256(path)
-    if not actual.startswith(prefix):
+        _download_weights(url, path, prefix, what)  # checks the prefix as it downloads
+    elif not (actual := file_sha256(path)).startswith(prefix):
         raise WeightsUnavailableError(
             f"{path}: not the {what}: its sha256 is {actual}, the file name promises "
             f"{prefix}...; delete it to download it again, or replace it with a good copy "
@@ -216,14 +215,6 @@ def _download_weights(url: str, path: Path, prefix: str, what: str) -> None:
             f"pre-seed the cache: download {url} elsewhere and copy it to {path} (the torch hub "
             "directory is $TORCH_HOME/hub, default ~/.cache/torch/hub; set TORCH_HOME to use "
             "another)") from err
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(err: BaseException) -> str:
