@@ -79,6 +79,12 @@ class Params(Section):
     eval: EvalParams
     mlflow: MlflowParams
 
+    @property
+    def reads_regions(self) -> bool:
+        """Whether the decoder reads the region grid: an LSTM without attention reads only the
+        pooled vectors (imcap.features.splits)."""
+        return self.decoder != "lstm" or self.attention != "none"
+
     @model_validator(mode="before")
     @classmethod
     def _resolve_auto_image_size(cls, raw: Any) -> Any:

@@ -91,9 +91,10 @@ def main() -> None:
     dataset = load_dataset(CAPTION_FILE)
     vocab = Vocabulary.load(VOCAB_FILE)
     encoded = EncodedCaptions.load(CAPTIONS_FILE)
-    test = load_split("test", encoded, FeatureStore(FEATURES_FILE), dataset,
+    store = FeatureStore(FEATURES_FILE)
+    test = load_split("test", encoded, store, dataset,
                       int(params.train.features_in_memory_gb * 2**30),
-                      regions=params.decoder != "lstm" or params.attention != "none")
+                      regions=params.reads_regions)
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
     device = pick_device(params.train.device)
     model = load_checkpoint(CHECKPOINT_FILE, device)
@@ -131,7 +132,7 @@ def main() -> None:
     write_samples(test_files, test, captions, best, settings.num_samples)
     root = image_root(CAPTION_FILE)
     drawn = draw_figures(figures[best], [root / name for name in test_files], f"beam {best}",
-                         FeatureStore(FEATURES_FILE))
+                         store)
 
     with mlflow_run(params, "evaluate", dataset=CAPTION_FILE,
                     evaluates=CHECKPOINT_FILE) as tracker:
@@ -144,8 +145,8 @@ def main() -> None:
                                  "test_beam_cider": float(row.cider)}, step=int(row.beam))
         for path in (EVAL_SAMPLES, EVAL_METRICS, BEAM_SWEEP, *drawn):
             tracker.log_artifact(path)
-        tracker.in_run("logging the captioner model", lambda: log_model(
-            FeatureStore(FEATURES_FILE), root / test_files[0]))
+        tracker.in_run("logging the captioner model",
+                       lambda: log_model(store, root / test_files[0]))
 
 
 def log_model(features: FeatureStore, example: Path) -> None:

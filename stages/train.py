@@ -65,10 +65,8 @@ def main() -> None:
     embeddings = torch.from_numpy(np.load(EMBEDDINGS_FILE))
     store = FeatureStore(FEATURES_FILE)
     in_memory = int(params.train.features_in_memory_gb * 2**30)  # larger splits: read lazily
-    # An LSTM without attention never reads the grid (imcap.features.splits).
-    regions = params.decoder != "lstm" or params.attention != "none"
-    train_data = load_split("train", encoded, store, dataset, in_memory, regions)
-    val_data = load_split("val", encoded, store, dataset, in_memory, regions)
+    train_data = load_split("train", encoded, store, dataset, in_memory, params.reads_regions)
+    val_data = load_split("val", encoded, store, dataset, in_memory, params.reads_regions)
     config = DecoderConfig.from_params(params.attention, params.model, decoder=params.decoder,
                                        vocab_size=len(vocab),
                                        embed_dim=embeddings.shape[1],
