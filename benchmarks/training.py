@@ -46,7 +46,6 @@ from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.features.sharding import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
-from imcap.model.loss import trim_padding
 from imcap.training.batches import epoch_loader, plan_epoch
 from imcap.training.epoch import train_epoch
 from imcap.training.runtime import autocast_dtype
@@ -64,6 +63,12 @@ def synthetic_split(images: int, regions: int, channels: int, vocab: int, min_wo
         captions[i, n + 1] = EOS_ID
     return CaptionedSplit(grid=grid, pooled=grid.float().mean(dim=1), captions=captions,
                           image_row=torch.arange(images).repeat_interleave(5), references=[])
+
+
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """The legacy loop's batch tokens: the all-PAD columns at the end dropped."""
+    width = int((tokens != PAD_ID).sum(dim=1).max())
+    return tokens[:, :width]
 
 
 def legacy_forward(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,

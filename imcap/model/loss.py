@@ -6,16 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imcap.data.vocab import PAD_ID
 from imcap.features.splits import CaptionedSplit
 from imcap.model.captions import SortedCaptions
 from imcap.model.interface import Decoder
-
-
-def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
-    """Drop the all-PAD columns at the end, so steps match the longest caption in the batch."""
-    width = int((tokens != PAD_ID).sum(dim=1).max())
-    return tokens[:, :width]
 
 
 def summed_word_loss(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,
@@ -30,7 +23,7 @@ def caption_loss(model: Decoder, data: CaptionedSplit, rows: torch.Tensor,
                  device: torch.device, teacher_forcing: float = 1.0) -> torch.Tensor:
     """Mean loss per word of the captions `rows` of `data` (PAD not counted)."""
     images, owner = torch.unique(data.image_row[rows], return_inverse=True)
-    captions = SortedCaptions.build(trim_padding(data.captions[rows]), owner).to(device)
+    captions = SortedCaptions.build(data.captions[rows], owner).to(device)
     summed = summed_word_loss(model, data.grid[images].to(device),
                               data.pooled[images].to(device), captions, teacher_forcing)
     return summed / len(captions.targets)
