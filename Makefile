@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test lint show baseline gpu-wheels
+.PHONY: setup repro test lint show seeds seed-table baseline gpu-wheels
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,7 +29,21 @@ lint: setup
 
 # `dvc exp show` with the seed table's columns only: the top-level params, greedy / beam 3 BLEU-4, CIDEr-D.
 show: setup
-	dvc exp show --drop '.*' --keep 'Experiment|Created|^dataset$$|^encoder$$|^embeddings$$|^attention$$|^decoder$$|greedy\.bleu4|beam3\.bleu4|greedy\.cider|beam3\.cider'
+	dvc exp show --drop '.*' --keep 'Experiment|Created|^dataset$$|^encoder$$|^embeddings$$|^attention$$|^decoder$$|greedy\.bleu4$$|beam3\.bleu4$$|greedy\.cider$$|beam3\.cider$$'
+
+# One row over several training seeds through DVC's queue (each reruns train + evaluate only),
+# then one table of mean ± std per setting (README, "Several seeds in one command"):
+#   make seeds ARGS="-S attention=II" SEEDS="0 1 2 3 4" JOBS=1
+SEEDS ?= 0 1 2 3 4
+JOBS ?= 1
+seeds: setup
+	for s in $(SEEDS); do dvc exp run --queue -S train.seed=$$s $(ARGS) || exit 1; done
+	dvc queue start -j $(JOBS)
+	$(PY) scripts/seed_table.py --wait
+
+# The table alone, from the experiments DVC already has.
+seed-table: setup
+	$(PY) scripts/seed_table.py
 
 # Refresh the committed baseline after changing a stage's code or params (tests/test_baseline.py).
 baseline: repro
@@ -37,7 +51,7 @@ baseline: repro
 	@echo "baseline staged: commit dvc.lock and metrics/*.json"
 
 # Wheels of what the GPU machine's image lacks (pydantic), for Python 3.12 there, into .whl/
-# (git-ignored): carry ".whl" with `bash benchmarks/gpu_session.sh` (README, Training).
+# (git-ignored): carry ".whl" with `bash benchmarks/gpu_session.sh` (docs/speed.md).
 GPU_WHEELS = pydantic pydantic-core annotated-types typing-inspection typing-extensions
 gpu-wheels: setup
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \

@@ -1,4 +1,4 @@
-"""Checks of the paths the CPU test suite cannot run on a GPU (issue 10), in one run, seconds:
+"""Checks of the paths the CPU test suite cannot run, on a GPU, in one run, seconds:
 
 1. training's `forward` (captions sorted by length, shrinking steps, `prefixes`) gives the
    logits and gradients of decoding step by step with `step`, for every decoder, in float32;
@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.distributed import Shard
 from imcap.features.encoders import preprocessing
 from imcap.features.images import resize_crop, resize_crops
-from imcap.features.sharding import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import DecoderConfig

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything issue 10 measures on a GPU, in one call of the `device` tool (~6-8 min on an
+# Every GPU measurement of the speed tables (docs/speed.md), in one call of the `device` tool (~6-8 min on an
 # H100/H200). Here, once: `make gpu-wheels` (the image there lacks pydantic); then run
 #     bash benchmarks/gpu_session.sh
 # with carry [".whl"]. Each step's output goes to $OUT (or ./gpu_results); a failing step does

@@ -1,14 +1,21 @@
 """Decoder training throughput (target words per second), in one run on the same data:
 
-- `legacy`: the training loop as it was before issue 10, copied here as the baseline: captions
-  shuffled one by one, each caption's image features gathered on the host and copied blocking,
+- `legacy`: a plain training loop, copied here as the baseline: captions shuffled one by one,
+  each caption's image features gathered on the host and copied blocking,
   every caption decoded for the longest caption's steps, the output layer inside the time loop,
   `loss.item()` after every batch;
 - `imcap`: today's loop (`imcap.training`): windows of images from a DataLoader, each read
   once (pinned, non-blocking copies on CUDA), each image projected once, captions sorted by
-  length so each step runs only the captions still being read, the words' share of the LSTM
-  gates and the output layer once over all steps, the loss summed on the device, bf16 autocast
-  on CUDA (`--precision`), optionally `--compile` (`compile_steps`: the time loop's step);
+  length so each step runs only the captions still being read (`nn.LSTMCell` at every step,
+  the attention's keys and regions cut to those captions by `prefixes`), the word embeddings
+  and the output layer once over all steps, the loss summed on the device, bf16 autocast on
+  CUDA (`--precision`), optionally `--compile` (`compile_steps`: the time loop's step);
+- the same loop with another time loop in the decoder (same parameters, same batches):
+  `gates` the LSTM gates summed by hand (the words' share computed
+  for all steps in one matmul, `addmm` for the rest, `nn.LSTMCell`'s update written out);
+  `slices` (attention I and II) plain slices `x[:rows]` instead of `prefixes`; `packed`
+  (attention none) `nn.LSTM` running the whole loop over the sorted captions as a
+  `PackedSequence` (cuDNN's kernel on CUDA);
 - `sat`: a decoder shaped like the popular Show-Attend-Tell tutorial's DecoderWithAttention
   (written from its description: additive attention with a sigmoid gate on the context, an
   LSTMCell over [word; gated context], a per-step loop over the decreasing batch sizes of
@@ -16,7 +23,8 @@
 
 Random features [N, R, C] with 5 captions per image, caption lengths uniform in
 [--min-words, --max-words]. Each loop runs one warm-up epoch, then the loops take turns for
-`--repeats` rounds and each keeps its fastest epoch (a shared machine's noise only slows).
+`--repeats` rounds and each keeps its fastest epoch (a shared machine's noise only slows;
+`--clock cpu` times the process's CPU time instead, steadier there with `--threads 1`).
 Needs torch, h5py, tqdm and pydantic (no dvc, mlflow or nltk).
 
 Presets: `shapes` (the default run's sizes: resnet18's 512 channels on a 3x3 grid, GloVe 50d,
@@ -39,13 +47,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from imcap.features.sharding import Shard
+from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit
-from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.captions import SortedCaptions
+from imcap.model.decoder import CaptionDecoder, DecoderConfig, prefixes
 from imcap.training.batches import epoch_loader, plan_epoch
 from imcap.training.epoch import train_epoch
 from imcap.training.runtime import autocast_dtype
@@ -73,7 +83,7 @@ def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
 
 def legacy_forward(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tensor,
                    tokens: torch.Tensor) -> torch.Tensor:
-    """The forward pass before issue 10: the output layer at every step (teacher forcing 1)."""
+    """The plain forward pass: the output layer at every step (teacher forcing 1)."""
     state = model.start(grid, pooled)
     outputs = []
     for t in range(tokens.size(1) - 1):
@@ -84,7 +94,7 @@ def legacy_forward(model: CaptionDecoder, grid: torch.Tensor, pooled: torch.Tens
 
 def legacy_epoch(model: CaptionDecoder, optimizer: torch.optim.Optimizer, data: CaptionedSplit,
                  batch_size: int, device: torch.device, generator: torch.Generator) -> float:
-    """The training loop before issue 10 (caption_loss inlined)."""
+    """The plain training loop (caption_loss inlined)."""
     model.train()
     total, count = 0.0, 0
     for rows in torch.randperm(len(data.captions), generator=generator).split(batch_size):
@@ -100,6 +110,76 @@ def legacy_epoch(model: CaptionDecoder, optimizer: torch.optim.Optimizer, data: 
         optimizer.step()
         total, count = total + loss.item() * len(rows), count + len(rows)
     return total / count
+
+
+class HandGatesDecoder(CaptionDecoder):
+    """`CaptionDecoder.forward` (teacher forcing 1) with the LSTM gates
+    summed by hand."""
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, captions: SortedCaptions,
+                teacher_forcing: float = 1.0) -> torch.Tensor:
+        state = self.start(grid, pooled).select(captions.owner)
+        steps, embed_dim = captions.steps, self.config.embed_dim
+        w_words, w_context = self.cell.weight_ih.split(
+            [embed_dim, self.cell.input_size - embed_dim], dim=1)
+        bias = self.cell.bias_ih + self.cell.bias_hh
+        word_gates = nn.functional.linear(self.embed(captions.words_of(captions.tokens[:, :-1])),
+                                          w_words, bias).split(steps)
+        if self.attention is not None:
+            keys, grid = prefixes(state.keys, steps), prefixes(state.grid, steps)
+        h, c, hidden = state.h, state.c, []
+        for t, rows in enumerate(steps):
+            h, c = h[:rows], c[:rows]
+            gates = torch.addmm(word_gates[t], h, self.cell.weight_hh.t())
+            if self.attention is not None:
+                _, context = self._attend(keys[t], grid[t], h)
+                gates = torch.addmm(gates, context, w_context.t())
+            i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
+            g = torch.tanh(gates[:, 2 * c.size(1):3 * c.size(1)])
+            c = torch.addcmul(f * c, i, g)
+            h = o * torch.tanh(c)
+            hidden.append(h)
+        return self.out(self.dropout(torch.cat(hidden)))
+
+
+class SlicesDecoder(CaptionDecoder):
+    """`CaptionDecoder.forward` (teacher forcing 1) with plain slices instead of `prefixes`."""
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, captions: SortedCaptions,
+                teacher_forcing: float = 1.0) -> torch.Tensor:
+        state = self.start(grid, pooled).select(captions.owner)
+        words = self.embed(captions.words_of(captions.tokens[:, :-1])).split(captions.steps)
+        h, c, hidden = state.h, state.c, []
+        for t, rows in enumerate(captions.steps):
+            inputs, h, c = words[t], h[:rows], c[:rows]
+            if self.attention is not None:
+                _, context = self._attend(state.keys[:rows], state.grid[:rows], h)
+                inputs = torch.cat([inputs, context], dim=1)
+            h, c = self.cell(inputs, (h, c))
+            hidden.append(h)
+        return self.out(self.dropout(torch.cat(hidden)))
+
+
+class PackedLSTMDecoder(CaptionDecoder):
+    """`CaptionDecoder.forward` (teacher forcing 1, attention none) with `nn.LSTM`, sharing
+    the cell's parameters, over the captions as a PackedSequence: their step-major words and
+    `captions.steps` are exactly its data and batch sizes."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__(config)
+        if self.attention is not None:
+            raise ValueError("nn.LSTM runs the time loop only without attention")
+        self.lstm = nn.LSTM(config.embed_dim, config.hidden_size)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            setattr(self.lstm, f"{name}_l0", getattr(self.cell, name))
+
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor, captions: SortedCaptions,
+                teacher_forcing: float = 1.0) -> torch.Tensor:
+        state = self.start(grid, pooled).select(captions.owner)
+        words = self.embed(captions.words_of(captions.tokens[:, :-1]))
+        packed = PackedSequence(words, torch.tensor(captions.steps))
+        hidden, _ = self.lstm(packed, (state.h.unsqueeze(0), state.c.unsqueeze(0)))
+        return self.out(self.dropout(hidden.data))
 
 
 class ShowAttendTellDecoder(nn.Module):
@@ -172,8 +252,8 @@ PRESETS = {
 }
 
 
-def fastest(loops: dict[str, Callable[[], object]], device: torch.device, repeats: int
-            ) -> dict[str, float]:
+def fastest(loops: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Seconds of each loop's fastest epoch: one warm-up each, then `repeats` rounds in turn."""
     for run in loops.values():
         run()
@@ -182,12 +262,31 @@ def fastest(loops: dict[str, Callable[[], object]], device: torch.device, repeat
         for name, run in loops.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             run()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], clock() - start)
     return best
+
+
+def imcap_loop(decoder: type[CaptionDecoder], config: DecoderConfig, data: CaptionedSplit,
+               batch_size: int, args: argparse.Namespace, dtype: torch.dtype,
+               device: torch.device) -> Callable[[], float]:
+    """An epoch of today's training loop (`train_epoch`) with a `decoder` of the same
+    parameters, on a fresh copy of the same batches each time."""
+    torch.manual_seed(0)
+    model = decoder(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if args.compile:
+        model.compile_steps()
+    order = torch.Generator().manual_seed(0)
+    return lambda: train_epoch(
+        model, optimizer,
+        epoch_loader(data, plan_epoch(data, batch_size, order,
+                                      image_window=args.image_window or None),
+                     Shard(), device, args.num_workers),
+        grad_clip=5.0, teacher_forcing=1.0, dtype=dtype, device=device)
 
 
 def main() -> None:
@@ -206,6 +305,8 @@ def main() -> None:
                         help="train.image_window (batching: images, the default); 0: captions")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="time epochs by the wall clock or by this process's CPU time")
     parser.add_argument("--skip-sat", action="store_true")
     args = parser.parse_args()
     shape = {name: getattr(args, name) if getattr(args, name) is not None else value
@@ -229,19 +330,14 @@ def main() -> None:
     loops["legacy"] = lambda: legacy_epoch(legacy, legacy_opt, data, batch_size, device,
                                            legacy_order)
 
-    torch.manual_seed(0)
-    model = CaptionDecoder(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    if args.compile:
-        model.compile_steps()
     dtype = autocast_dtype(args.precision, device)
-    order = torch.Generator().manual_seed(0)
-    loops["imcap"] = lambda: train_epoch(
-        model, optimizer,
-        epoch_loader(data, plan_epoch(data, batch_size, order,
-                                      image_window=args.image_window or None),
-                     Shard(), device, args.num_workers),
-        grad_clip=5.0, teacher_forcing=1.0, dtype=dtype, device=device)
+    decoders = {"imcap": CaptionDecoder, "gates": HandGatesDecoder}
+    if args.attention == "none":
+        decoders["packed"] = PackedLSTMDecoder
+    else:
+        decoders["slices"] = SlicesDecoder
+    for name, decoder in decoders.items():  # the same batches, in the same order
+        loops[name] = imcap_loop(decoder, config, data, batch_size, args, dtype, device)
 
     if not args.skip_sat:
         torch.manual_seed(0)
@@ -250,14 +346,21 @@ def main() -> None:
         sat_order = torch.Generator().manual_seed(0)
         loops["sat"] = lambda: sat_epoch(sat, sat_opt, data, batch_size, device, sat_order)
 
-    seconds = fastest(loops, device, args.repeats)
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu times CPU runs only")
+    seconds = fastest(loops, device, args.repeats,
+                      time.process_time if args.clock == "cpu" else time.perf_counter)
     speed = {name: words / s for name, s in seconds.items()}
     report = {"device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
               "torch": torch.__version__, "preset": args.preset, "shapes": shape,
               "attention": args.attention, "precision": str(dtype).removeprefix("torch."),
-              "compile": args.compile, "words_per_epoch": words,
+              "compile": args.compile, "threads": torch.get_num_threads(),
+              "clock": args.clock, "words_per_epoch": words,
               "tokens_per_s": {k: round(v) for k, v in speed.items()},
               "imcap_vs_legacy": round(speed["imcap"] / speed["legacy"], 2)}
+    for name in ("gates", "slices", "packed"):
+        if name in speed:
+            report[f"{name}_vs_imcap"] = round(speed[name] / speed["imcap"], 2)
     if "sat" in speed:
         report["imcap_vs_sat"] = round(speed["imcap"] / speed["sat"], 2)
     print(json.dumps(report, indent=2))

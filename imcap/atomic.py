@@ -10,6 +10,11 @@ disk may still be using its own).
 An existing directory is replaced only when the caller says it is its own output
 (`replace_dir=True`, e.g. a stage's output folder): anything else at that name may be the
 user's, and is never deleted.
+
+Every stage starts with `prepare_outputs`: the folders its outputs go to must take a new file
+(checked before any work: a stage that cannot write its model should not find out after
+training it), and the temporaries killed writers left anywhere under `data/`, `metrics/` and
+`.imcap/` are removed — also those of stages that DVC restores from its cache and never reruns.
 """
 
 from __future__ import annotations
@@ -27,9 +32,62 @@ from typing import Any
 
 from imcap.processes import process_running
 
+# Where stages write (relative to the repository root), swept for stale temporaries.
+OUTPUT_ROOTS = (Path("data"), Path("metrics"), Path(".imcap"))
+
 
 class TargetIsDirectoryError(IsADirectoryError):
     """The target is a directory that the caller did not declare its own output."""
+
+
+class FolderNotWritableError(PermissionError):
+    """An output folder that cannot take a new file; the message names it."""
+
+
+def prepare_outputs(*outputs: str | Path) -> None:
+    """Before a stage's work: remove stale temporaries (`remove_stale_temporaries_under`), and
+    check that the folder of each output (where its temporary goes) exists or can be made and
+    takes a new file; else `FolderNotWritableError` naming the folder."""
+    remove_stale_temporaries_under(*OUTPUT_ROOTS)
+    for folder in dict.fromkeys(Path(output).parent for output in outputs):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            descriptor, probe = tempfile.mkstemp(prefix=".imcap-write-check.", dir=folder)
+            os.close(descriptor)
+            os.unlink(probe)
+        except OSError as err:
+            where = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+            raise FolderNotWritableError(
+                f"{where}: cannot write there ({err.strerror or err}); make it writable "
+                f"(chmod u+w {where}) and rerun") from None
+
+
+def remove_stale_temporaries_under(*roots: str | Path) -> list[Path]:
+    """The temporary folders of killed writers (on this host) in `roots` and their
+    subfolders (one level down: `data/.dataset.*.tmp`, `data/vocab/.vocab.json.*.tmp`),
+    removed; returns them."""
+    pattern = re.compile(r"\..+\." + re.escape(socket.gethostname()) + r"\.(\d+)\.\w+\.tmp")
+    stale = []
+    for root in map(Path, roots):
+        for folder in (root, *_subfolders(root)):
+            stale += [entry for entry in _entries(folder)
+                      if (match := pattern.fullmatch(entry.name)) and entry.is_dir()
+                      and not entry.is_symlink() and not process_running(int(match[1]))]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:  # missing, or not a readable folder: nothing of ours to sweep
+        return []
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [entry for entry in _entries(folder)
+            if entry.is_dir() and not entry.is_symlink() and not entry.name.endswith(".tmp")]
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """The `imcap` command. `imcap caption IMG|DIR [...]` captions your own images with the trained
 decoder, its vocabulary and the encoder its features came from — read from this repository's
 DVC outputs (default) or from an MLflow run (`--run-id`) — and can draw the seed's per-word
-attention figure (`--attention-map out.png`)."""
+attention figure (`--attention-map out.png`). `imcap compare A B` compares two evaluated models'
+test scores image by image (imcap/evaluation/compare.py)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,12 @@ def demo_command(args: argparse.Namespace) -> None:
     serve_demo(args)
 
 
+def compare_command(args: argparse.Namespace) -> None:
+    from imcap.evaluation.compare import compare_command as compare_sides
+
+    print(compare_sides(args.a, args.b, Path(args.root)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imcap", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "caption", help="caption images with the trained model",
         description="Caption images (files or directories of images) with the trained model.")
     caption.add_argument("images", nargs="+", metavar="IMG", help="image file or directory")
-    caption.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default 3)")
+    caption.add_argument("--beam", type=int, default=3,
+                         help="beam size (default 3; 1 with --length-penalty 0 is greedy)")
     caption.add_argument("--length-penalty", type=float, default=0.5,
                          help="beam: rank finished captions by log P / length**ALPHA "
                               "(default 0.5, as eval.length_penalty)")
@@ -189,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="repository whose DVC outputs hold the model (default .)")
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     demo.set_defaults(run=demo_command)
+    compare = commands.add_parser(
+        "compare", help="compare two evaluated models' test scores, image by image",
+        description="BLEU-4 and CIDEr-D of every decoding mode of A and B, B − A with its 95% "
+                    "paired bootstrap interval over test images, and a verdict. A and B: a git "
+                    "revision, a DVC experiment, `workspace`, an MLflow evaluate run id, or a "
+                    "metrics/captions.csv file.")
+    compare.add_argument("a", nargs="?", default="HEAD", metavar="A",
+                         help="the baseline (default HEAD)")
+    compare.add_argument("b", nargs="?", default="workspace", metavar="B",
+                         help="compared with A (default workspace)")
+    compare.add_argument("--root", default=".",
+                         help="repository of the revisions and MLflow store (default .)")
+    compare.set_defaults(run=compare_command)
     return parser
 
 

@@ -1,19 +1,23 @@
-"""What every `params.yaml` section model is built from: a strict, frozen pydantic model, and the
-constrained field types the sections share.
+"""What every `params.yaml` model is built from (a strict, frozen pydantic model and the
+constrained field types the sections share) and how a stage loads the sections it reads.
 
-Each section model lives beside the code that reads it (`imcap/features/config.py`, ...);
-`imcap.params` assembles them and turns pydantic's errors into one clear line. Strict mode: YAML's
-`epochs: ten` or `epochs: true` fail instead of being coerced (an int is still accepted where a
-float is meant, `learning_rate: 1`). No field has a default: `params.yaml` is the one place where
-defaults live.
+Each section model lives beside the code that reads it (`imcap/features/config.py`, ...), and so
+does each stage's model, the sections that stage reads (`FeatureStageParams`, ...): a stage
+imports, and so depends on, only its own sections' code. `imcap.params` assembles every stage's
+model into the whole file, which the pipeline's first stage (`check`) validates whenever
+`params.yaml` changes. Strict mode: YAML's `epochs: ten` or `epochs: true` fail instead of being
+coerced (an int is still accepted where a float is meant, `learning_rate: 1`). No field has a
+default: `params.yaml` is the one place where defaults live.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
 Positive = Annotated[int, Field(gt=0)]
@@ -22,12 +26,23 @@ NonNegative = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$")]  # "" = not checked
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators take
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamError(ValueError):
+    """A parameter is missing, unknown, of the wrong type or out of range."""
 
 
 class Section(BaseModel):
     """A `params.yaml` section: unknown keys, wrong types and missing keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def as_flat_dict(self) -> dict[str, Any]:
+        """`{"train.epochs": 20, ...}`: the form MLflow params and DVC `-S` use."""
+        return flatten(self.model_dump(by_alias=True))
 
 
 def choice(values: Iterable[str]) -> object:
@@ -41,3 +56,85 @@ def choice(values: Iterable[str]) -> object:
         return value
 
     return Annotated[str, AfterValidator(check)]
+
+
+Model = TypeVar("Model", bound=Section)
+
+
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The params file as a nested dict; `ParamError` naming the file if it is unreadable."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise ParamError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_stage_params(model: type[Model], path: str | Path = PARAMS_FILE) -> Model:
+    """The sections of the params file that `model` (one stage's) declares, validated; the
+    other sections are the `check` stage's to validate."""
+    raw = read_params_file(path)
+    return validate_params(model, {k: v for k, v in raw.items() if k in model.model_fields},
+                           source=str(path))
+
+
+def validate_params(model: type[Model], raw: Any, source: str = "params") -> Model:
+    """Build `model` from a nested dict, rejecting unknown keys, wrong types and bad values
+    with a `ParamError` naming the first bad value and what was expected."""
+    if not isinstance(raw, dict):
+        raise ParamError(f"{source}: expected a mapping at the top level")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ParamError(f"{source}: {_describe(model, err.errors()[0])}") from None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"epochs": 20}}` -> `{"train.epochs": 20}`."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix + key + "."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _describe(model: type[Section], error: dict[str, Any]) -> str:
+    """One pydantic error as a line that names the key, the value and what was expected."""
+    key = ".".join(str(part) for part in error["loc"])
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        section = key.rpartition(".")[0]
+        fields = _section_fields(model, section)
+        where = f"section {section!r}" if section else "the top level"
+        return (f"unknown key {key.rpartition('.')[2]!r} in {where}; "
+                f"valid keys: {', '.join(fields)}")
+    if kind == "missing":
+        return f"{key} is missing (params.yaml sets every key; see the repository's params.yaml)"
+    if kind == "choice":
+        return f"{key}: {error['msg']}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("model_type", "dict_type"):
+        return f"{key} must be a section (mapping), got {value!r}"
+    bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+              "less_than_equal": "<= {le}", "too_short": "a non-empty list",
+              "string_too_short": "a non-empty string"}
+    if kind in bounds:
+        return f"{key} must be {bounds[kind].format(**ctx)}, got {value!r}"
+    names = {"int_type": "int", "float_type": "float", "string_type": "str",
+             "bool_type": "bool", "list_type": "a list", "string_pattern_mismatch":
+             "empty or 64 hex digits"}
+    return f"{key} must be {names.get(kind, error['msg'])}, got {value!r}"
+
+
+def _section_fields(model: type[Section], section: str) -> list[str]:
+    for name in filter(None, section.split(".")):
+        model = model.model_fields[name].annotation
+    return [field.alias or name for name, field in model.model_fields.items()]

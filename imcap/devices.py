@@ -2,6 +2,8 @@
 
 import torch
 
+DEVICES = ("auto", "cpu", "cuda")  # what `features.device` and `train.device` may name
+
 
 def pick_device(name: str) -> torch.device:
     """`auto` takes the GPU when torch sees one; `cuda` without a GPU is an error."""

@@ -15,6 +15,10 @@ Answer: `{"predictions": [{"caption": "a red circle ...", "words": [...], "atten
 "grid": [h, w]}]}` — `words` (the caption's words, then `<end>` if it ended) and `attention`
 (one row of region weights per word, `grid` = its h × w) only with `attention: true`; an image
 that cannot be read gets `{"caption": null, "error": "row 0: cannot read image (...)"}`.
+
+Params are bounded (`PARAM_RANGES`), as the demo bounds uploads: decoding time and memory grow
+with `beam` × `max_length` for every image of a request, so a request beyond a bound (or a
+`length_penalty` below 0) is answered HTTP 400 naming the param and its valid range.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import imcap
@@ -49,6 +55,33 @@ SIGNATURE = ModelSignature(
     params=ParamSchema([ParamSpec("beam", "long", 3), ParamSpec("length_penalty", "double", 0.5),
                         ParamSpec("max_length", "long", 20), ParamSpec("attention", "boolean",
                                                                         False)]))
+# The valid range of each numeric param, ends included.
+PARAM_RANGES: dict[str, tuple[float, float]] = {"beam": (1, 10), "max_length": (1, 100),
+                                                "length_penalty": (0.0, 10.0)}
+
+
+class RequestParamError(MlflowException):
+    """A request param out of its range: `mlflow models serve` answers HTTP 400 with this
+    message (an MlflowException carries no stack trace into the reply; any other error
+    would)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def request_decoding(params: dict[str, Any] | None) -> tuple[Decoding, bool]:
+    """The decoding a request's `params` ask for, and whether it wants attention maps; every
+    param out of `PARAM_RANGES` named at once (`RequestParamError`)."""
+    params = {spec.name: spec.default for spec in SIGNATURE.params.params} | (params or {})
+    problems = [f"{name} must be between {low:g} and {high:g}, got {params[name]!r}"
+                for name, (low, high) in PARAM_RANGES.items()
+                if not (isinstance(params[name], int | float) and low <= params[name] <= high)]
+    if problems:
+        raise RequestParamError("invalid params: " + "; ".join(problems))
+    decoding = Decoding(beam=int(params["beam"]), length_penalty=float(params["length_penalty"]),
+                        sample=False, temperature=1.0, top_k=0,
+                        max_length=int(params["max_length"]), min_length=0)
+    return decoding, bool(params["attention"])
 
 
 class CaptionModel(mlflow.pyfunc.PythonModel):
@@ -63,17 +96,13 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        params = {spec.name: spec.default for spec in SIGNATURE.params.params} | (params or {})
-        decoding = Decoding(beam=int(params["beam"]),
-                            length_penalty=float(params["length_penalty"]), sample=False,
-                            temperature=1.0, top_k=0, max_length=int(params["max_length"]),
-                            min_length=0)
+        decoding, attention = request_decoding(params)
         with tempfile.TemporaryDirectory(prefix="imcap-serve-") as tmp:
             paths = [Path(tmp) / f"row {i}" for i in range(len(model_input))]
             errors = {path: _write_image(path, text)
                       for path, text in zip(paths, model_input["image"], strict=True)}
             readable = [path for path in paths if errors[path] is None]
-            results = {path: _answer(caption, bool(params["attention"]), tmp)
+            results = {path: _answer(caption, attention, tmp)
                        for path, caption in zip(readable, self.captioner.caption(
                            readable, decoding, batch_size=16), strict=True)}
         return [results.get(path) or {"caption": None, "error": errors[path]} for path in paths]

@@ -7,14 +7,31 @@ defines carries a message that says what is wrong and where (`ParamError`, `Sour
 library's own error) keeps its traceback. Recognising them by the module that defines them,
 rather than importing each class here, keeps this module import-free: it adds no code to any
 stage's DVC dependencies.
+
+Interrupted — Ctrl-C (SIGINT) or SIGTERM — a stage prints one line `<stage>: interrupted` and
+exits 130 or 143, after every `with` has unwound: its temporaries are removed, its MLflow run
+ended KILLED. A second SIGTERM ends it at once. DVC does not pass SIGTERM on to the stage it runs:
+under DVC (`DVC_STAGE` set) a stage also stops that way once its DVC process is gone
+(`watch_parent`), so it never trains on as an orphan beside the next `dvc repro`.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
+from types import FrameType
 
 PACKAGE = __name__.partition(".")[0]
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})  # DVC runs `$SHELL -c cmd`
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is (so every handler of
+    that, such as `imcap.tracking.mlflow_run`'s, treats it the same)."""
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -23,11 +40,70 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's `main`; a user error is printed as one line and exits with status 1."""
+    """Run a stage's `main`; a user error is printed as one line and exits with status 1, an
+    interruption as `<name>: interrupted` with status 130 (Ctrl-C) or 143 (SIGTERM)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    if os.environ.get("DVC_STAGE"):
+        watch_parent()
     try:
         main()
+    except KeyboardInterrupt as interrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        sys.exit(143 if isinstance(interrupt, Terminated) else 130)
     except Exception as error:
         if not is_user_error(error):
             raise
         print(f"{name}: {error}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
+def watch_parent(interval: float = 1.0) -> threading.Thread:
+    """Send this process SIGTERM once the process that started it is gone (this process is
+    re-parented) — or, when that is a shell that did not `exec` the command, once the shell's
+    own parent is. A daemon thread polling every `interval` seconds; the shell check needs
+    Linux's /proc (elsewhere only the direct parent is watched)."""
+    parent = os.getppid()
+    links = []  # (pid, its parent at the start) of the shell between DVC and this process
+    if _command_name(parent) in SHELLS and (grandparent := _parent_of(parent)) is not None:
+        links.append((parent, grandparent))
+
+    def watch() -> None:
+        while os.getppid() == parent and all(_parent_of(pid) == ppid for pid, ppid in links):
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="imcap-watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name: state, parent pid, ..."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent of a live process `pid`; None if it is gone (or there is no /proc)."""
+    fields = _proc_stat(pid)
+    return int(fields[1]) if fields and fields[0] not in ("Z", "X") else None
+
+
+def _command_name(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return None

@@ -21,6 +21,7 @@ give up within seconds instead of MLflow's default 120 s timeout and 7 retries.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import sys
@@ -28,13 +29,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imcap.data.cache import file_sha256
 from imcap.processes import process_running
 
 if TYPE_CHECKING:
-    from imcap.params import Params
+    from imcap.training.config import MlflowParams
+
+
+class TrackedParams(Protocol):
+    """What a tracked stage's params give tracking (`TrainStageParams`, `EvalStageParams`)."""
+
+    dataset: str
+    encoder: str
+    attention: str
+    mlflow: MlflowParams
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")  # seconds per request
@@ -66,7 +76,7 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(stream, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
-def run_name(params: Params, stage: str) -> str:
+def run_name(params: TrackedParams, stage: str) -> str:
     """The DVC experiment's name, else what the run trains (`shapes·resnet18·I`); an evaluate
     run adds `·evaluate`."""
     name = os.environ.get("DVC_EXP_NAME") or "·".join(
@@ -137,7 +147,7 @@ class Tracker:
 
 
 @contextmanager
-def mlflow_run(params: Params, stage: str, *, dataset: Path, evaluates: Path | None = None
+def mlflow_run(params: TrackedParams, stage: str, *, dataset: Path, evaluates: Path | None = None
                ) -> Iterator[Tracker]:
     """A new run for `stage` in `params.mlflow.experiment` (nothing if `params.mlflow.enabled`
     is false), ended FINISHED, FAILED or KILLED (Ctrl-C) with the stage.
@@ -159,7 +169,8 @@ def mlflow_run(params: Params, stage: str, *, dataset: Path, evaluates: Path | N
     tracker.end("FINISHED")
 
 
-def _start(params: Params, stage: str, dataset: Path, evaluates: Path | None) -> Tracker:
+def _start(params: TrackedParams, stage: str, dataset: Path, evaluates: Path | None) -> Tracker:
+    _quiet_store_errors()
     try:
         from mlflow import MlflowClient
 
@@ -210,6 +221,28 @@ def _dataset_input(name: str, caption_file: Path, stage: str) -> Any:
     return DatasetInput(dataset._to_mlflow_entity(), tags=[context])
 
 
+def end_killed_runs(mlflow: MlflowParams) -> None:
+    """End as KILLED the runs that stages killed on this host left RUNNING in the experiment
+    `mlflow.experiment`, as every tracked stage does when it starts: for a stage that tracks
+    nothing (the `check` stage), so that they end at the next `dvc repro` even when every
+    tracked stage is restored from DVC's cache. Never creates a store; a failing store gets
+    the one warning."""
+    uri = tracking_uri()
+    if not mlflow.enabled or (uri.startswith("sqlite:///")
+                              and not Path(uri.removeprefix("sqlite:///")).is_file()):
+        return
+    _quiet_store_errors()
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(mlflow.experiment)
+        if experiment is not None:
+            _end_orphaned_runs(client, experiment.experiment_id)
+    except Exception as err:  # as in Tracker._call: no store fault may fail the stage
+        warn_tracking_failed("check", "ending the runs of killed stages", err, None)
+
+
 def _end_orphaned_runs(client: Any, experiment_id: str) -> None:
     """Runs left RUNNING by a stage killed on this host (its process is gone) end as KILLED."""
     running = client.search_runs(
@@ -231,9 +264,26 @@ def _train_run_tags(client: Any, experiment_id: str, checkpoint: Path) -> dict[s
     return {PARENT_TAG: runs[0].info.run_id, TRAIN_RUN_TAG: runs[0].info.run_id}
 
 
+class _DropTracebacks(logging.Filter):
+    """Drops the records MLflow's SQL store logs with a traceback before raising the error:
+    the stage reports that error itself, in one warning (`warn_tracking_failed`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+def _quiet_store_errors() -> None:
+    store_logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _DropTracebacks) for f in store_logger.filters):
+        store_logger.addFilter(_DropTracebacks())
+
+
 def warn_tracking_failed(stage: str, action: str, err: Exception, run_id: str | None) -> None:
     """One paragraph on stderr: what failed, what is kept, how to log again."""
-    cause = (str(err).strip().splitlines() or [""])[0][:300]
+    lines = str(err).strip().splitlines() or [""]
+    # SQLAlchemy's first line may be a remark ("raised as a result of ..."): the error's own
+    # line names the exception class.
+    cause = next((line for line in lines if "Error)" in line), lines[0])[:300]
     run = f"run {run_id}" if run_id else "no run"
     print(f"WARNING: MLflow tracking failed while {action} ({type(err).__name__}: {cause}) in "
           f"the store {tracking_uri()} ({run}). The {stage} stage goes on without tracking and "

@@ -7,15 +7,17 @@ file (which records where the images are) and the list of skipped images go into
 
 from pathlib import Path
 
-from imcap.atomic import atomic_path, write_json
+from imcap.atomic import atomic_path, prepare_outputs, write_json
+from imcap.config import load_stage_params
+from imcap.data.config import DownloadStageParams
 from imcap.data.datasets import load_source, normalise
 from imcap.data.shapes.generate import generate_shapes
-from imcap.params import Params, load_params
 from imcap.paths import CAPTION_FILE, DATASET_DIR, IMAGES_DIR, SKIPPED_FILE
 
 
 def main() -> None:
-    params = load_params()
+    params = load_stage_params(DownloadStageParams)
+    prepare_outputs(DATASET_DIR)
     with atomic_path(DATASET_DIR, replace_dir=True) as staging:
         staging.mkdir(parents=True)
         if params.dataset == "shapes":
@@ -29,7 +31,7 @@ def main() -> None:
                       f"listed in {SKIPPED_FILE}")
 
 
-def _shapes(params: Params, staging: Path) -> dict:
+def _shapes(params: DownloadStageParams, staging: Path) -> dict:
     dataset = generate_shapes(staging / IMAGES_DIR.name, params.shapes, params.seed)
     return {**dataset, "image_root": IMAGES_DIR.name}
 

@@ -1,6 +1,8 @@
 """DVC stage `evaluate`: test-split captions by greedy decoding and by beam search for every
-size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode;
-the beam sweep as a plot; per-word attention figures of the first test images; samples.
+size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode,
+BLEU-4 and CIDEr-D with 95 % bootstrap intervals over test images; every test caption with its
+per-image statistics (for `imcap compare`); the beam sweep as a plot; per-word attention figures
+of the first test images; samples.
 Logged as an MLflow run of its own, nested under the train run of the model it scores, with the
 captioner as a pyfunc model registered as a new version of `imcap` (imcap/serving.py)."""
 
@@ -9,14 +11,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from imcap.atomic import atomic_path, write_json
+from imcap.atomic import atomic_path, prepare_outputs, write_json
+from imcap.config import flatten, load_stage_params, read_params_file
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
 from imcap.evaluation.bleu import best_constant_caption, bleu_scores
+from imcap.evaluation.bootstrap import confidence_intervals
 from imcap.evaluation.coco_metrics import CocoScorer
-from imcap.evaluation.config import EvalParams
+from imcap.evaluation.config import EvalParams, EvalStageParams
+from imcap.evaluation.per_image import caption_table, write_table
 from imcap.evaluation.split_evaluation import evaluate_split
 from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
@@ -25,13 +30,13 @@ from imcap.features.store import FeatureStore
 from imcap.model.captioning import DecodedCaption, beam_decoder, caption_batches
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import CaptionDecoder
-from imcap.params import load_params
 from imcap.paths import (
     ATTENTION_DIR,
     BEAM_SWEEP,
     CAPTION_FILE,
     CAPTIONS_FILE,
     CHECKPOINT_FILE,
+    EVAL_CAPTIONS,
     EVAL_METRICS,
     EVAL_SAMPLES,
     FEATURES_FILE,
@@ -86,7 +91,8 @@ def write_samples(test_files: list[str], test: CaptionedSplit, captions: dict[st
 
 
 def main() -> None:
-    params = load_params()
+    params = load_stage_params(EvalStageParams)
+    prepare_outputs(EVAL_METRICS, EVAL_SAMPLES, EVAL_CAPTIONS, BEAM_SWEEP, ATTENTION_DIR)
     settings = params.eval
     dataset = load_dataset(CAPTION_FILE)
     vocab = Vocabulary.load(VOCAB_FILE)
@@ -109,9 +115,13 @@ def main() -> None:
         for k in settings.beams:
             captions[f"beam{k}"], figures[k] = beam_captions(model, test, vocab, device, k,
                                                              settings)
-        scores = {mode: bleu_scores(test.references, hypotheses)
-                  | coco.score(test.references, hypotheses)
-                  for mode, hypotheses in captions.items()}
+        scores, cider = {}, {}
+        for mode, hypotheses in captions.items():
+            coco_scores, cider[mode] = coco.score_images(test.references, hypotheses)
+            scores[mode] = bleu_scores(test.references, hypotheses) | coco_scores
+    per_image = caption_table(test_files, test.references, captions, cider)
+    for mode, bounds in confidence_intervals(per_image).items():  # bleu4_ci_low, ..
+        scores[mode] |= bounds
     for mode, values in scores.items():
         print(f"{mode:>8}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
     for metric, why in coco.skipped.items():
@@ -124,6 +134,7 @@ def main() -> None:
     metrics |= {"test_loss": round(loss, 4), "constant_caption_bleu4": round(constant_bleu4, 4),
                 "test_images": len(test.references), "skipped_metrics": coco.skipped}
     write_json(EVAL_METRICS, metrics)
+    write_table(EVAL_CAPTIONS, per_image)
     sweep = pd.DataFrame([{"beam": k, "bleu4": scores[f"beam{k}"]["bleu4"],
                            "cider": scores[f"beam{k}"]["cider"]} for k in settings.beams])
     with atomic_path(BEAM_SWEEP) as tmp:
@@ -136,14 +147,14 @@ def main() -> None:
 
     with mlflow_run(params, "evaluate", dataset=CAPTION_FILE,
                     evaluates=CHECKPOINT_FILE) as tracker:
-        tracker.log_params(params.as_flat_dict())  # evaluate runs compare by their own params
+        tracker.log_params(flatten(read_params_file()))  # evaluate runs compare by their own params
         tracker.log_metrics({f"test_{mode}_{k}": v for mode, values in scores.items()
                              for k, v in values.items()}
                             | {"test_constant_caption_bleu4": constant_bleu4, "test_loss": loss})
         for row in sweep.itertuples():  # the sweep as curves over "step" = beam size
             tracker.log_metrics({"test_beam_bleu4": float(row.bleu4),
                                  "test_beam_cider": float(row.cider)}, step=int(row.beam))
-        for path in (EVAL_SAMPLES, EVAL_METRICS, BEAM_SWEEP, *drawn):
+        for path in (EVAL_SAMPLES, EVAL_METRICS, EVAL_CAPTIONS, BEAM_SWEEP, *drawn):
             tracker.log_artifact(path)
         tracker.in_run("logging the captioner model",
                        lambda: log_model(store, root / test_files[0]))

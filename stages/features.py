@@ -5,15 +5,18 @@ Images are read from wherever the normalised caption file says they are (`image_
 torchrun directly (`torchrun --standalone --nproc-per-node 8 -m stages.features`) it shards too.
 """
 
+from imcap.atomic import prepare_outputs
+from imcap.config import load_stage_params
 from imcap.data.karpathy import image_root, load_dataset
+from imcap.distributed import Shard, launch, process_group
+from imcap.features.config import FeatureStageParams
 from imcap.features.extraction import extract_features
-from imcap.features.sharding import Shard, launch, process_group
-from imcap.params import load_params
 from imcap.paths import CAPTION_FILE, FEATURES_FILE
 
 
 def main() -> None:
-    params = load_params()
+    params = load_stage_params(FeatureStageParams)
+    prepare_outputs(FEATURES_FILE)
     shard = Shard.from_env()
     if params.features.processes > 1 and shard.world_size == 1:
         launch(params.features.processes, "stages.features")

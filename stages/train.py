@@ -3,31 +3,31 @@
 Checkpoints go to a staging folder outside DVC's outputs (`.imcap/train/`); the best one is
 published as data/model/decoder.pt only when training ends, so a killed train never leaves a
 half-trained model where `evaluate` and `imcap caption` would use it. The same folder holds the
-resume state, written after every epoch: a killed train rerun with the same train params and
-inputs continues from its last complete epoch (`imcap.training.resume`); other params or inputs
-start over. To start over by hand, delete `.imcap/train/`.
+resume state, written after every epoch: a killed train rerun with the same train params,
+inputs, code (the files below `imcap/` and `stages/` it runs, `imcap.sources`), library versions
+and number of processes continues from its last complete epoch, saying so; anything else starts
+over, saying why (`imcap.training.resume`). To start over by hand, delete `.imcap/train/`.
 
 `train.processes` > 1 reruns this stage under torchrun, one process per GPU; started by torchrun
 directly it trains on every rank it is given (`imcap.training.runtime` for several machines).
 Only rank 0 logs to MLflow and writes files."""
 
-import json
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from imcap.atomic import atomic_path, write_json
+from imcap.atomic import atomic_path, prepare_outputs, write_json
+from imcap.config import flatten, load_stage_params, read_params_file
 from imcap.data.karpathy import load_dataset
-from imcap.data.vocab import EncodedCaptions, Vocabulary
-from imcap.features.sharding import Shard, launch
+from imcap.data.vocab import EncodedCaptions, Vocabulary, load_embedding_matrix
+from imcap.distributed import Shard, launch
 from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
+from imcap.loading import read_json
 from imcap.model.decoder import DecoderConfig
-from imcap.params import load_params
 from imcap.paths import (
     CAPTION_FILE,
     CAPTIONS_FILE,
@@ -41,7 +41,10 @@ from imcap.paths import (
     VOCAB_FILE,
     VOCAB_METRICS,
 )
+from imcap.processes import lock_folder
+from imcap.sources import source_digests
 from imcap.tracking import mlflow_run
+from imcap.training.config import TrainStageParams
 from imcap.training.loop import train_decoder
 from imcap.training.resume import EpochLog, claim_state_dir, fingerprint
 
@@ -54,15 +57,19 @@ def publish_model(staged: Path) -> None:
 
 
 def main() -> None:
-    params = load_params()
+    params = load_stage_params(TrainStageParams)
+    prepare_outputs(CHECKPOINT_FILE, TRAIN_LOG, TRAIN_METRICS, TRAIN_STAGING_DIR, STAGED_CHECKPOINT)
     shard = Shard.from_env()
+    if shard.rank == 0:  # one training per state folder (its torchrun workers share it)
+        lock_folder(TRAIN_STAGING_DIR, "training")
     if params.train.processes > 1 and shard.world_size == 1:
         launch(params.train.processes, "stages.train")
         return
     dataset = load_dataset(CAPTION_FILE)
     vocab = Vocabulary.load(VOCAB_FILE)
     encoded = EncodedCaptions.load(CAPTIONS_FILE)
-    embeddings = torch.from_numpy(np.load(EMBEDDINGS_FILE))
+    embeddings = torch.from_numpy(load_embedding_matrix(EMBEDDINGS_FILE))
+    vocab_metrics = read_json(VOCAB_METRICS, stage="vocab")  # size, embedding coverage
     store = FeatureStore(FEATURES_FILE)
     in_memory = int(params.train.features_in_memory_gb * 2**30)  # larger splits: read lazily
     train_data = load_split("train", encoded, store, dataset, in_memory, params.reads_regions)
@@ -73,19 +80,21 @@ def main() -> None:
                                        encoder_channels=store.feature_dim)
     if shard.rank != 0:
         train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
-                      STAGED_CHECKPOINT, seed=params.seed, state_dir=TRAIN_STAGING_DIR)
+                      STAGED_CHECKPOINT, seed=params.train.seed, state_dir=TRAIN_STAGING_DIR)
         return
     read = {key: value for key, value in params.as_flat_dict().items()
             if key.split(".")[0] in ("attention", "decoder", "seed", "model", "train")}
     inputs = [CAPTION_FILE, VOCAB_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, FEATURES_FILE]
-    claim_state_dir(TRAIN_STAGING_DIR, fingerprint(read, inputs))
+    key = fingerprint(read, inputs, source_digests("stages.train"), shard.world_size)
+    if why := claim_state_dir(TRAIN_STAGING_DIR, key):
+        print(why, flush=True)
     history: list[EpochLog] = []
     with mlflow_run(params, "train", dataset=CAPTION_FILE) as tracker:
-        tracker.log_params({**params.as_flat_dict(), "vocab_size": len(vocab),
+        tracker.log_params({**flatten(read_params_file()), "vocab_size": len(vocab),
                             "regions": store.grid_shape[0]})
         # Vocabulary size and embedding coverage, as the vocab stage measured them.
         tracker.log_metrics({f"vocab.{k}": v
-                             for k, v in json.loads(VOCAB_METRICS.read_text()).items()})
+                             for k, v in vocab_metrics.items()})
 
         def on_epoch(log: EpochLog) -> None:
             history.append(log)
@@ -96,14 +105,17 @@ def main() -> None:
 
         start = time.perf_counter()
         result = train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
-                               STAGED_CHECKPOINT, seed=params.seed, on_epoch=on_epoch,
+                               STAGED_CHECKPOINT, seed=params.train.seed, on_epoch=on_epoch,
                                state_dir=TRAIN_STAGING_DIR)
         publish_model(STAGED_CHECKPOINT)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+                   "averaged_epochs": result.averaged_epochs,
+                   "model_val_bleu4": result.model_val_bleu4,
                    "train_seconds": round(time.perf_counter() - start, 1)}
         tracker.log_metrics({"best_val_bleu4": result.best_val_bleu4,
-                             "best_epoch": result.best_epoch})
+                             "best_epoch": result.best_epoch,
+                             "model_val_bleu4": result.model_val_bleu4})
         tracker.log_model(CHECKPOINT_FILE)
         tracker.log_artifact(VOCAB_FILE)
         write_json(TRAIN_METRICS, summary)

@@ -8,17 +8,18 @@ from collections import Counter
 
 import numpy as np
 
-from imcap.atomic import atomic_path, write_json
-from imcap.data.config import RANDOM
+from imcap.atomic import atomic_path, prepare_outputs, write_json
+from imcap.config import load_stage_params
+from imcap.data.config import RANDOM, VocabStageParams
 from imcap.data.embeddings import build_embedding_matrix, coverage, load_vectors
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import SPECIALS, build_vocabulary, encode_dataset
-from imcap.params import load_params
 from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, VOCAB_FILE, VOCAB_METRICS
 
 
 def main() -> None:
-    params = load_params()
+    params = load_stage_params(VocabStageParams)
+    prepare_outputs(VOCAB_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, VOCAB_METRICS)
     dataset = load_dataset(CAPTION_FILE)
     train_captions = [c for image in dataset.split("train") for c in image.captions]
     vocab = build_vocabulary(train_captions, params.vocab.min_count)

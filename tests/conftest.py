@@ -3,12 +3,18 @@ tests/httpserver.py); put files under `http_server.root` and download `http_serv
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from httpserver import LocalServer
+
+# One OpenMP thread per process, set before torch is imported and inherited by the stage
+# processes and DDP ranks the tests start: on a 2-core machine, several processes each spinning
+# two OpenMP threads run tiny tensor ops many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture

@@ -230,3 +230,29 @@ def test_bad_settings_are_rejected(kwargs, message):
     settings = {"beam_size": 2, "max_length": 5} | kwargs
     with pytest.raises(ValueError, match=message):
         beam_search(tiny_model("I"), *features(1), **settings)
+
+
+def test_beam_1_at_the_shipped_length_penalty_is_not_greedy():
+    """With `eval.length_penalty` > 0 (as shipped), beam 1 keeps the greedy caption as a
+    candidate when greedy ends it, goes on with the best other word, and answers whichever
+    scores best by log P / length^α: never worse than greedy by that score, sometimes another
+    caption. Hence `beam1` in metrics/eval.json is not `greedy`, and is not called so."""
+    from imcap.params import repo_params
+
+    alpha = repo_params().eval.length_penalty
+    assert alpha > 0
+    for seed in range(3):
+        model = ending_model("I", seed)
+        grid, pooled = features(32, seed=seed)
+        greedy, _ = greedy_decode(model, grid, pooled, max_length=12)
+        beam = beam_search(model, grid, pooled, beam_size=1, max_length=12, length_penalty=alpha)
+        for i in range(len(grid)):
+            ids = words_of(greedy[i])
+            score = sequence_logprob(model, grid[i:i + 1], pooled[i:i + 1], ids) / len(ids)**alpha
+            assert beam.scores[i].item() >= score - 1e-4
+    # Greedy: 5 EOS, log P = log .6 + log .55, / 2^α; beam 1: 5 6 EOS, log .6 + log .45, / 3^α.
+    model = bigram_model({BOS_ID: {5: 0.6, 6: 0.4}, 5: {EOS_ID: 0.55, 6: 0.45}, 6: {EOS_ID: 1.0}})
+    grid, pooled = features(1)
+    assert words_of(greedy_decode(model, grid, pooled, max_length=5)[0][0]) == [5, EOS_ID]
+    beam = beam_search(model, grid, pooled, beam_size=1, max_length=5, length_penalty=alpha)
+    assert words_of(beam.tokens[0]) == [5, 6, EOS_ID]

@@ -177,3 +177,68 @@ def test_the_model_of_an_mlflow_run_says_so(project, tmp_path, monkeypatch, caps
     assert status == 200, result
     assert result["model"]["source"] == f"MLflow run {run_id} ({uri})"
     assert result["captions"][1]["caption"] == cli_caption(capsys, project, image, 3, 0.5)
+
+
+# A bound on memory (large images decoded reduced, a few decodes at a time, memory
+# released after each) and a port in use.
+def test_a_large_image_is_decoded_reduced_and_reported_at_its_size():
+    from imcap.demo.uploads import MAX_SIDE, read_upload
+
+    for kind in ("JPEG", "PNG"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (6000, 4000), "red").save(buffer, format=kind)
+        upload = read_upload(buffer.getvalue(), f"big.{kind}", max_bytes=2**30)
+        assert (upload.width, upload.height) == (6000, 4000)
+        assert max(upload.image.size) <= MAX_SIDE and upload.image.mode == "RGB"
+        assert upload.image.size[0] > upload.image.size[1]  # the aspect ratio kept
+
+
+def test_at_most_decode_slots_uploads_are_decoded_at_once(monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imcap.demo import app as demo
+
+    lock, busy, peak, released = threading.Lock(), [0], [0], []
+
+    def read(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            peak[0] = max(peak[0], busy[0])
+        return upload_of(*args, **kwargs)
+
+    def caption(captioner, image, decodings):
+        time.sleep(0.3)
+        with lock:
+            busy[0] -= 1
+        return []
+
+    upload_of = demo.read_upload
+    monkeypatch.setattr(demo, "read_upload", read)
+    monkeypatch.setattr(demo, "caption_image", caption)
+    monkeypatch.setattr(demo, "release_memory", lambda: released.append(True))
+    app = demo.create_app(None, {}, {}, max_bytes=2**20)
+    with served(app) as base, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: post(base, png_bytes(NOISE)), range(6)))
+    assert [status for status, _ in answers] == [200] * 6
+    assert peak[0] <= demo.DECODE_SLOTS < 6
+    assert len(released) == 6
+
+
+def test_a_port_in_use_is_the_error_alone_naming_it(monkeypatch, capsys):
+    from fastapi import FastAPI
+
+    from imcap import cli
+    from imcap.demo import command
+
+    monkeypatch.setattr(command, "demo_app", lambda args: FastAPI())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = cli.main(["demo", "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert (status, out) == (1, "")
+    assert err == (f"imcap demo: error: port {port} on 127.0.0.1 is in use; stop what uses it "
+                   "or choose another --port\n")

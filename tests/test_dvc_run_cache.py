@@ -55,13 +55,15 @@ def test_train_and_evaluate_restore_from_the_run_cache_and_evaluate_runs_nest(pr
     assert baseline_train.data.tags[MODEL_TAG] == baseline_model
     assert baseline_eval.data.tags[PARENT_TAG] == baseline_train.info.run_id
 
-    assert _ran(_dvc(project, "exp", "run", "-S", "attention=II")) == {"train", "evaluate"}
+    # check: params.yaml changed (a second); restored from the run-cache on the way back
+    assert _ran(_dvc(project, "exp", "run", "-S", "attention=II")) == {"check", "train",
+                                                                       "evaluate"}
     back = _dvc(project, "exp", "run", "-S", "attention=I")
-    assert _ran(back) == set() and _restored(back) == {"train", "evaluate"}
+    assert _ran(back) == set() and _restored(back) == {"check", "train", "evaluate"}
     assert file_sha256(project / CHECKPOINT_FILE) == baseline_model
 
     evaluate_only = _dvc(project, "exp", "run", "-S", "eval.max_length=3")
-    assert _ran(evaluate_only) == {"evaluate"}
+    assert _ran(evaluate_only) == {"check", "evaluate"}
     _, runs = _runs(project)
     assert len(runs) == 5  # 2 baseline, 2 attention=II, the evaluate-only one; none restored
     newest = runs[-1]

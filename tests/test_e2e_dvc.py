@@ -20,7 +20,7 @@ from imcap.params import parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))
-STAGES = ("download", "vocab", "features", "train", "evaluate")
+STAGES = ("check", "download", "vocab", "features", "train", "evaluate")
 TINY = {
     "shapes": {"num_images": 40, "image_size": 64, "val_fraction": 0.2, "test_fraction": 0.2},
     "vocab": {"min_count": 2},
@@ -102,10 +102,10 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     subprocess.run(["git", "commit", "-qm", "baseline"], cwd=project, check=True)
 
     attention = _dvc(project, "exp", "run", "-S", "attention=II")
-    assert _ran(attention) == {"train", "evaluate"}
+    assert _ran(attention) == {"check", "train", "evaluate"}  # check: params.yaml changed
 
     encoder = _dvc(project, "exp", "run", "-S", "encoder=resnet34")
-    assert _ran(encoder) == {"features", "train", "evaluate"}
+    assert _ran(encoder) == {"check", "features", "train", "evaluate"}
 
     back = _dvc(project, "exp", "run", "-S", "encoder=resnet18")
     assert "features" not in _ran(back)
@@ -135,12 +135,47 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
             assert run.data.tags["imcap.train_run_id"] in {r.info.run_id for r in runs}
 
 
-def test_bad_param_fails_before_any_work(project: Path):
-    result = _dvc(project, "exp", "run", "-S", "attention=III", check=False)
+@pytest.mark.parametrize(("setting", "message"), [
+    ("attention=III", "unknown value 'III'; valid choices: none, I, II"),
+    ("+bogus_key=1", "unknown key 'bogus_key' in the top level"),  # no stage declares it
+    ("eval.beams=[]", "eval.beams must be a non-empty list"),  # only evaluate reads it
+])
+def test_bad_param_fails_before_any_work(project: Path, setting: str, message: str):
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    result = _dvc(project, "exp", "run", "-S", setting, check=False)
     assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "unknown value 'III'; valid choices: none, I, II" in output
-    assert _ran(result) <= {"train"}  # the first stage to run refuses at once
+    assert message in result.stdout + result.stderr
+    assert _ran(result) == {"check"}  # the first stage refuses at once
+
+
+# A comment added to one module: the stages whose code it is, and no other, are out of date.
+EDITS = {
+    "imcap/data/shapes/render.py": {"download"},
+    "imcap/data/config.py": {"check", "download", "vocab"},
+    "imcap/data/embeddings.py": {"vocab"},
+    "imcap/features/extraction.py": {"features"},
+    "imcap/features/config.py": {"check", "features", "evaluate"},
+    "imcap/model/config.py": {"check", "train", "evaluate"},
+    "imcap/training/config.py": {"check", "train", "evaluate"},
+    "imcap/training/loop.py": {"train"},
+    "imcap/evaluation/config.py": {"check", "evaluate"},
+    "imcap/evaluation/coco_metrics.py": {"evaluate"},
+}
+
+
+def test_a_code_edit_reruns_only_the_stages_that_run_that_code(project: Path):
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    _dvc(project, "checkout", "--force", check=False)
+    _dvc(project, "repro")
+    for module, stages in EDITS.items():
+        path = project / module
+        original = path.read_text()
+        path.write_text(original + "# edited\n")
+        try:
+            status = json.loads(_dvc(project, "status", "--json").stdout or "{}")
+        finally:
+            path.write_text(original)
+        assert set(status) == stages, module
 
 
 def seed_row_commands() -> dict[str, list[str]]:
@@ -174,8 +209,8 @@ def test_seed_row_is_valid_and_plans_its_stages(project: Path, row: str):
     `dvc exp run --dry` plans in a fresh temporary workspace without the pipeline's outputs,
     where it cannot hash the downstream deps; `dvc repro --dry` in the workspace (outputs present)
     with the row's params written into params.yaml plans the same, then the file is restored.
-    A dry run lists the stages whose own params or code changed (evaluate's inputs change only
-    once train has run, so it is not listed).
+    A dry run lists at least the stages whose own params changed (train's and evaluate's inputs
+    change only once the stages before them have run).
     """
     # Back to the committed baseline: an earlier failed experiment leaves outputs removed.
     subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
@@ -191,7 +226,12 @@ def test_seed_row_is_valid_and_plans_its_stages(project: Path, row: str):
         planned = _dvc(project, "repro", "--dry")
     finally:
         (project / "params.yaml").write_text(original)
-    assert {"download", "vocab", "features", "train"} <= _ran(planned) <= set(STAGES)
+    changed = [setting.split("=", 1)[0] for setting in [*settings, "features.image_size=auto"]]
+    touched = {"check"} | {
+        name for name, spec in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items()
+        if any(key == str(param) or key.startswith(f"{param}.")
+               for key in changed for param in spec.get("params", []))}
+    assert {"download", "vocab", "features"} <= touched <= _ran(planned) <= set(STAGES)
 
 
 def test_run_cache_shared_through_a_remote_reruns_nothing_in_another_clone(project: Path,

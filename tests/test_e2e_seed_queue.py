@@ -4,26 +4,33 @@ rerunning exactly the stages its parameters touch.
 Three representative rows (v2, v7, v8 of README.md's seed table; all eight would take several
 minutes), with what cannot be had offline swapped out: `shapes` for the real dataset, random
 encoder weights, `random` word vectors, ResNet-34 for ResNet-101 (a random ResNet-101 overflows
-float16), and the TINY sizes of test_e2e_dvc."""
+float16), and the TINY sizes of test_e2e_dvc. v8 also runs with a second training seed
+(`train.seed`, which reruns train and evaluate only), and scripts/seed_table.py collects the
+experiments into one table of mean ± std per setting."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_e2e_dvc import _dvc, _ran, make_project
+from test_e2e_dvc import REPO, _dvc, _ran, make_project
 
 pytestmark = pytest.mark.e2e
 
-# name: (the row's -S values, the stages it must run after the committed default run)
+# name: (the row's -S values, the stages it must run after the committed default run; `check`
+# runs for any change of params.yaml)
 ROWS = {
     "v2": (["attention=none", "model.init_fc=true", "embeddings=random"],
-           {"vocab", "train", "evaluate"}),
-    "v7": (["encoder=resnet34", "attention=II"], {"features", "train", "evaluate"}),
-    "v8": (["decoder=transformer"], {"train", "evaluate"}),
+           {"check", "vocab", "train", "evaluate"}),
+    "v7": (["encoder=resnet34", "attention=II"], {"check", "features", "train", "evaluate"}),
+    "v8": (["decoder=transformer"], {"check", "train", "evaluate"}),
+    # a second training seed of v8: the data stay (train.seed is read by train alone)
+    "v8-seed1": (["decoder=transformer", "train.seed=1"], {"check", "train", "evaluate"}),
 }
 
 
@@ -59,3 +66,17 @@ def test_queued_seed_rows_run_the_stages_their_params_touch(tmp_path):
         assert re.search(rf"\b{name}\b.*\bSuccess\b", status), status
         log = _dvc(root, "queue", "logs", name)
         assert _ran(log) == expected, f"{name} ran {sorted(_ran(log))}:\n{log.stdout}"
+    # One table of mean ± std per setting: v8's two seeds are one row.
+    rows = json.loads(_seed_table(root))
+    by_setting = {row["setting"]: row for row in rows}
+    assert sorted(row["n"] for row in rows) == [1, 1, 2], rows
+    v8 = next(row for row in rows if row["n"] == 2)
+    assert "decoder=transformer" in v8["setting"] and sorted(v8["seeds"]) == [0, 1]
+    assert v8["greedy.bleu4"]["std"] is not None and len(by_setting) == 3
+
+
+def _seed_table(root: Path) -> str:
+    out = root / "seed_table.json"
+    subprocess.run([sys.executable, str(REPO / "scripts/seed_table.py"), "--json", str(out)],
+                   cwd=root, check=True, capture_output=True, text=True)
+    return out.read_text()

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,43 @@ def test_mlflow_models_serve_answers_a_base64_image_with_its_caption(served, sto
     (prediction,) = answer["predictions"]
     assert prediction["caption"] == expected_caption(store, image, beam=2)
     assert len(prediction["attention"]) == len(prediction["words"])
+
+
+# Params out of range: each refused naming the param and its valid range.
+BAD_PARAMS = {"beam 0": ({"beam": 0}, "beam must be between 1 and 10, got 0"),
+              "beam -3": ({"beam": -3}, "beam must be between 1 and 10, got -3"),
+              "max_length 0": ({"max_length": 0}, "max_length must be between 1 and 100, got 0"),
+              "max_length 3000000": ({"max_length": 3_000_000, "beam": 3},
+                                     "max_length must be between 1 and 100, got 3000000"),
+              "length_penalty -1": ({"length_penalty": -1.0},
+                                    "length_penalty must be between 0 and 10, got -1.0")}
+
+
+def test_params_out_of_range_are_refused_naming_the_param_and_its_range(store, tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    rows = pd.DataFrame({"image": [encode_image(write_image(tmp_path / "mine.png", seed=5))]})
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/1")
+    for params, message in BAD_PARAMS.values():
+        with pytest.raises(MlflowException) as refused:
+            model.predict(rows, params=params)
+        assert message in refused.value.message
+        assert refused.value.get_http_status_code() == 400
+    both = {"beam": 0, "length_penalty": -1.0}
+    with pytest.raises(MlflowException, match=r"beam must .*; length_penalty must"):
+        model.predict(rows, params=both)
+
+
+def test_mlflow_models_serve_answers_bad_params_with_400_and_no_stack_trace(served, tmp_path):
+    image = encode_image(write_image(tmp_path / "mine.png", seed=9))
+    for params, message in BAD_PARAMS.values():
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(f"{served}/invocations", {"dataframe_records": [{"image": image}],
+                                           "params": params})
+        assert refused.value.code == 400
+        body = refused.value.read().decode()
+        assert message in json.loads(body)["message"]
+        assert "stack_trace" not in body and "Traceback" not in body
+    (answer,) = post(f"{served}/invocations", {"dataframe_records": [{"image": image}],
+                                               "params": {"max_length": 100}})["predictions"]
+    assert answer["caption"] is not None  # the largest max_length still answers

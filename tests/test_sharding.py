@@ -13,8 +13,9 @@ import torch.multiprocessing as mp
 from params_overrides import cpu_features
 from PIL import Image
 
+from imcap.distributed import Shard, launch, process_group
 from imcap.features.extraction import extract_features
-from imcap.features.sharding import Shard, launch, merge, process_group
+from imcap.features.sharding import merge, shard_file
 from imcap.features.store import FeatureStore, StoreFormatError, create_store
 
 # Batches of one image: a batch's size changes the encoder's rounding (oneDNN), and the ranks'
@@ -103,13 +104,13 @@ def test_a_failed_merge_leaves_the_previous_store_and_no_half_store(tmp_path):
     out = tmp_path / "features.h5"
     out.write_bytes(b"the previous store")
     shard = Shard(0, 2)
-    _shard(shard.path(out, 0), ["a", "b", "c", "d"], written=2)
-    _shard(shard.path(out, 1), ["c", "x"], written=2)  # not the images of rows 2..3
+    _shard(shard_file(out, shard, 0), ["a", "b", "c", "d"], written=2)
+    _shard(shard_file(out, shard, 1), ["c", "x"], written=2)  # not the images of rows 2..3
     with pytest.raises(StoreFormatError, match="its images are not rows 2"):
         merge(out, shard, start=2)
     assert out.read_bytes() == b"the previous store"
     # rank 0's half-merged shard went with the merge's temporary folder
-    assert sorted(tmp_path.iterdir()) == [shard.path(out, 1), out]
+    assert sorted(tmp_path.iterdir()) == [shard_file(out, shard, 1), out]
 
 
 @pytest.mark.parametrize(("n", "world"), [(7, 2), (10, 3), (2, 4), (0, 2)])
@@ -127,7 +128,7 @@ def test_shard_from_torchrun_environment(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     shard = Shard.from_env()
     assert shard == Shard(3, 4, 1)
-    assert shard.path(Path("data/features/features.h5")).name == ".features.h5.shard-3-of-4"
+    assert shard_file(Path("data/features/features.h5"), shard).name == ".features.h5.shard-3-of-4"
 
 
 def test_launch_runs_the_stage_under_torchrun(monkeypatch):

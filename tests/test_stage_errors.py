@@ -37,6 +37,9 @@ BAD_PARAMS = {
     "NaN": ({"train": {"learning_rate": float("nan")}},
             "train.learning_rate must be > 0.0, got nan"),
     "seed=-1": ({"seed": -1}, "seed must be >= 0, got -1"),
+    "seed=2**32": ({"seed": 2**32}, "seed must be <= 4294967295, got 4294967296"),
+    "model.hidden_size=1e8": ({"model": {"hidden_size": 100_000_000}},
+                              "model.hidden_size must be <= 4096, got 100000000"),
     "eval.num_samples=-1": ({"eval": {"num_samples": -1}}, "eval.num_samples must be >= 0"),
     "mlflow.experiment=''": ({"mlflow": {"experiment": ""}},
                              "mlflow.experiment must be a non-empty string, got ''"),
@@ -44,21 +47,43 @@ BAD_PARAMS = {
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_PARAMS.values(), ids=BAD_PARAMS.keys())
-def test_the_vocab_stage_rejects_bad_params_in_one_line(tmp_path, overrides, message):
+def test_the_check_stage_rejects_bad_params_in_one_line(tmp_path, overrides, message):
     write_params(tmp_path / "params.yaml", overrides)
-    result = run_stage_script("vocab", tmp_path)
+    result = run_stage_script("check", tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"vocab: params.yaml: {message}")
+    assert line.startswith(f"check: params.yaml: {message}")
+    assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("stage", ["download", "features", "train", "evaluate"])
-def test_every_stage_reports_a_param_error_in_one_line(tmp_path, stage):
-    write_params(tmp_path / "params.yaml", {"attention": "III"})
+# A bad value in a section each stage reads: the stage itself refuses it too.
+STAGE_READS = {"download": ({"dataset": "imagenet"}, "dataset: unknown value 'imagenet'"),
+               "vocab": ({"vocab": {"min_count": 0}}, "vocab.min_count must be > 0"),
+               "features": ({"encoder": "vgg16"}, "encoder: unknown value 'vgg16'"),
+               "train": ({"attention": "III"}, "attention: unknown value 'III'"),
+               "evaluate": ({"eval": {"beams": []}}, "eval.beams must be a non-empty list")}
+
+
+@pytest.mark.parametrize("stage", STAGE_READS)
+def test_every_stage_reports_a_bad_value_it_reads_in_one_line(tmp_path, stage):
+    overrides, message = STAGE_READS[stage]
+    write_params(tmp_path / "params.yaml", overrides)
     result = run_stage_script(stage, tmp_path)
-    assert (result.returncode, result.stderr) == (
-        1, f"{stage}: params.yaml: attention: unknown value 'III'; valid choices: none, I, II\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{stage}: params.yaml: {message}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_check_stage_writes_the_same_bytes_for_any_valid_params(tmp_path):
+    """Its output is what the other stages depend on for order: a change of params must not
+    change it, or every stage would rerun."""
+    outputs = []
+    for overrides in ({}, {"attention": "II", "train": {"epochs": 3}}):
+        write_params(tmp_path / "params.yaml", overrides)
+        assert run_stage_script("check", tmp_path).returncode == 0
+        outputs.append((tmp_path / "data" / "params.checked").read_bytes())
+    assert outputs[0] == outputs[1]
 
 
 def test_a_broken_input_file_is_one_line_too(tmp_path):

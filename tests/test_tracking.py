@@ -166,6 +166,19 @@ def test_a_run_deleted_mid_stage_warns_once_and_the_stage_goes_on(repo, capsys):
     assert tracker.run_id is None
 
 
+def test_a_store_deleted_mid_stage_is_the_one_warning_only(repo, capsys):
+    """MLflow's own logger would print ~90 lines of SQLAlchemy traceback first."""
+    with stage_run("train") as tracker:
+        tracker.log_metrics({"val_bleu4": 1.0}, step=1)
+        (repo / "mlflow.db").unlink()
+        tracker.log_metrics({"val_bleu4": 2.0}, step=2)
+        tracker.log_artifact(__file__)
+    err = capsys.readouterr().err
+    assert tracker.run_id is None
+    [line] = err.splitlines()
+    assert line.startswith(WARNING) and "readonly database" in line
+
+
 def test_an_unreachable_server_times_out_in_seconds(tmp_path):
     """A server that accepts connections and never answers: MLflow's defaults (120 s, 7
     retries) would hang the stage for many minutes after its work is done."""
@@ -207,6 +220,26 @@ def test_runs_of_a_killed_stage_are_marked_killed_on_the_next_start(repo):
           stage_run("evaluate")):
         assert client().get_run(alive.run_id).info.status == "RUNNING"
     assert client().get_run(killed_id).info.status == "KILLED"
+
+
+def test_a_stage_that_tracks_nothing_ends_the_runs_of_killed_stages(repo):
+    """When every tracked stage is restored from DVC's cache, the `check` stage ends
+    them (`end_killed_runs`); runs of live processes and of other hosts stay RUNNING."""
+    from types import SimpleNamespace
+
+    from imcap.tracking import HOST_TAG, PID_TAG, end_killed_runs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    store = client()
+    experiment = store.create_experiment(PARAMS.mlflow.experiment)
+    here = socket.gethostname()
+    runs = {name: store.create_run(experiment, tags={PID_TAG: pid, HOST_TAG: host}).info.run_id
+            for name, pid, host in (("killed", gone, here), ("alive", str(os.getpid()), here),
+                                    ("elsewhere", gone, "another-host"))}
+    end_killed_runs(SimpleNamespace(enabled=True, experiment=PARAMS.mlflow.experiment))
+    assert {name: store.get_run(run).info.status for name, run in runs.items()} == {
+        "killed": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING"}
 
 
 def test_disabled_tracking_logs_nothing(tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
 """The real `python -m stages.train`, killed with SIGKILL mid-run and rerun, ends with exactly
-the metrics and model of an uninterrupted run (CPU, same seed)."""
+the metrics and model of an uninterrupted run (CPU, same seed); after a change to its code it
+starts over instead, saying why."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +33,16 @@ def _adjust(params: dict) -> None:
 def _train(root: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=_env(root),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_after_epoch(stage: subprocess.Popen, root: Path, epoch: int) -> None:
+    try:
+        deadline = time.monotonic() + 300
+        while _epochs_logged(root) < epoch and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
 
 
 def _epochs_logged(root: Path) -> int:
@@ -63,8 +75,52 @@ def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(tmp_pa
         stage.wait()
     assert stage.returncode == -signal.SIGKILL
     assert (root / TRAIN_STAGING_DIR / STATE_FILE).is_file()
-    assert _train(root).wait(timeout=300) == 0
+    rerun = subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, env=_env(root),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0
+    state = re.escape(str(TRAIN_STAGING_DIR / STATE_FILE))
+    assert re.search(rf"^resuming at epoch [34] of 30 from {state} \(to start over: rm -rf "
+                     rf"{re.escape(str(TRAIN_STAGING_DIR))}\)$", rerun.stdout, re.M), rerun.stdout
 
     resumed_log, resumed_metrics, resumed_model = _outcome(root)
     assert resumed_log == log and resumed_metrics == metrics
     assert all(torch.equal(model[key], resumed_model[key]) for key in model)
+
+
+INIT_H = "self.init_h = nn.Linear(config.projection_size, config.hidden_size)"
+
+
+def test_a_code_change_after_a_kill_starts_over_saying_why(tmp_path):
+    """Killed, then a layer changed (`bias=False`), rerun: it starts over (saying why), never
+    loads the old code's weights (nor fails on them: `Unexpected key(s) in state_dict`)."""
+    root = make_project(tmp_path, _adjust)
+    _dvc(root, "repro", "features", "vocab")  # the inputs
+    _kill_after_epoch(_train(root), root, 1)
+    assert (root / TRAIN_STAGING_DIR / STATE_FILE).is_file()
+    old_epoch_1 = (root / TRAIN_LOG).read_text().splitlines()[1]
+    decoder = root / "imcap/model/decoder.py"
+    assert INIT_H in decoder.read_text()
+    decoder.write_text(decoder.read_text().replace(INIT_H, INIT_H[:-1] + ", bias=False)"))
+
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        rerun = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root,
+                                 env={**_env(root), "PYTHONUNBUFFERED": "1"},
+                                 stdout=subprocess.PIPE, stderr=stderr, text=True)
+    lines = []
+    try:
+        for line in rerun.stdout:  # until its first epoch: a fresh one, not the old code's
+            lines.append(line.rstrip("\n"))
+            if line.startswith("epoch 1:"):
+                break
+    finally:
+        rerun.send_signal(signal.SIGKILL)
+        rerun.wait()
+        rerun.stdout.close()
+    traceback = errors.read_text()[-2000:]
+    assert lines[:1] == ["starting over: code changed (imcap/model/decoder.py) since the "
+                         f"state in {TRAIN_STAGING_DIR} was saved"], traceback
+    assert lines[-1].startswith("epoch 1:"), traceback  # trained, no traceback
+    assert not any(line.startswith("resuming") for line in lines)
+    assert (root / TRAIN_LOG).read_text().splitlines()[1] != old_epoch_1

@@ -1,5 +1,8 @@
 """Training on a tiny synthetic task where the caption is a function of the features."""
 
+import dataclasses
+
+import pytest
 import torch
 from params_overrides import cpu_training
 
@@ -8,6 +11,7 @@ from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import DecoderConfig
 from imcap.training.loop import train_decoder
+from imcap.training.resume import STATE_FILE
 
 WORDS = ("red", "blue", "circle", "square", "a", "is", "here")
 VOCAB = Vocabulary((*SPECIALS, *WORDS))
@@ -32,22 +36,47 @@ CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, encoder_channels=8,
                        dropout=0.0)
 
 
-def _train(tmp_path, name, epochs=8, patience=50, on_epoch=lambda log: None):
-    return train_decoder(CONFIG, cpu_training(epochs=epochs, patience=patience), EMBEDDINGS,
-                         _split(128, 0), _split(32, 1), VOCAB, tmp_path / name, seed=3,
-                         on_epoch=on_epoch)
+TRANSFORMER = dataclasses.replace(CONFIG, decoder="transformer", layers=1, heads=2, width=16)
+
+
+def _train(tmp_path, name, epochs=8, patience=50, on_epoch=lambda log: None, **settings):
+    return train_decoder(CONFIG, cpu_training(epochs=epochs, patience=patience, **settings),
+                         EMBEDDINGS, _split(128, 0), _split(32, 1), VOCAB, tmp_path / name,
+                         seed=3, on_epoch=on_epoch)
 
 
 def test_learns_the_task_and_keeps_the_best_checkpoint(tmp_path):
     logs = []
-    result = _train(tmp_path, "model.pt", on_epoch=logs.append)
+    result = _train(tmp_path, "model.pt", on_epoch=logs.append, average_last=0)
     assert logs[-1].train_loss < logs[0].train_loss / 2
     assert result.best_val_bleu4 == max(log.val_bleu4 for log in logs)
     assert result.best_val_bleu4 > 90  # the captions are fully determined by the features
+    assert (result.averaged_epochs, result.model_val_bleu4) == (0, result.best_val_bleu4)
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["epoch"] == result.best_epoch
     model = load_checkpoint(tmp_path / "model.pt")
     assert model.config == CONFIG and not model.training
+
+
+@pytest.mark.parametrize("config", [CONFIG, TRANSFORMER], ids=["lstm", "transformer"])
+def test_the_published_model_is_the_mean_of_the_last_epochs_weights(tmp_path, config):
+    """`train.average_last: 3`: the checkpoint holds the mean of the weights at the end of
+    epochs 4-6 (read from the resume state each epoch writes), validated."""
+    state, weights = tmp_path / "state", {}
+
+    def keep_weights(log):
+        weights[log.epoch] = torch.load(state / STATE_FILE, weights_only=True)["parts"]["model"]
+
+    result = train_decoder(config, cpu_training(epochs=6, patience=50, average_last=3),
+                           EMBEDDINGS, _split(128, 0), _split(32, 1), VOCAB,
+                           tmp_path / "model.pt", seed=3, on_epoch=keep_weights,
+                           state_dir=state)
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert (result.averaged_epochs, checkpoint["epoch"]) == (3, 6)
+    assert checkpoint["val_bleu4"] == result.model_val_bleu4 > 90  # both decoders: 100
+    for key, value in checkpoint["state_dict"].items():
+        mean = sum(weights[epoch][key] for epoch in (4, 5, 6)) / 3
+        assert torch.allclose(value, mean, atol=1e-6), key
 
 
 def test_same_seed_same_result(tmp_path):
@@ -70,9 +99,12 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
         return SplitEvaluation(1.0, {"bleu4": next(scores)}, [])
 
     monkeypatch.setattr(training, "evaluate_split", fake_eval)
-    result = _train(tmp_path, "m.pt", epochs=6, patience=3)
+    result = _train(tmp_path, "m.pt", epochs=6, patience=3, average_last=2)
     assert result.stopped_early
     assert (result.best_epoch, result.best_val_bleu4, result.epochs_run) == (2, 12.0, 5)
+    # stopped early, it publishes the mean of its last 2 epochs (4 and 5), validated once more
+    assert (result.averaged_epochs, result.model_val_bleu4) == (2, 50.0)
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["epoch"] == 5
 
 
 def test_teacher_forcing_ratio_reaches_the_model(tmp_path):

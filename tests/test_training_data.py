@@ -12,7 +12,7 @@ from test_training import EMBEDDINGS, _split
 from test_training import VOCAB as TASK_VOCAB
 
 from imcap.data.vocab import PAD_ID
-from imcap.features.sharding import Shard
+from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit, NoRegions, load_split
 from imcap.features.store import FeatureStore
 from imcap.model.decoder import DecoderConfig

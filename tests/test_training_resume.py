@@ -1,5 +1,9 @@
-"""Resume state: an interrupted training continues to exactly the uninterrupted result, and
-the state directory belongs to one fingerprint."""
+"""Resume state: an interrupted training continues to exactly the uninterrupted result and says
+so; the state directory belongs to one fingerprint (params, inputs, code, library versions,
+processes), and a state of another fingerprint, or one that cannot be read or does not fit the
+model, starts over, saying why."""
+
+import dataclasses
 
 import pytest
 import torch
@@ -8,7 +12,13 @@ from test_training import EMBEDDINGS, VOCAB, _split
 
 from imcap.model.decoder import DecoderConfig
 from imcap.training.loop import train_decoder
-from imcap.training.resume import STATE_FILE, claim_state_dir
+from imcap.training.resume import (
+    FINGERPRINT_FILE,
+    STATE_FILE,
+    Fingerprint,
+    claim_state_dir,
+    fingerprint,
+)
 
 # Dropout and teacher forcing < 1 draw from the global RNG: resuming must restore it.
 CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, encoder_channels=8,
@@ -21,35 +31,101 @@ class Killed(Exception):
     pass
 
 
-def _train(state_dir, checkpoint, on_epoch):
-    return train_decoder(CONFIG, SETTINGS, EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB,
+def _train(state_dir, checkpoint, on_epoch, config=CONFIG, settings=SETTINGS):
+    return train_decoder(config, settings, EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB,
                          checkpoint, seed=5, on_epoch=on_epoch, state_dir=state_dir)
 
 
-def test_an_interrupted_training_resumes_to_the_same_result(tmp_path):
+def _die_after_epoch(epoch):
+    def on_epoch(log):
+        if log.epoch == epoch:
+            raise Killed
+    return on_epoch
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_an_interrupted_training_resumes_to_the_same_result(tmp_path, capsys):
     straight = []
     expected = _train(tmp_path / "a", tmp_path / "a.pt", straight.append)
 
-    def die_after_epoch_2(log):
-        if log.epoch == 2:
-            raise Killed
     with pytest.raises(Killed):
-        _train(tmp_path / "b", tmp_path / "b.pt", die_after_epoch_2)
+        _train(tmp_path / "b", tmp_path / "b.pt", _die_after_epoch(2))
     assert (tmp_path / "b" / STATE_FILE).is_file()
+    capsys.readouterr()
     resumed = []
     result = _train(tmp_path / "b", tmp_path / "b.pt", resumed.append)
+    state = tmp_path / "b" / STATE_FILE
+    assert (f"resuming at epoch 3 of 4 from {state} (to start over: rm -rf {tmp_path / 'b'})"
+            in capsys.readouterr().out.splitlines())
     assert resumed == straight  # epochs 1-2 replayed from the state, 3-4 trained again
     assert result == expected
-    a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    a, b = _weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt")
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_the_state_directory_is_kept_for_its_fingerprint_only(tmp_path):
+@pytest.mark.parametrize("fault", ["unreadable", "another model"])
+def test_a_state_it_cannot_use_starts_over_saying_why(tmp_path, capsys, fault):
+    """A truncated state, or one of another model (a layer changed: unexpected keys), is a
+    fresh start, never a traceback, exactly like a run that found no state."""
+    settings = cpu_training(epochs=2, teacher_forcing=0.7)
+    with pytest.raises(Killed):
+        _train(tmp_path / "state", tmp_path / "a.pt", _die_after_epoch(1), settings=settings)
+    state = tmp_path / "state" / STATE_FILE
+    config = CONFIG
+    if fault == "unreadable":
+        state.write_bytes(state.read_bytes()[:1000])
+    else:
+        config = dataclasses.replace(CONFIG, attention="II")
+    capsys.readouterr()
+    logs, fresh = [], []
+    result = _train(tmp_path / "state", tmp_path / "a.pt", logs.append, config, settings)
+    why = {"unreadable": "is unreadable", "another model": "does not fit this run"}[fault]
+    assert capsys.readouterr().out.startswith(f"starting over: {state} {why} (")
+    assert result == _train(None, tmp_path / "b.pt", fresh.append, config, settings)
+    assert logs == fresh and len(logs) == 2
+    a, b = _weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+KEY = Fingerprint(params={"model.dropout": 0.3}, inputs={"data/vocab/vocab.json": [10, 1]},
+                  code={"imcap/model/decoder.py": "aa", "stages/train.py": "bb"},
+                  libraries={"torch": "2.5.1", "numpy": "2.1.0"}, processes=1)
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"code": {**KEY.code, "imcap/model/decoder.py": "ab"}},
+     "code changed (imcap/model/decoder.py)"),
+    ({"libraries": {**KEY.libraries, "torch": "2.6.0"}}, "torch version changed (2.5.1 → 2.6.0)"),
+    ({"params": {"model.dropout": 0.5}}, "params changed (model.dropout 0.3 → 0.5)"),
+    ({"inputs": {"data/vocab/vocab.json": [10, 2]}}, "inputs changed (data/vocab/vocab.json)"),
+    ({"processes": 2}, "processes changed (1 → 2)"),
+])
+def test_another_fingerprint_starts_over_saying_why(tmp_path, change, why):
     state = tmp_path / "train"
-    claim_state_dir(state, "one")
+    assert claim_state_dir(state, KEY) is None  # nothing there: nothing to say
     (state / STATE_FILE).write_text("state")
-    claim_state_dir(state, "one")
-    assert (state / STATE_FILE).read_text() == "state"
-    claim_state_dir(state, "two")
+    assert claim_state_dir(state, KEY) is None
+    assert (state / STATE_FILE).read_text() == "state"  # kept for its own fingerprint
+    assert (claim_state_dir(state, dataclasses.replace(KEY, **change))
+            == f"starting over: {why} since the state in {state} was saved")
     assert not (state / STATE_FILE).exists()
+
+
+def test_a_state_without_a_fingerprint_starts_over(tmp_path):
+    state = tmp_path / "train"  # as an imcap before fingerprint.json left it
+    state.mkdir()
+    (state / "fingerprint.txt").write_text("0123")
+    (state / STATE_FILE).write_text("state")
+    assert "no fingerprint" in claim_state_dir(state, KEY)
+    assert (state / FINGERPRINT_FILE).is_file() and not (state / STATE_FILE).exists()
+
+
+def test_the_fingerprint_holds_the_code_and_the_numeric_libraries(tmp_path):
+    (tmp_path / "input").write_text("x")
+    key = fingerprint({"seed": 1}, [tmp_path / "input"], {"stages/train.py": "aa"}, 2)
+    assert key.code == {"stages/train.py": "aa"} and key.processes == 2
+    assert key.libraries["torch"] == torch.__version__
+    assert {"python", "numpy", "cuda"} <= key.libraries.keys()

@@ -1,11 +1,16 @@
 """The Transformer decoder (imcap.model.transformer), its registry entry and its checkpoint."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 import pytest
 import torch
 from params_overrides import merged
 from test_decode import features, tiny_model
 
 from imcap.data.vocab import BOS_ID, PAD_ID
+from imcap.model.beam import beam_search
 from imcap.model.captions import SortedCaptions
 from imcap.model.checkpoint import load_checkpoint, save_checkpoint
 from imcap.model.config import DECODERS
@@ -89,13 +94,99 @@ def test_the_state_selects_repeats_and_follows_rows():
     state = model.start(grid, pooled)
     _, state, _ = model.step(torch.tensor([5, 6]), state)
     repeated = state.repeat(3)
-    assert repeated.memory.shape[0] == 6 and torch.equal(repeated.memory[3], state.memory[1])
+    assert repeated.beams == 3 and repeated.caches[0][0].shape[0] == 6
+    assert repeated.regions is state.regions  # the regions are not copied per beam
+    assert torch.equal(repeated.caches[0][0][3], state.caches[0][0][1])
     followed = repeated.follow(torch.tensor([1, 1, 0, 5, 3, 3]))
-    assert followed.memory is repeated.memory  # an image's beams share its regions
+    assert followed.regions is repeated.regions  # an image's beams share its regions
     assert torch.equal(followed.caches[0][0][3], state.caches[0][0][1])
     selected = state.select(torch.tensor([1]))
     assert torch.equal(selected.caches[1][1][0], state.caches[1][1][1])
-    assert torch.equal(selected.memory[0], state.memory[1]) and selected.position == 1
+    assert torch.equal(selected.regions[0][0][0], state.regions[0][0][1])
+    assert selected.position == 1
+    kept = repeated.select(torch.tensor([False] * 3 + [True] * 3))  # beam search's mask
+    assert kept.beams == 3 and torch.equal(kept.regions[1][1][0], state.regions[1][1][1])
+    assert torch.equal(kept.caches[0][0], repeated.caches[0][0][3:])
+
+
+@pytest.mark.parametrize("rows", [torch.tensor([3, 4]), torch.tensor([0, 2, 1]),
+                                  torch.tensor([True, True, False, False, False, False])])
+def test_with_several_rows_per_image_select_takes_whole_images(rows):
+    model = tiny_model("transformer")
+    state = model.start(*features(2)).repeat(3)
+    with pytest.raises(ValueError, match="whole images"):
+        state.select(rows)
+
+
+def test_cached_steps_of_beams_equal_the_full_forward_pass():
+    """Three beams per image reordered within their image (`follow`) and an image dropped
+    (`select`) midway: every row's logits are the full forward pass's over its caption."""
+    model = tiny_model("transformer")
+    grid, pooled = features(3)
+    tokens = captions(9, 8)
+    full = full_pass(model, grid.repeat_interleave(3, dim=0),
+                     pooled.repeat_interleave(3, dim=0), tokens)
+    state, rows = model.start(grid, pooled).repeat(3), torch.arange(9)
+    for t in range(tokens.size(1) - 1):
+        if t == 3:
+            parents = torch.tensor([2, 2, 0, 4, 3, 5, 7, 6, 6])  # each within its image
+            state, rows = state.follow(parents), rows[parents]
+        if t == 5:
+            kept = torch.tensor([True] * 3 + [False] * 3 + [True] * 3)
+            state, rows = state.select(kept), rows[kept]
+        logits, state, alpha = model.step(tokens[rows, t], state)
+        assert torch.allclose(logits, full[rows, t], atol=1e-5)
+        assert alpha.shape == (len(rows), 5)
+        assert torch.allclose(alpha.sum(dim=1), torch.ones(len(rows)))
+
+
+@dataclass
+class Words:
+    grid: torch.Tensor
+    pooled: torch.Tensor
+    words: torch.Tensor  # [B, t] every word so far
+
+    def select(self, rows: torch.Tensor) -> Words:
+        return Words(self.grid[rows], self.pooled[rows], self.words[rows])
+
+    def repeat(self, k: int) -> Words:
+        return Words(*(x.repeat_interleave(k, dim=0) for x in (self.grid, self.pooled,
+                                                                 self.words)))
+
+    follow = select
+
+
+class Uncached:
+    """The transformer decoding without any cache: every step runs training's causal pass
+    over all the words so far, projecting the regions again."""
+
+    attention = None
+
+    def __init__(self, model: TransformerCaptionDecoder) -> None:
+        self.model, self.config = model, model.config
+
+    def start(self, grid: torch.Tensor, pooled: torch.Tensor) -> Words:
+        return Words(grid, pooled, torch.empty(len(grid), 0, dtype=torch.long))
+
+    def step(self, tokens: torch.Tensor, state: Words) -> tuple[torch.Tensor, Words, None]:
+        words = torch.cat([state.words, tokens.unsqueeze(1)], dim=1)
+        memory, x = self.model._memory(state.grid), self.model._words(words, 0)
+        for layer in self.model.layers:
+            x = layer(x, memory)
+        return self.model.out(self.model.norm(x[:, -1])), Words(state.grid, state.pooled,
+                                                                words), None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])  # no caption ends; all end; some end
+def test_greedy_and_beam_captions_equal_those_of_uncached_decoding(seed):
+    model = tiny_model("transformer", seed=seed)
+    grid, pooled = features(6, seed=seed + 10)
+    greedy, _ = greedy_decode(model, grid, pooled, max_length=8)
+    assert torch.equal(greedy, greedy_decode(Uncached(model), grid, pooled, max_length=8)[0])
+    cached = beam_search(model, grid, pooled, 3, 8, length_penalty=0.5)
+    uncached = beam_search(Uncached(model), grid, pooled, 3, 8, length_penalty=0.5)
+    assert torch.equal(cached.tokens, uncached.tokens)
+    assert torch.allclose(cached.scores, uncached.scores, atol=1e-5)
 
 
 def test_it_learns_which_region_holds_the_object():

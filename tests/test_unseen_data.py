@@ -1,8 +1,21 @@
 """The defaults on data they were never tuned on: the `signs` set (tests/signs_dataset.py, built
 unlike `shapes`) through `dataset: karpathy`, every other parameter as `params.yaml` ships it.
 
-What the README promises, asserted: the captions beat the best constant caption by a clear margin,
-attention beats none, and beam 3 is no worse than greedy.
+What the docs promise, asserted with thresholds that the measured spread of training cannot
+cross on any machine (one run's numbers move with the CPU's float rounding): the captions beat the
+best constant caption by a clear margin, attention beats none, and beam 3 is not clearly worse than
+greedy.
+
+Measured with `python benchmarks/seed_spread.py --dataset signs` (training seeds 0-4, the
+defaults, test split of 150 images; mean ± std over the seeds): greedy BLEU-4 29.43 ± 0.65 and
+CIDEr-D 214.1 ± 2.9 against a constant caption's 14.28, i.e. 15.1 ± 0.7 points over that floor
+(MARGIN: 8). Attention none: 10.60 / 56.0 (one run), 19 BLEU-4 and 158 CIDEr-D below.
+Beam 3 minus greedy: BLEU-4 +0.35 ± 0.54, CIDEr-D +3.8 ± 4.1 over the 5 seeds' models; over single
+checkpoints (epochs 15-20 of those runs, 30 models, the published model before weight averaging)
++1.07 ± 1.36 (lowest -1.99) and +7.0 ± 6.7 (lowest -12.7). Another CPU once gave beam 3 28.59
+against greedy 30.23 with the best-epoch model: so beam 3 may fall below greedy by chance, and the
+test allows it up to BEAM_SLACK (about 3 standard deviations of a single checkpoint's difference),
+which still catches a broken beam search.
 """
 
 from __future__ import annotations
@@ -19,7 +32,8 @@ from params_overrides import write_params
 from signs_dataset import write_signs
 
 REPO = Path(__file__).resolve().parents[1]
-MARGIN = 8.0  # BLEU-4 points over the best constant caption
+MARGIN = 8.0  # BLEU-4 points over the best constant caption (measured: 15.1 ± 0.7)
+BEAM_SLACK = {"bleu4": 3.0, "cider": 15.0}  # how far beam 3 may fall below greedy (see above)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +80,7 @@ def test_attention_beats_none(results):
     assert results["I"]["greedy"]["cider"] > results["none"]["greedy"]["cider"]
 
 
-def test_beam_3_is_no_worse_than_greedy(results):
+def test_beam_3_is_not_clearly_worse_than_greedy(results):
     default = results["I"]
-    assert default["beam3"]["bleu4"] >= default["greedy"]["bleu4"]
-    assert default["beam3"]["cider"] >= default["greedy"]["cider"]
+    for metric, slack in BEAM_SLACK.items():
+        assert default["beam3"][metric] >= default["greedy"][metric] - slack, metric

@@ -1,9 +1,8 @@
-"""The data choices (`dataset`, `embeddings`) and the `params.yaml` sections of the `download`
-and `vocab` stages (defaults: `params.yaml`).
+"""The data choices (`dataset`, `embeddings`), the `params.yaml` sections of the `download`
+and `vocab` stages (defaults: `params.yaml`) and what each of those stages reads.
 
 The choices are names and small specs, importable without the code that implements them, so that
-every stage can validate every parameter (`imcap.params`) while DVC reruns a stage only when the
-code it runs changes.
+the stages downstream validate `dataset` without depending on the download code.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from imcap.config import Fraction, NonNegative, Positive, Section, Sha256, choice
+from imcap.config import Fraction, NonNegative, Positive, Section, Seed, Sha256, choice
 
 # `shapes` is generated; the others are read by their loader in `imcap.data.datasets`.
 DATASETS = ("shapes", "flickr8k", "flickr30k", "coco2014", "karpathy", "folder")
@@ -134,3 +133,50 @@ class WordVectorParams(Section):
 def _check_fractions(val: float, test: float, section: str) -> None:
     if val + test >= 1:
         raise ValueError(f"{section}.val_fraction + {section}.test_fraction must be < 1")
+
+
+# What each dataset cannot do without: (dataset, keys of which at least one must be set, why).
+_DATASET_NEEDS = (
+    ("flickr30k", ("download.flickr30k.root", "download.flickr30k.images_url"),
+     "Flickr30k images are distributed behind a form "
+     "(https://shannon.cs.illinois.edu/DenotationGraph/): download flickr30k-images.tar.gz "
+     "yourself and set download.flickr30k.root to the directory holding flickr30k-images/, "
+     "or set download.flickr30k.images_url to a mirror"),
+    ("karpathy", ("download.karpathy.json",), "the Karpathy-format caption file"),
+    ("karpathy", ("download.karpathy.images",), "the directory of its images"),
+    ("folder", ("download.folder.images",), "the directory of images"),
+    ("folder", ("download.folder.captions",), "the CSV of `image,caption` rows"),
+)
+
+
+class DownloadStageParams(Section):
+    """What the `download` stage reads."""
+
+    dataset: choice(DATASETS)
+    seed: Seed
+    shapes: ShapesParams
+    download: DownloadParams
+
+    @model_validator(mode="after")
+    def _dataset_has_a_source(self) -> Self:
+        flat = self.as_flat_dict()
+        for dataset, keys, why in _DATASET_NEEDS:
+            if self.dataset == dataset and not any(flat[key] for key in keys):
+                raise ValueError(f"dataset {dataset} needs {' or '.join(keys)} ({why})")
+        return self
+
+
+class VocabStageParams(Section):
+    """What the `vocab` stage reads."""
+
+    embeddings: choice(EMBEDDINGS)
+    seed: Seed
+    vocab: VocabParams
+    word_vectors: WordVectorParams
+
+    @model_validator(mode="after")
+    def _restriction_needs_vectors(self) -> Self:
+        if self.vocab.restrict_to_embeddings and self.embeddings == RANDOM:
+            raise ValueError("vocab.restrict_to_embeddings needs pretrained embeddings, "
+                             "not 'random'")
+        return self

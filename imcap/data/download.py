@@ -23,10 +23,9 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 from urllib.request import Request, urlopen
 
-from tqdm import tqdm
-
 from imcap.data.cache import cache_dir, file_sha256
 from imcap.data.partfile import PartFile
+from imcap.progress import progress_bar
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -228,7 +227,7 @@ def _validator(response) -> str | None:
 def _write(response, part: PartFile, start: int, end: int | None, progress: bool) -> int:
     """Append the body to `part` (or rewrite it from `start` 0); the bytes received."""
     received = 0
-    with open(part.path, "ab" if start else "wb") as out, tqdm(
+    with open(part.path, "ab" if start else "wb") as out, progress_bar(
         total=end, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
         desc=part.path.name.removesuffix(".part"), disable=not progress, leave=False,
     ) as bar:

@@ -17,6 +17,7 @@ import numpy as np
 
 from imcap.atomic import atomic_path, write_json
 from imcap.data.karpathy import CaptionDataset
+from imcap.loading import read_output
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
@@ -62,7 +63,9 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        return cls(tuple(json.loads(Path(path).read_text())["words"]))
+        """The vocabulary `save` wrote; missing or damaged: an `OutputFileError` naming it."""
+        return read_output(path, lambda p: cls(tuple(json.loads(p.read_text())["words"])),
+                           stage="vocab")
 
 
 def build_vocabulary(captions: Iterable[Sequence[str]], min_count: int) -> Vocabulary:
@@ -89,12 +92,22 @@ class EncodedCaptions:
 
     @classmethod
     def load(cls, path: str | Path) -> EncodedCaptions:
-        with np.load(path, allow_pickle=False) as data:
-            return cls(**{key: data[key] for key in ("filenames", "splits", "tokens",
-                                                     "image_index")})
+        """The captions `save` wrote; missing or damaged: an `OutputFileError` naming it."""
+        def read(path: Path) -> EncodedCaptions:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(**{key: data[key] for key in ("filenames", "splits", "tokens",
+                                                         "image_index")})
+
+        return read_output(path, read, stage="vocab")
 
     def images_in(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
+
+
+def load_embedding_matrix(path: str | Path) -> np.ndarray:
+    """The embedding matrix [V, D] the vocab stage saved (`np.save`); missing or damaged: an
+    `OutputFileError` naming it."""
+    return read_output(path, lambda p: np.load(p, allow_pickle=False), stage="vocab")
 
 
 def encode_dataset(dataset: CaptionDataset, vocab: Vocabulary, max_length: int) -> EncodedCaptions:

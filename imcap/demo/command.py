@@ -4,6 +4,8 @@ the MLflow run `--run-id`), then serve the demo page with uvicorn on `--host`:`-
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import tempfile
 from pathlib import Path
 
@@ -67,9 +69,25 @@ def demo_app(args: argparse.Namespace) -> FastAPI:
                       max_bytes=round(args.max_upload_mb * 2**20))
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on `host`:`port`, bound before anything is printed: a port in use
+    is one error naming it (uvicorn would log its own and exit)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise CaptionerError(f"port {port} on {host} is in use; stop what uses it or "
+                                 "choose another --port") from None
+        raise CaptionerError(f"cannot listen on {host}:{port} "
+                             f"({err.strerror or err}); check --host and --port") from None
+
+
 def serve(app: FastAPI, host: str, port: int) -> None:
+    sock = listen(host, port)
     print(f"imcap demo: open http://{host}:{port}/ (Ctrl+C stops it)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    with sock:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 def demo_command(args: argparse.Namespace) -> None:

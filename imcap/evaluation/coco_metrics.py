@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Sequence
 from types import TracebackType
 
+import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
@@ -64,6 +65,11 @@ class CocoScorer:
     def score(self, references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
               ) -> dict[str, float]:
         """`{"coco_bleu1".."coco_bleu4", "rouge_l", "cider"[, "meteor"]}` in percent."""
+        return self.score_images(references, hypotheses)[0]
+
+    def score_images(self, references: Sequence[Sequence[Tokens]],
+                     hypotheses: Sequence[Tokens]) -> tuple[dict[str, float], np.ndarray]:
+        """`score`'s scores, and the CIDEr-D of each image × 100 (their mean is "cider")."""
         if len(references) != len(hypotheses):
             raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
         if not hypotheses:
@@ -73,10 +79,11 @@ class CocoScorer:
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         scores = {f"coco_bleu{n}": b for n, b in enumerate(bleu, start=1)}
         scores["rouge_l"], _ = Rouge().compute_score(gts, res)
-        scores["cider"], _ = Cider().compute_score(gts, res)
+        scores["cider"], cider = Cider().compute_score(gts, res)
         if self._meteor is not None:
             scores["meteor"] = self._meteor_score(gts, res)
-        return {name: 100.0 * float(value) for name, value in scores.items()}
+        return ({name: 100.0 * float(value) for name, value in scores.items()},
+                100.0 * np.asarray(cider, dtype=np.float64))
 
     def _meteor_score(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
         try:

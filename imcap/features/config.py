@@ -1,21 +1,22 @@
-"""The encoder choices (`encoder`, `features.weights`) and the `features` section of
-`params.yaml` (defaults there): how the `features` stage runs.
+"""The encoder choices (`encoder`, `features.weights`), the `features` section of
+`params.yaml` (defaults there) and what the `features` stage reads.
 
 Names and sizes only (plus torchvision's weights registry, asked which weights each encoder
-has), so that every stage validates `encoder` without depending on the code that builds it.
+has), so that the training and evaluation stages validate `encoder` without depending on the
+code that builds it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Self
 
 import torchvision
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from imcap.config import NonNegative, Positive, Section, choice
+from imcap.devices import DEVICES
 
-DEVICES = ("auto", "cpu", "cuda")
-# The encoders `params.yaml` may name, in the order the README lists them. Any torchvision
+# The encoders `params.yaml` may name, in the order docs/features.md lists them. Any torchvision
 # classifier whose feature map feeds a global average pool `avgpool` and then an `fc` head fits
 # (`ClassifierTrunk`); a new one needs only its entries here and in the two tables below.
 ENCODERS: tuple[str, ...] = (
@@ -59,11 +60,11 @@ def _check_name(name: str) -> None:
 
 
 class FeatureParams(Section):
-    """`0`, `-1` and `auto` choose by device (README, "Encoders and feature extraction")."""
+    """`0`, `-1` and `auto` choose by device (docs/features.md)."""
 
     weights: choice(WEIGHTS)  # none = seeded random init; imagenet = IMAGENET1K_V1, _v2 = V2
     # Square input; 0 = the encoder's native preprocessing (224, Inception 299). `auto` in
-    # params.yaml is resolved before this model sees it (`imcap.params.Params`).
+    # params.yaml is resolved before this model sees it (`FeatureStageParams`).
     image_size: NonNegative
     batch_size: NonNegative  # 0: 256 on a GPU, 32 on CPU
     dtype: choice(("float16", "float32"))  # storage of the grid features
@@ -72,3 +73,47 @@ class FeatureParams(Section):
     decode: choice(("auto", "pil", "nvjpeg"))  # auto: nvjpeg on a GPU, pil on CPU
     precision: choice(("auto", "float32", "bfloat16"))  # auto: bfloat16 on a GPU
     processes: Positive  # > 1: torchrun, one process per GPU
+
+
+class ShapesInputParams(Section):
+    """The one key of the `shapes` section this stage reads (`check` validates the rest)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    encoder_input_size: Positive
+
+
+class FeatureStageParams(Section):
+    """What the `features` stage reads (`shapes.encoder_input_size` for `image_size: auto`).
+    `dataset` is only compared with `shapes` here; `check` validates it against the registry,
+    so that this stage does not depend on the data code's choices."""
+
+    dataset: str
+    encoder: choice(ENCODERS)
+    shapes: ShapesInputParams
+    features: FeatureParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_image_size(cls, raw: Any) -> Any:
+        """`features.image_size: auto`: `shapes.encoder_input_size` for the embedded dataset,
+        else 0, the encoder's native preprocessing (ResNet 224, Inception 299, as the seed)."""
+        features = raw.get("features") if isinstance(raw, dict) else None
+        if isinstance(features, dict) and features.get("image_size") == "auto":
+            shapes = raw.get("shapes")
+            size = (shapes.get("encoder_input_size") if isinstance(shapes, dict) else None
+                    ) if raw.get("dataset") == "shapes" else 0
+            raw = {**raw, "features": {**features, "image_size": size}}
+        return raw
+
+    @model_validator(mode="after")
+    def _encoder_supports_features(self) -> Self:
+        try:
+            weights_enum(self.encoder, self.features.weights)
+        except ValueError as err:  # e.g. no imagenet_v2 weights for this encoder
+            raise ValueError(f"features.weights: {err}") from None
+        size, smallest = self.features.image_size, MIN_SIZE[self.encoder]
+        if 0 < size < smallest:
+            raise ValueError(f"features.image_size {size} is too small for {self.encoder} (at "
+                             f"least {smallest}; 0 = its native {NATIVE_SIZE[self.encoder]})")
+        return self

@@ -20,17 +20,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from imcap.atomic import atomic_path
+from imcap.distributed import Shard
 from imcap.features.config import FeatureParams
 from imcap.features.encoders import Encoder, Preprocessing, build_encoder, preprocessing
 from imcap.features.images import ImageReadError, Normaliser, gpu_decode
 from imcap.features.loader import Batch, image_batches
 from imcap.features.runtime import Runtime
-from imcap.features.sharding import Shard, extract_shard, remove_shards
+from imcap.features.sharding import extract_shard, remove_shards
 from imcap.features.store import create_store
 from imcap.features.writer import EncodedBatch, FeatureWriter
+from imcap.progress import progress_bar
 
 
 def extract_features(images_dir: Path, filenames: Sequence[str], out_path: Path,
@@ -82,8 +83,9 @@ class Extraction:
             torch.backends.cudnn.benchmark = True
         encoder = self.encoder.to(rt.device, memory_format=torch.channels_last)
         normalise = Normaliser(self.spec, rt.device)
-        bar = tqdm(image_batches(paths, self.spec, rt), desc=f"features {self.attrs['encoder']}",
-                   unit="batch", disable=not progress)
+        bar = progress_bar(image_batches(paths, self.spec, rt),
+                           desc=f"features {self.attrs['encoder']}", unit="batch",
+                           disable=not progress)
         writer: FeatureWriter | None = None
         with h5py.File(out, "w") as h5, torch.inference_mode():
             try:

@@ -34,14 +34,19 @@ class ImageReadError(RuntimeError):
     """An image could not be read or decoded; the message names the file."""
 
 
-def load_rgb(path: Path, data: bytes | None = None) -> Image.Image:
+def load_rgb(path: Path, data: bytes | None = None, max_side: int | None = None
+             ) -> Image.Image:
     """Open an image (from `path`, or its bytes `data`) as 8-bit RGB; `ImageReadError` names it.
+    With `max_side`, a larger image is decoded reduced (JPEG: by its decoder, PIL's `draft`)
+    and shrunk to at most `max_side` px on its longer side, before the conversion to RGB.
 
     Any decoder failure is caught, not only OSError: PIL raises SyntaxError, ValueError,
     struct.error or DecompressionBombError for some broken files, and the stage must say which.
     """
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as image:
+            if max_side is not None and max(image.size) > max_side:
+                image.thumbnail((max_side, max_side))  # JPEG: `draft`s before decoding
             image.load()
             return to_rgb(image)
     except Exception as err:

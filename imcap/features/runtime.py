@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from imcap.devices import pick_device
+from imcap.distributed import Shard
 from imcap.features.config import FeatureParams
-from imcap.features.sharding import Shard
 
 GPU_BATCH, CPU_BATCH = 256, 32
 MAX_WORKERS = 16

@@ -11,9 +11,6 @@ stays one self-contained file (DVC caches it), and no shard is copied twice.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +18,7 @@ import h5py
 import torch.distributed as dist
 
 from imcap.atomic import atomic_path
+from imcap.distributed import Shard
 from imcap.features.store import merge_shards
 
 
@@ -36,28 +34,10 @@ class ExtractionJob(Protocol):
         past `paths`: those rows are left unwritten)."""
 
 
-@dataclass(frozen=True)
-class Shard:
-    """This process's place among the extraction processes (torchrun's environment)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> Shard:
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                   int(env.get("LOCAL_RANK", 0)))
-
-    def bounds(self, n: int) -> tuple[int, int]:
-        """[start, stop) of this rank's images among `n`: contiguous, sizes differ by ≤ 1."""
-        return n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
-
-    def path(self, out: Path, rank: int | None = None) -> Path:
-        """Shard file of `rank` (default: this one), hidden beside the final store."""
-        rank = self.rank if rank is None else rank
-        return out.parent / f".{out.name}.shard-{rank}-of-{self.world_size}"
+def shard_file(out: Path, shard: Shard, rank: int | None = None) -> Path:
+    """Shard file of `rank` (default: this one), hidden beside the final store."""
+    rank = shard.rank if rank is None else rank
+    return out.parent / f".{out.name}.shard-{rank}-of-{shard.world_size}"
 
 
 def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: Path,
@@ -68,7 +48,7 @@ def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: 
     store_names = names if shard.rank == 0 else names[start:stop]  # rank 0: the final store's
     failure: Exception | None = None
     try:
-        with atomic_path(shard.path(out)) as tmp:
+        with atomic_path(shard_file(out, shard)) as tmp:
             job.run(paths[start:stop], store_names, tmp, progress=shard.rank == 0)
     except Exception as err:  # every rank must reach the collective below, then it is raised
         failure = err
@@ -91,9 +71,9 @@ def merge(out: Path, shard: Shard, start: int) -> None:
     """Rank 0: copy the other ranks' shards into its own from row `start` on, which becomes
     `out`. A merge killed half-way leaves a temporary file, never a store at `out`."""
     with atomic_path(out) as tmp:
-        os.replace(shard.path(out, 0), tmp)
+        os.replace(shard_file(out, shard, 0), tmp)
         with h5py.File(tmp, "r+") as h5:
-            merge_shards(h5, [shard.path(out, rank) for rank in range(1, shard.world_size)],
+            merge_shards(h5, [shard_file(out, shard, rank) for rank in range(1, shard.world_size)],
                          start)
 
 
@@ -108,23 +88,3 @@ def gather_errors(error: str | None) -> list[str | None]:
     errors: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(errors, error)
     return errors
-
-
-@contextmanager
-def process_group(shard: Shard) -> Iterator[None]:
-    """A gloo process group while several ranks run (only small objects are exchanged)."""
-    if shard.world_size == 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("gloo", rank=shard.rank, world_size=shard.world_size)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def launch(processes: int, module: str) -> None:
-    """Run `python -m module` in `processes` processes under torchrun (this host only)."""
-    from torch.distributed.run import main as torchrun
-
-    torchrun(["--standalone", f"--nproc-per-node={processes}", "--module", module])

@@ -18,7 +18,8 @@ The answer is the best finished caption. Only an image without any (no beam ever
 among its k best) falls back to its best open beam, cut at `max_length` words (score
 log P / max_length^α): there is always a caption (the popular per-image reference
 implementation fails there on an empty list).
-With k = 1 and α = 0 this is exactly greedy decoding.
+With k = 1 and α = 0 this is exactly greedy decoding. Memory grows with the captions (each
+beam's history is extended a step at a time), never with `max_length`.
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all k beams start as copies of one: only beam 0 may expand at first
     current = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    history = torch.full((batch * k, steps), PAD_ID, dtype=torch.long, device=device)
-    attention = (torch.zeros(batch * k, steps, regions, device=device) if regions is not None
+    history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
+    attention = (torch.zeros(batch * k, 0, regions, device=device) if regions is not None
                  else None)
-    pool, cut = _empty(batch, k, steps, regions, device), _empty(batch, 1, steps, regions, device)
+    pool, cut = _empty(batch, k, regions, device), _empty(batch, 1, regions, device)
     for step in range(steps):
         logits, state, alpha = model.step(current, state)
         logp = mask_specials(torch.log_softmax(logits.float(), dim=1), step, min_length)
@@ -83,18 +84,19 @@ def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
         rows = torch.arange(n, device=device).unsqueeze(1) * k + flat // vocab
         ends = (token[:, :k] == EOS_ID) & top[:, :k].isfinite()  # EOS among the k best
         if ends.any():
-            finished = _extend(history, attention, rows[:, :k], step, token[:, :k], alpha)
-            _merge_into(pool, active, Captions(
+            finished = _extend(history, attention, rows[:, :k], token[:, :k], alpha)
+            pool = _merge_into(pool, active, Captions(
                 penalised(top[:, :k], step + 1).masked_fill(~ends, float("-inf")), *finished))
         if step == max_length:  # no room for another word: the open beams are cut here
-            _place(cut, active, Captions(
-                penalised(scores[:, :1], max_length), history.view(n, k, steps)[:, :1],
-                attention.view(n, k, steps, -1)[:, :1] if attention is not None else None))
+            cut = _place(cut, active, Captions(
+                penalised(scores[:, :1], max_length), history.view(n, k, -1)[:, :1],
+                attention.view(n, k, *attention.shape[1:])[:, :1] if attention is not None
+                else None))
             break
         # The k best continuations without EOS (there are at least k among the 2k best).
         keep = torch.sort((token == EOS_ID).int(), dim=1, stable=True).indices[:, :k]
         scores, token, rows = top.gather(1, keep), token.gather(1, keep), rows.gather(1, keep)
-        tokens, alphas = _extend(history, attention, rows, step, token, alpha)
+        tokens, alphas = _extend(history, attention, rows, token, alpha)
         history = tokens.flatten(0, 1)
         attention = alphas.flatten(0, 1) if alphas is not None else None
         state = state.follow(rows.view(-1))  # each beam takes its parent's state
@@ -111,6 +113,8 @@ def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
             attention = attention[kept] if attention is not None else None
             state = state.select(kept)
     has_finished = pool.scores[:, 0].isfinite()
+    width = max(pool.tokens.size(2), cut.tokens.size(2))
+    pool, cut = _widen(pool, width), _widen(cut, width)
     tokens = torch.where(has_finished.unsqueeze(1), pool.tokens[:, 0], cut.tokens[:, 0])
     alphas = None
     if pool.alphas is not None and cut.alphas is not None:
@@ -120,36 +124,43 @@ def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
                       torch.where(has_finished, pool.scores[:, 0], cut.scores[:, 0]))
 
 
-def _empty(batch: int, k: int, steps: int, regions: int | None,
-           device: torch.device) -> Captions:
-    """k captions per image, none yet: -inf scores, PAD tokens, zero attention."""
-    alphas = (torch.zeros(batch, k, steps, regions, device=device) if regions is not None
-              else None)
+def _empty(batch: int, k: int, regions: int | None, device: torch.device) -> Captions:
+    """k captions per image, none yet: -inf scores, no steps."""
+    alphas = torch.zeros(batch, k, 0, regions, device=device) if regions is not None else None
     return Captions(torch.full((batch, k), float("-inf"), device=device),
-                    torch.full((batch, k, steps), PAD_ID, dtype=torch.long, device=device),
-                    alphas)
+                    torch.zeros(batch, k, 0, dtype=torch.long, device=device), alphas)
+
+
+def _widen(captions: Captions, width: int) -> Captions:
+    """`captions` with PAD tokens (zero attention) appended up to `width` steps."""
+    extra = width - captions.tokens.size(2)
+    if extra <= 0:
+        return captions
+    tokens = torch.nn.functional.pad(captions.tokens, (0, extra), value=PAD_ID)
+    alphas = (torch.nn.functional.pad(captions.alphas, (0, 0, 0, extra))
+              if captions.alphas is not None else None)
+    return Captions(captions.scores, tokens, alphas)
 
 
 def _extend(history: torch.Tensor, attention: torch.Tensor | None, rows: torch.Tensor,
-            step: int, token: torch.Tensor, alpha: torch.Tensor | None
+            token: torch.Tensor, alpha: torch.Tensor | None
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The histories [N, L] (attention [N, L, R]) of the beams `rows` [n, m] with `token`
-    [n, m] and the attention `alpha` [N, R] behind it written at `step`: [n, m, L] and
-    [n, m, L, R]."""
+    """The histories [N, L] (attention [N, L, R]) of the beams `rows` [n, m], one step
+    longer: `token` [n, m] and the attention `alpha` [N, R] behind it appended, [n, m, L + 1]
+    and [n, m, L + 1, R]."""
     n, m = rows.shape
     flat = rows.reshape(-1)
-    tokens = history[flat]
-    tokens[:, step] = token.reshape(-1)
+    tokens = torch.cat([history[flat], token.reshape(-1, 1)], dim=1)
     if attention is None or alpha is None:
         return tokens.view(n, m, -1), None
-    alphas = attention[flat]
-    alphas[:, step] = alpha[flat]
+    alphas = torch.cat([attention[flat], alpha[flat].unsqueeze(1)], dim=1)
     return tokens.view(n, m, -1), alphas.view(n, m, *alphas.shape[1:])
 
 
-def _merge_into(pool: Captions, active: torch.Tensor, new: Captions) -> None:
-    """Keep the k best of each active image's pooled and `new` finished captions in `pool`,
-    best first."""
+def _merge_into(pool: Captions, active: torch.Tensor, new: Captions) -> Captions:
+    """The k best of each active image's pooled and `new` finished captions (new ones are
+    the longest so far), best first; `pool` widened to their length."""
+    pool = _widen(pool, new.tokens.size(2))
     k = pool.scores.size(1)
     scores, pick = torch.cat([pool.scores[active], new.scores], dim=1).topk(k, dim=1)
     tokens = torch.cat([pool.tokens[active], new.tokens], dim=1)
@@ -159,12 +170,15 @@ def _merge_into(pool: Captions, active: torch.Tensor, new: Captions) -> None:
         alphas = torch.cat([pool.alphas[active], new.alphas], dim=1)
         pool.alphas[active] = alphas.gather(
             1, pick.view(*pick.shape, 1, 1).expand(-1, -1, *alphas.shape[2:]))
+    return pool
 
 
-def _place(target: Captions, active: torch.Tensor, values: Captions) -> None:
-    """Write the captions of the active images into `target` (all images)."""
+def _place(target: Captions, active: torch.Tensor, values: Captions) -> Captions:
+    """`target` (all images, widened to `values`) with the captions of the active images."""
+    target = _widen(target, values.tokens.size(2))
     target.scores[active] = values.scores
     target.tokens[active] = values.tokens
     if target.alphas is not None and values.alphas is not None:
         target.alphas[active] = values.alphas
+    return target
 

@@ -3,11 +3,13 @@ that made it the best."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from imcap.atomic import atomic_path
+from imcap.loading import read_output
 from imcap.model.decoder import DecoderConfig
 from imcap.model.interface import Decoder
 from imcap.model.registry import build_decoder
@@ -21,8 +23,15 @@ def save_checkpoint(path: Path, model: Decoder, epoch: int, val_bleu4: float) ->
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Decoder:
     """The decoder saved at `path` (LSTM or transformer, as its config says), on `device`, in
-    eval mode."""
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    eval mode. A missing or damaged file is an `OutputFileError` naming it."""
+    checkpoint = read_output(path, partial(_read, device=device), stage="train")
     model = build_decoder(DecoderConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
+
+
+def _read(path: Path, device: torch.device | str) -> dict:
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= checkpoint.keys():
+        raise KeyError("expected a dict with 'config' and 'state_dict'")
+    return checkpoint

@@ -3,23 +3,36 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from typing import Annotated
 
-from imcap.config import Fraction, Positive, Section
+from pydantic import Field, model_validator
+
+from imcap.config import Fraction, Section
 
 ATTENTIONS = ("none", "I", "II")  # the seed's table: none, additive, dot product (bmm)
 DECODERS = ("lstm", "transformer")  # builders: imcap.model.registry
+# Bounds that refuse a typo before any memory is allocated (hidden_size 4096 is an LSTM of
+# ~0.5 GB; the seed's is 512).
+Size = Annotated[int, Field(gt=0, le=4096)]
+Layers = Annotated[int, Field(gt=0, le=48)]
+Heads = Annotated[int, Field(gt=0, le=64)]
+
+
+def reads_regions(decoder: str, attention: str) -> bool:
+    """Whether the decoder reads the region grid: an LSTM without attention reads only the
+    pooled vectors (imcap.features.splits)."""
+    return decoder != "lstm" or attention != "none"
 
 
 class ModelParams(Section):
-    projection_size: Positive  # (lstm) region features are projected from the encoder's C channels
-    hidden_size: Positive  # (lstm)
-    attention_size: Positive  # (lstm) attention I's score space
+    projection_size: Size  # (lstm) region features are projected from the encoder's C channels
+    hidden_size: Size  # (lstm)
+    attention_size: Size  # (lstm) attention I's score space
     dropout: Fraction
     init_fc: bool  # (lstm) seed v2: one more fully connected layer between image vector and state
-    transformer_layers: Positive
-    transformer_heads: Positive
-    transformer_width: Positive  # model width: words and regions are projected to it
+    transformer_layers: Layers
+    transformer_heads: Heads
+    transformer_width: Size  # model width: words and regions are projected to it
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelParams:

@@ -168,20 +168,17 @@ class CaptionDecoder(nn.Module):
         and `pooled` hold each image once (`captions.owner` says whose caption is whose).
 
         Each image is projected once however many captions it has, and step t runs only the
-        `captions.steps[t]` captions still being read. The word embeddings' share of the LSTM
-        gates is computed for all steps in one matmul, and the output layer runs once over all
-        steps, except at steps whose prediction is fed back: with `teacher_forcing` < 1 each
+        `captions.steps[t]` captions still being read (`nn.LSTMCell`: on the CPU, as fast as
+        summing its gates by hand with the words' share computed up front, or faster;
+        `benchmarks/training.py`). The words are embedded, and the output layer runs, once over
+        all steps, except at steps whose prediction is fed back: with `teacher_forcing` < 1 each
         step feeds the model's own previous prediction instead of the true word with
         probability 1 - teacher_forcing (the seed's v1 used 0.9), drawn up front on the CPU,
         so no step waits for the device. The arithmetic is `step`'s (a test holds them equal).
         """
         state = self.start(grid, pooled).select(captions.owner)
         steps = captions.steps
-        w_words, w_context = self.cell.weight_ih.split(
-            [self.config.embed_dim, self.cell.input_size - self.config.embed_dim], dim=1)
-        bias = self.cell.bias_ih + self.cell.bias_hh
-        word_gates = nn.functional.linear(self.embed(captions.words_of(captions.tokens[:, :-1])),
-                                          w_words, bias).split(steps)
+        words = self.embed(captions.words_of(captions.tokens[:, :-1])).split(steps)
         if self.attention is not None:
             keys, grid = prefixes(state.keys, steps), prefixes(state.grid, steps)
         own_word = (torch.rand(len(steps)) >= teacher_forcing).tolist()
@@ -189,27 +186,25 @@ class CaptionDecoder(nn.Module):
         hidden = []
         for t, rows in enumerate(steps):
             h, c = h[:rows], c[:rows]
-            gates = (word_gates[t] if fed_back is None else
-                     nn.functional.linear(self.embed(fed_back[:rows]), w_words, bias))
+            inputs = words[t] if fed_back is None else self.embed(fed_back[:rows])
             if self.attention is not None:
-                h, c = self._recur(gates, h, c, w_context, keys[t], grid[t])
+                h, c = self._recur(inputs, h, c, keys[t], grid[t])
             else:
-                h, c = self._recur(gates, h, c)
+                h, c = self._recur(inputs, h, c)
             hidden.append(h)
             fed_back = (self.out(self.dropout(h)).argmax(dim=1)
                         if own_word[t] and t + 1 < len(steps) else None)
         return self.out(self.dropout(torch.cat(hidden)))
 
-    def _recur(self, gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
-               w_context: torch.Tensor | None = None, keys: torch.Tensor | None = None,
-               grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One training step's (h, c) from the words' share of the gates (`compile_steps`
+    def _recur(self, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+               keys: torch.Tensor | None = None, grid: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step's (h, c) from the word vectors `inputs` (`compile_steps`
         compiles this)."""
-        gates = torch.addmm(gates, h, self.cell.weight_hh.t())
         if keys is not None:
             _, context = self._attend(keys, grid, h)
-            gates = torch.addmm(gates, context, w_context.t())
-        return lstm_update(gates, c)
+            inputs = torch.cat([inputs, context], dim=1)
+        return self.cell(inputs, (h, c))
 
     def compile_steps(self) -> None:
         """`torch.compile` the step of training's time loop (`train.compile`): the loop runs a
@@ -225,18 +220,11 @@ class CaptionDecoder(nn.Module):
         return alpha, torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)
 
 
-def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`nn.LSTMCell`'s update from its summed gate pre-activations [B, 4H] (i, f, g, o)."""
-    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)  # one call; g's quarter is not used
-    g = torch.tanh(gates[:, 2 * c.size(1):3 * c.size(1)])
-    c = torch.addcmul(f * c, i, g)
-    return o * torch.tanh(c), c
-
-
 class _Prefixes(torch.autograd.Function):
     """`x[:n]` for each n of `sizes`, as one autograd node: backward adds each gradient into
     its prefix of one buffer, where slicing step by step would build a zero-filled gradient
-    of the whole of `x` for every step."""
+    of the whole of `x` for every step (on the CPU 3-9 % more training tokens/s than plain
+    slices with attention I and II: `benchmarks/training.py`, loop `slices`)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:

@@ -18,7 +18,9 @@ from imcap.model.decoder import DecoderConfig
 
 class DecodingState(Protocol):
     def select(self, rows: torch.Tensor) -> Self:
-        """The state of the batch rows `rows` (e.g. the images still being decoded)."""
+        """The state of the batch rows `rows`, indices or a mask (e.g. the images still being
+        decoded). After `repeat(k)`, `rows` keeps whole images: all k rows of each, in order
+        (a state may hold what an image's rows share once per image)."""
 
     def repeat(self, k: int) -> Self:
         """Every row k times in a row: rows b·k .. b·k + k - 1 are copies of row b."""

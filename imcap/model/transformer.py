@@ -9,14 +9,17 @@ residual branch with dropout; a final LayerNorm feeds the output layer. The pool
 used: it is the mean of the regions the decoder already attends to.
 
 Training is one causal pass over the whole caption (teacher forcing). Decoding is incremental:
+`start` projects each image's regions into every layer's cross-attention keys and values once,
 each layer's self-attention keys and values are cached, so a step computes only the new word.
-The attention weights `step` returns are the last layer's cross-attention weights averaged over
-its heads (what the figures draw)."""
+An image's rows (its beams, in beam search) are consecutive; a step attends from all of them to
+the image's one copy of the region keys and values, which are never repeated per beam. The
+attention weights `step` returns are the last layer's cross-attention weights averaged over its
+heads (what the figures draw)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -78,39 +81,104 @@ class DecoderLayer(nn.Module):
                                           nn.Dropout(dropout), nn.Linear(4 * width, width))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor,
-                cache: tuple[torch.Tensor, torch.Tensor] | None = None, need_weights: bool = False
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        """The words `x` [B, T, W] after this layer, their self-attention keys and values, and
-        (`need_weights`) the cross-attention weights [B, T, R] averaged over the heads."""
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Training: the words `x` [B, T, W] after this layer, each seeing the words up to
+        itself and its caption's regions `memory` [B, R, W]."""
+        x = x + self.dropout(self.self_attention(self.self_norm(x))[0])
+        attended, _ = self.cross_attention(self.cross_norm(x), memory, memory,
+                                           need_weights=False)
+        return self._feed_forward(x + self.dropout(attended))
+
+    def project_regions(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention keys and values [I, heads, R, W/heads] of the regions `memory`
+        [I, R, W] of I images (`nn.MultiheadAttention`'s projection), for `step`."""
+        images, regions, width = memory.shape
+        heads = self.cross_attention.num_heads
+        _, weight = self.cross_attention.in_proj_weight.split([width, 2 * width])
+        _, bias = self.cross_attention.in_proj_bias.split([width, 2 * width])
+        keys_values = F.linear(memory, weight, bias).view(images, regions, 2, heads, -1)
+        keys, values = keys_values.permute(2, 0, 3, 1, 4).contiguous()
+        return keys, values
+
+    def step(self, x: torch.Tensor, regions: tuple[torch.Tensor, torch.Tensor], beams: int,
+             cache: tuple[torch.Tensor, torch.Tensor], need_weights: bool
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """Decoding: the next words `x` [B, 1, W] after this layer, each row seeing its earlier
+        words (`cache`) and the `regions` (`project_regions`) of its image, rows `beams` at a
+        time per image; with the self-attention keys and values so far and (`need_weights`)
+        the cross-attention weights [B, R] averaged over the heads."""
         attended, cache = self.self_attention(self.self_norm(x), cache)
         x = x + self.dropout(attended)
-        attended, weights = self.cross_attention(self.cross_norm(x), memory, memory,
-                                                 need_weights=need_weights)
-        x = x + self.dropout(attended)
-        return x + self.dropout(self.feed_forward(self.feed_forward_norm(x))), cache, weights
+        attended, weights = self._attend_regions(self.cross_norm(x), *regions, beams,
+                                                 need_weights)
+        return self._feed_forward(x + self.dropout(attended)), cache, weights
+
+    def _attend_regions(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                        beams: int, need_weights: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`nn.MultiheadAttention(x, memory, memory)` for one word per row, from the keys and
+        values of the memory projected already: an image's `beams` rows are its queries."""
+        attention, (batch, _, width) = self.cross_attention, x.shape
+        heads, dropout = attention.num_heads, attention.dropout if self.training else 0.0
+        weight, bias = attention.in_proj_weight[:width], attention.in_proj_bias[:width]
+        q = F.linear(x, weight, bias).view(-1, beams, heads, width // heads).transpose(1, 2)
+        weights = None
+        if need_weights:  # what nn.MultiheadAttention computes when it returns the weights
+            weights = torch.softmax((q * math.sqrt(1.0 / q.size(3))) @ keys.transpose(2, 3),
+                                    dim=3)  # [I, heads, beams, R]
+            y = F.dropout(weights, dropout, self.training) @ values
+            weights = weights.mean(dim=1).flatten(0, 1)
+        else:
+            y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(batch, 1, width)
+        return F.linear(y, attention.out_proj.weight, attention.out_proj.bias), weights
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
 
 
 @dataclass
 class TransformerState:
-    memory: torch.Tensor  # [B, R, W] the projected regions with their positions
+    """B = I·beams rows: rows i·beams .. i·beams + beams - 1 are image i's."""
+
+    regions: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: cross-attention keys, values
+    # [I, h, R, W/h] of each image's regions (with their positions), projected once
     caches: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, h, t, W/h]
     position: int  # t, the words decoded so far (BOS included)
+    beams: int = 1  # rows per image
 
     def select(self, rows: torch.Tensor) -> TransformerState:
-        return TransformerState(self.memory[rows], [(k[rows], v[rows]) for k, v in self.caches],
-                                self.position)
+        """Rows by index or mask; with several rows per image, whole images (all their rows,
+        in order), as beam search drops the images it is done with."""
+        images = rows if self.beams == 1 else whole_images(rows, self.beams)
+        return TransformerState([(k[images], v[images]) for k, v in self.regions],
+                                [(k[rows], v[rows]) for k, v in self.caches], self.position,
+                                self.beams)
 
     def repeat(self, k: int) -> TransformerState:
-        return TransformerState(self.memory.repeat_interleave(k, dim=0),
+        """Only the caches are copied: the k rows of an image attend to its one copy of the
+        regions."""
+        return TransformerState(self.regions,
                                 [(keys.repeat_interleave(k, dim=0),
                                   values.repeat_interleave(k, dim=0))
-                                 for keys, values in self.caches], self.position)
+                                 for keys, values in self.caches], self.position, self.beams * k)
 
     def follow(self, rows: torch.Tensor) -> TransformerState:
         """An image's rows share its regions: only the caches follow `rows`."""
-        return TransformerState(self.memory, [(k[rows], v[rows]) for k, v in self.caches],
-                                self.position)
+        return replace(self, caches=[(k[rows], v[rows]) for k, v in self.caches])
+
+
+def whole_images(rows: torch.Tensor, beams: int) -> torch.Tensor:
+    """The images whose rows `rows` (indices or a mask) picks, `beams` rows per image; a
+    ValueError unless it picks each image's rows all, in order."""
+    if rows.dtype == torch.bool:
+        rows = rows.nonzero().squeeze(1)
+    images = rows[::beams] // beams
+    if (len(rows) % beams
+            or not torch.equal(rows.view(-1, beams), images.unsqueeze(1) * beams
+                               + torch.arange(beams, device=rows.device))):
+        raise ValueError(f"with {beams} rows per image, select must pick whole images")
+    return images
 
 
 class TransformerCaptionDecoder(nn.Module):
@@ -151,7 +219,7 @@ class TransformerCaptionDecoder(nn.Module):
         memory = self._memory(grid)[captions.owner]
         x = self._words(captions.tokens[:, :-1], 0)
         for layer in self.layers:
-            x, _, _ = layer(x, memory)
+            x = layer(x, memory)
         return self.out(self.norm(captions.words_of(x)))
 
     def compile_steps(self) -> None:
@@ -160,11 +228,12 @@ class TransformerCaptionDecoder(nn.Module):
             layer.compile(dynamic=True)
 
     def start(self, grid: torch.Tensor, pooled: torch.Tensor) -> TransformerState:
-        """No word yet: the projected regions and empty caches."""
+        """No word yet: each layer's keys and values of the regions, and empty caches."""
         memory = self._memory(grid)
         empty = memory.new_zeros(len(grid), self.config.heads, 0,
                                  self.config.width // self.config.heads)
-        return TransformerState(memory, [(empty, empty)] * len(self.layers), 0)
+        return TransformerState([layer.project_regions(memory) for layer in self.layers],
+                                [(empty, empty)] * len(self.layers), 0)
 
     def step(self, tokens: torch.Tensor, state: TransformerState
              ) -> tuple[torch.Tensor, TransformerState, torch.Tensor]:
@@ -172,12 +241,13 @@ class TransformerCaptionDecoder(nn.Module):
         [B, R] averaged over its heads."""
         x = self._words(tokens.unsqueeze(1), state.position)
         caches, weights = [], None
-        for i, (layer, cache) in enumerate(zip(self.layers, state.caches, strict=True)):
-            x, cache, weights = layer(x, state.memory, cache,
-                                      need_weights=i == len(self.layers) - 1)
+        for i, (layer, regions, cache) in enumerate(zip(self.layers, state.regions,
+                                                        state.caches, strict=True)):
+            x, cache, weights = layer.step(x, regions, state.beams, cache,
+                                           need_weights=i == len(self.layers) - 1)
             caches.append(cache)
         logits = self.out(self.norm(x[:, 0]))
-        return logits, TransformerState(state.memory, caches, state.position + 1), weights[:, 0]
+        return logits, replace(state, caches=caches, position=state.position + 1), weights
 
     def _memory(self, grid: torch.Tensor) -> torch.Tensor:
         regions = self.feature_proj(self.feature_norm(grid.float()))

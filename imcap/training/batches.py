@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imcap.data.vocab import PAD_ID
-from imcap.features.sharding import Shard
+from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.captions import SortedCaptions
 

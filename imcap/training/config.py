@@ -1,6 +1,11 @@
-"""The `train` section of `params.yaml` (defaults there)."""
+"""The `train` and `mlflow` sections of `params.yaml` (defaults there) and what the `train`
+stage reads."""
 
 from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
 
 from imcap.config import (
     Fraction,
@@ -9,14 +14,20 @@ from imcap.config import (
     Positive,
     PositiveFloat,
     Section,
+    Seed,
     choice,
 )
-from imcap.features.config import DEVICES
+from imcap.devices import DEVICES
+from imcap.model.config import ATTENTIONS, DECODERS, ModelParams, reads_regions
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bfloat16 autocast on CUDA, else float32
+LR_SCHEDULES = ("constant", "step", "plateau", "cosine")  # imcap.training.schedule
 
 
 class TrainParams(Section):
+    # the decoder's initialisation, dropout and batch order; the data (generated images, splits,
+    # vectors of words without one) come from the top-level `seed`
+    seed: Seed
     epochs: Positive
     batch_size: Positive  # captions per optimizer step (all ranks together)
     learning_rate: PositiveFloat
@@ -37,3 +48,45 @@ class TrainParams(Section):
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     precision: choice(PRECISIONS)
     compile: bool  # torch.compile the decoder
+    # the learning rate of each epoch (imcap.training.schedule): constant | step (x lr_decay every
+    # lr_decay_every epochs) | plateau (x lr_decay after lr_decay_every epochs without a better
+    # validation BLEU-4) | cosine (down to 0 at `epochs`); the decay begins after lr_decay_start
+    lr_schedule: choice(LR_SCHEDULES)
+    lr_decay: Annotated[float, Field(gt=0, le=1)]
+    lr_decay_every: Positive
+    lr_decay_start: NonNegative
+    # the published model: the mean of the weights at the end of the last `average_last` epochs
+    # trained (imcap.training.averaging); 0 = the epoch with the best validation BLEU-4
+    average_last: NonNegative
+
+
+class MlflowParams(Section):
+    """Read by `imcap.tracking` in the train and evaluate stages."""
+
+    enabled: bool
+    experiment: Annotated[str, Field(min_length=1)]
+
+
+class TrainStageParams(Section):
+    """What the `train` stage reads. `dataset` and `encoder` only name its MLflow run (`check`
+    validates them against their registries)."""
+
+    dataset: str
+    encoder: str
+    attention: choice(ATTENTIONS)
+    decoder: choice(DECODERS)
+    seed: Seed
+    model: ModelParams
+    train: TrainParams
+    mlflow: MlflowParams
+
+    @property
+    def reads_regions(self) -> bool:
+        return reads_regions(self.decoder, self.attention)
+
+    @model_validator(mode="after")
+    def _transformer_is_teacher_forced(self) -> Self:
+        if self.decoder == "transformer" and self.train.teacher_forcing < 1:
+            raise ValueError("train.teacher_forcing must be 1 with decoder transformer (it "
+                             "trains in one causal pass over the true words)")
+        return self

@@ -14,9 +14,9 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from imcap.model.loss import summed_word_loss
+from imcap.progress import progress_bar
 from imcap.training.batches import Batch
 
 
@@ -34,7 +34,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     model.train()
     total = torch.zeros((), device=device)
     words = torch.zeros((), device=device)
-    for batch in tqdm(batches, desc=progress, unit="batch", disable=not progress):
+    for batch in progress_bar(batches, desc=progress, unit="batch", disable=not progress):
         with autocast(device, dtype):
             summed = summed_word_loss(model, batch.grid, batch.pooled, batch.captions,
                                       teacher_forcing)

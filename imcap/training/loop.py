@@ -1,6 +1,8 @@
-"""Training the decoder: teacher forcing, Adam, gradient clipping, best-by-validation-BLEU-4
-checkpoint, early stopping, resumable after every epoch (`imcap.training.resume`), on one or
-several processes (`imcap.training.runtime`). Seeded and repeatable on CPU."""
+"""Training the decoder: teacher forcing, Adam, gradient clipping, a learning rate per epoch
+(`imcap.training.schedule`), early stopping on validation BLEU-4, and as the published model
+the mean of the last epochs' weights (`train.average_last`) or the best epoch by validation
+BLEU-4; resumable after every epoch (`imcap.training.resume`), on one or several processes
+(`imcap.training.runtime`). Seeded and repeatable on CPU."""
 
 from __future__ import annotations
 
@@ -11,28 +13,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from imcap.data.vocab import Vocabulary
+from imcap.distributed import Shard, process_group
 from imcap.evaluation.split_evaluation import evaluate_split
-from imcap.features.sharding import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import save_checkpoint
 from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder
+from imcap.training.averaging import LastEpochs
 from imcap.training.batches import epoch_loader, plan_epoch
 from imcap.training.config import TrainParams
 from imcap.training.epoch import train_epoch
-from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state, save_state
+from imcap.training.resume import (
+    STATE_FILE,
+    EpochLog,
+    Progress,
+    load_state,
+    rng_states,
+    save_state,
+)
 from imcap.training.runtime import (
     autocast_dtype,
+    broadcast_from_leader,
     deterministic_algorithms,
-    process_group,
     training_device,
 )
+from imcap.training.schedule import learning_rate, set_learning_rate
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,20 @@ class TrainResult:
     best_val_bleu4: float
     epochs_run: int
     stopped_early: bool
+    averaged_epochs: int  # epochs whose final weights the published model averages; 0: best_epoch
+    model_val_bleu4: float  # validation BLEU-4 of the published model
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s random draws (dropout, sampled words): `seed` + rank, within
+    the 32 bits NumPy takes."""
+    return (seed + rank) % 2**32
 
 
 def train_decoder(
@@ -62,11 +80,15 @@ def train_decoder(
     on_epoch: Callable[[EpochLog], None] = lambda log: None,
     state_dir: Path | None = None,
 ) -> TrainResult:
-    """Train, keeping the checkpoint with the best validation BLEU-4 at `checkpoint_path`.
+    """Train; the published model at `checkpoint_path`: the mean of the weights at the end of
+    the last `average_last` epochs trained (whether the run ends after its last epoch or stops
+    early), or with 0 the epoch with the best validation BLEU-4.
 
     With `state_dir`, the resume state is written there after every epoch and a run finding
-    one continues from it (`on_epoch` first sees the epochs already done). Under torchrun
-    every rank calls this; only rank 0 calls `on_epoch` and writes files.
+    one continues from it (`on_epoch` first sees the epochs already done), printing from
+    which epoch, or why it starts over. Under torchrun every rank calls this (with the same
+    `seed`; rank r draws dropout from seed + r); only rank 0 reads and writes the state, calls
+    `on_epoch`, validates and decides when to stop, for every rank.
     """
     shard = Shard.from_env()
     device = training_device(settings.device, shard)
@@ -75,13 +97,21 @@ def train_decoder(
         model = build_decoder(config, embeddings, settings.freeze_embeddings).to(device)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                      lr=settings.learning_rate)
-        shuffle = torch.Generator().manual_seed(seed)
-        if shard.world_size > 1:
-            dist.barrier()  # rank 0 has claimed (or emptied) the state directory
+        shuffle = torch.Generator().manual_seed(seed)  # the same data order on every rank
+        if shard.rank:  # dropout and sampled words: each rank draws its own
+            seed_everything(rank_seed(seed, shard.rank))
         state_file = state_dir / STATE_FILE if state_dir is not None else None
-        progress = (load_state(state_file, model, optimizer, shuffle) if state_file
-                    else Progress())
+        resumable = {"model": model, "optimizer": optimizer}
+        # With train.average_last, the published model is the mean of the weights at the end
+        # of the last epochs (imcap.training.averaging): less seed noise than one epoch.
+        last_epochs = LastEpochs(settings.average_last)
+        if settings.average_last:
+            resumable["last_epochs"] = last_epochs
+        # Rank 0 reads the state and sends it to every rank.
+        progress, note = load_state(state_file, resumable, shuffle, shard, settings.epochs)
         leader = shard.rank == 0
+        if note and leader:
+            tqdm.write(note)
         for log in progress.history if leader else []:
             on_epoch(log)
         if settings.compile:
@@ -93,6 +123,7 @@ def train_decoder(
         for epoch in range(progress.epoch + 1, settings.epochs + 1):
             if progress.stale >= settings.patience:
                 break
+            set_learning_rate(optimizer, learning_rate(settings, epoch, progress.history))
             windows = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
                                  settings.image_window if settings.batching == "images" else None)
             train_loss = train_epoch(
@@ -101,21 +132,50 @@ def train_decoder(
                 grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
                 dtype=dtype, device=device, world_size=shard.world_size,
                 progress=f"epoch {epoch}/{settings.epochs}" if leader else "")
-            val = evaluate_split(model, val_data, vocab, device, settings.max_length)
-            log = EpochLog(epoch, train_loss, val.loss, val.bleu["bleu4"])
-            progress.epoch = epoch
-            progress.history.append(log)
-            if log.val_bleu4 > progress.best_bleu:
-                progress.best_bleu, progress.best_epoch, progress.stale = log.val_bleu4, epoch, 0
-                if leader:
+            if settings.average_last:
+                last_epochs.add(model)
+            if leader:  # validates once; the others wait for its progress below
+                val = evaluate_split(model, val_data, vocab, device, settings.max_length)
+                log = EpochLog(epoch, train_loss, val.loss, val.bleu["bleu4"])
+                progress.epoch = epoch
+                progress.history.append(log)
+                if log.val_bleu4 > progress.best_bleu:
+                    progress.best_bleu, progress.best_epoch, progress.stale = (
+                        log.val_bleu4, epoch, 0)
                     save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
-            else:
-                progress.stale += 1
+                else:
+                    progress.stale += 1
+            # One progress, hence one stop decision, on every rank.
+            progress = broadcast_from_leader(progress, shard)
+            rngs = rng_states(shuffle, shard)  # every rank's, on rank 0
             if leader:
                 if state_file is not None:
-                    save_state(state_file, model, optimizer, progress, shuffle)
+                    save_state(state_file, resumable, progress, rngs)
                 on_epoch(log)
                 tqdm.write(f"epoch {epoch}: train loss {log.train_loss:.3f}, val loss "
-                           f"{val.loss:.3f}, val BLEU-4 {log.val_bleu4:.2f}")
+                           f"{log.val_loss:.3f}, val BLEU-4 {log.val_bleu4:.2f}")
+        published = publish_average(model, last_epochs, checkpoint_path, progress, val_data,
+                                    vocab, device, settings.max_length) if leader else None
+        published = broadcast_from_leader(published, shard)  # one result on every rank
     return TrainResult(progress.best_epoch, progress.best_bleu, progress.epoch,
-                       stopped_early=progress.stale >= settings.patience)
+                       stopped_early=progress.stale >= settings.patience,
+                       averaged_epochs=published[0] if published else 0,
+                       model_val_bleu4=published[1] if published else progress.best_bleu)
+
+
+def publish_average(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: Path,
+                    progress: Progress, val_data: CaptionedSplit, vocab: Vocabulary,
+                    device: torch.device, max_length: int) -> tuple[int, float] | None:
+    """Rank 0, once training is over: `model` takes the mean of the last epochs' weights and,
+    validated, replaces the best epoch's checkpoint; (epochs averaged, their validation BLEU-4).
+    None with averaging off (the best epoch's checkpoint stays)."""
+    epochs = len(last_epochs)
+    if not epochs:
+        return None
+    model.load_state_dict(last_epochs.mean())
+    bleu4 = evaluate_split(model, val_data, vocab, device, max_length).bleu["bleu4"]
+    save_checkpoint(checkpoint_path, model, progress.epoch, bleu4)
+    tqdm.write(f"published: the mean of the weights of epochs {progress.epoch - epochs + 1}-"
+               f"{progress.epoch}, val BLEU-4 {bleu4:.2f} (best single epoch "
+               f"{progress.best_epoch}: {progress.best_bleu:.2f})")
+    return epochs, bleu4

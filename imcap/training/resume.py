@@ -1,31 +1,48 @@
 """The resume state: what a killed training needs to go on as if it had never stopped.
 
 Written atomically after every epoch, by rank 0, to `<state dir>/resume.pt`: the model, the
-optimizer, the epoch, the early-stopping state, the epoch logs so far and every RNG state
-(python, numpy, torch CPU and CUDA, the shuffle generator). A rerun with the same params and
-inputs loads it and continues with the next epoch; on CPU it ends with exactly the metrics of
-an uninterrupted run. The state directory belongs to one fingerprint (train params and inputs,
-`fingerprint`); any other fingerprint starts over in an emptied directory.
+optimizer (any `Stateful` part the loop names), the epoch, the early-stopping state, the epoch
+logs so far and every rank's RNG states (python, numpy, torch CPU and CUDA, the shuffle
+generator), gathered to rank 0. A rerun reads it on rank 0 and sends it to every rank (the other
+ranks need no shared filesystem); each restores the parts and its own RNG states and continues
+with the next epoch; on CPU it ends with exactly the metrics of an uninterrupted run.
+
+The state directory belongs to one `Fingerprint`: the params training reads, its input files,
+the repository code the stage runs (`imcap.sources`), the versions of the libraries that change
+numerics, the number of processes. Any other fingerprint starts over in an emptied directory,
+and so does a state that cannot be read or does not fit the model; both say why.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
+import io
 import json
+import platform
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
-from imcap.atomic import atomic_path
+from imcap.atomic import atomic_path, write_json
+from imcap.distributed import Shard
+from imcap.training.runtime import all_ranks, broadcast_from_leader, gather_to_leader
 
 STATE_FILE = "resume.pt"
-FINGERPRINT_FILE = "fingerprint.txt"
+FINGERPRINT_FILE = "fingerprint.json"
+SHOWN = 3  # changed params or files named in a start-over line; the rest are counted
+
+
+class Stateful(Protocol):
+    """A part of the state: a module, an optimizer, a scheduler..."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -47,25 +64,89 @@ class Progress:
     history: list[EpochLog] = field(default_factory=list)
 
 
-def fingerprint(params: dict[str, Any], inputs: list[Path]) -> str:
-    """A hash of the params training reads and of its input files (path, size, modification
-    time: a changed or re-checked-out input is another file, without hashing gigabytes)."""
-    files = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in inputs]
-    text = json.dumps({"params": params, "inputs": files}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a resume state was computed from (JSON values, as stored)."""
+
+    params: dict[str, Any]  # the params training reads, flat: {"train.epochs": 20, ...}
+    inputs: dict[str, list[int]]  # input file -> [size, modification time in ns]
+    code: dict[str, str]  # repository file the stage runs -> SHA-256
+    libraries: dict[str, str]  # name -> version, for those that change numerics
+    processes: int  # ranks training together
+
+    def changes_since(self, old: Fingerprint) -> list[str]:
+        """What differs from `old`, one phrase each ("code changed (imcap/model/decoder.py)")."""
+        changes = []
+        if self.code != old.code:
+            changes.append(f"code changed ({_names(_differing(old.code, self.code))})")
+        changes += [f"{name} version changed ({old.libraries.get(name)} → {version})"
+                    for name, version in self.libraries.items()
+                    if old.libraries.get(name) != version]
+        if self.params != old.params:
+            changes.append("params changed (" + _names(
+                [f"{key} {old.params.get(key)} → {self.params.get(key)}"
+                 for key in _differing(old.params, self.params)]) + ")")
+        if self.inputs != old.inputs:
+            changes.append(f"inputs changed ({_names(_differing(old.inputs, self.inputs))})")
+        if self.processes != old.processes:
+            changes.append(f"processes changed ({old.processes} → {self.processes})")
+        return changes
 
 
-def claim_state_dir(directory: Path, key: str) -> None:
-    """Keep `directory` if it holds the state of `key`; otherwise empty it and mark it `key`."""
+def _differing(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def _names(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def library_versions() -> dict[str, str]:
+    """Python, torch (with its CUDA and cuDNN) and NumPy: another version may compute other
+    numbers from the same state, or read the RNG states differently."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "cuda": str(torch.version.cuda), "cudnn": str(cudnn), "numpy": np.__version__}
+
+
+def fingerprint(params: dict[str, Any], inputs: list[Path], code: dict[str, str],
+                processes: int = 1) -> Fingerprint:
+    """The fingerprint of a training: `params` it reads, its `inputs` (path, size, modification
+    time: a changed or re-checked-out input is another file, without hashing gigabytes), the
+    digests of its `code` (`imcap.sources.source_digests`), the library versions and the
+    number of processes."""
+    files = {str(path): [path.stat().st_size, path.stat().st_mtime_ns] for path in inputs}
+    params = json.loads(json.dumps(params, sort_keys=True, default=str))
+    return Fingerprint(params, files, dict(code), library_versions(), processes)
+
+
+def _read_fingerprint(marker: Path) -> Fingerprint | None:
+    try:
+        return Fingerprint(**json.loads(marker.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def claim_state_dir(directory: Path, key: Fingerprint) -> str | None:
+    """Keep `directory` if it holds the state of `key`; otherwise empty it and mark it `key`.
+    Returns why a state found there was discarded (None: kept, or there was none)."""
     marker = directory / FINGERPRINT_FILE
-    if marker.is_file() and marker.read_text() == key:
-        return
+    old = _read_fingerprint(marker)
+    if old == key:
+        return None
+    why = None
+    if (directory / STATE_FILE).is_file():
+        changes = (key.changes_since(old) if old is not None
+                   else ["it has no fingerprint (saved by an older imcap)"])
+        why = f"starting over: {'; '.join(changes)} since the state in {directory} was saved"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    marker.write_text(key)
+    write_json(marker, asdict(key))
+    return why
 
 
-def _rng_states(shuffle: torch.Generator) -> dict[str, Any]:
+def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"python": random.getstate(),
             "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
@@ -74,34 +155,89 @@ def _rng_states(shuffle: torch.Generator) -> dict[str, Any]:
             "shuffle": shuffle.get_state()}
 
 
-def _restore_rng_states(states: dict[str, Any], shuffle: torch.Generator) -> None:
-    random.setstate(states["python"])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
+def _restore_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    shuffle.set_state(states["shuffle"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    shuffle.set_state(state["shuffle"])
 
 
-def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-               progress: Progress, shuffle: torch.Generator) -> None:
-    """Write the resume state to `path` in one rename."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "progress": {**asdict(progress), "history": [asdict(h) for h in progress.history]},
-             "rng": _rng_states(shuffle)}
+def rng_states(shuffle: torch.Generator, shard: Shard) -> list[dict[str, Any]] | None:
+    """Every rank's RNG states, in rank order, on rank 0 (None on the others). Every rank
+    calls it."""
+    if shard.world_size == 1:
+        return [_rng_state(shuffle)]
+    buffer = io.BytesIO()  # tensors travel as torch.save bytes: object collectives'
+    torch.save(_rng_state(shuffle), buffer)  # own unpickling of tensors fails (torch 2.14)
+    gathered = gather_to_leader(buffer.getvalue(), shard)
+    if gathered is None:
+        return None
+    return [torch.load(io.BytesIO(data), weights_only=True) for data in gathered]
+
+
+def save_state(path: Path, parts: dict[str, Stateful], progress: Progress,
+               rngs: list[dict[str, Any]]) -> None:
+    """Rank 0: write the resume state to `path` in one rename (`rngs` from `rng_states`)."""
+    state = {"parts": {name: part.state_dict() for name, part in parts.items()},
+             "progress": asdict(progress), "rng": rngs}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-               shuffle: torch.Generator) -> Progress:
-    """Restore model, optimizer and RNGs from `path`; a fresh `Progress` if there is none."""
-    if not path.is_file():
-        return Progress()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    _restore_rng_states(state["rng"], shuffle)
-    progress = state["progress"]
-    return Progress(**{**progress, "history": [EpochLog(**h) for h in progress["history"]]})
+def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Generator,
+               shard: Shard, epochs: int) -> tuple[Progress, str | None]:
+    """Restore `parts` and this rank's RNGs from the state at `path` on rank 0; every rank
+    calls it. Returns the progress to continue from and the line to print: "resuming at
+    epoch ..." or why it starts over (None: there was no state). A state that cannot be read
+    or does not fit, on any rank, leaves every rank as it was: a fresh start."""
+    data = path.read_bytes() if shard.rank == 0 and path is not None and path.is_file() else None
+    data = broadcast_from_leader(data, shard)
+    if data is None:
+        return Progress(), None
+    before = ({name: copy.deepcopy(part.state_dict()) for name, part in parts.items()},
+              _rng_state(shuffle))
+    progress, problem = Progress(), None
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file: start over, saying why
+        problem = f"is unreadable ({_brief(error)})"
+    else:
+        try:
+            progress = _restore(state, parts, shuffle, shard)
+        except Exception as error:  # e.g. another layer: start over, saying why
+            problem = f"does not fit this run ({_brief(error)})"
+    problems = [(rank, p) for rank, p in enumerate(all_ranks(problem, shard)) if p]
+    if problems:
+        for name, part in parts.items():
+            part.load_state_dict(before[0][name])
+        _restore_rng_state(before[1], shuffle)
+        rank, problem = problems[0]
+        where = f" on rank {rank}" if shard.world_size > 1 else ""
+        return Progress(), f"starting over: {path} {problem}{where}"
+    if progress.epoch >= epochs:
+        at = f"after its last epoch ({progress.epoch} of {epochs})"
+    else:
+        at = f"at epoch {progress.epoch + 1} of {epochs}"
+    where = path.parent if path is not None else ""
+    return progress, f"resuming {at} from {path} (to start over: rm -rf {where})"
+
+
+def _restore(state: dict[str, Any], parts: dict[str, Stateful], shuffle: torch.Generator,
+             shard: Shard) -> Progress:
+    rngs = state["rng"]
+    if len(rngs) != shard.world_size:
+        raise ValueError(f"saved by {len(rngs)} processes, this run has {shard.world_size}")
+    for name, part in parts.items():
+        part.load_state_dict(state["parts"][name])
+    saved = state["progress"]
+    progress = Progress(**{**saved, "history": [EpochLog(**h) for h in saved["history"]]})
+    _restore_rng_state(rngs[shard.rank], shuffle)
+    return progress
+
+
+def _brief(error: Exception) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= 200 else text[:199] + "…"

@@ -7,7 +7,9 @@ start it yourself, on one machine or several (the same command on every node):
         --rdzv-endpoint HOST:29400 --rdzv-id imcap -m stages.train
 
 Each rank takes a share of every batch (`imcap.training.batches`); NCCL joins the ranks on
-GPUs, gloo on CPU. Only rank 0 logs metrics, writes checkpoints and the resume state.
+GPUs, gloo on CPU. Only rank 0 reads and writes files (the resume state, checkpoints), validates
+and logs metrics; what every rank must agree on (the resume state, the progress after each
+epoch, hence when to stop) it sends to the others.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from imcap.devices import pick_device
-from imcap.features.sharding import Shard
+from imcap.distributed import Shard
 
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+T = TypeVar("T")
 
 
 def training_device(name: str, shard: Shard) -> torch.device:
@@ -34,25 +38,38 @@ def training_device(name: str, shard: Shard) -> torch.device:
     return device
 
 
+def broadcast_from_leader(value: T, shard: Shard) -> T:
+    """Rank 0's `value` on every rank (any picklable object; every rank calls it)."""
+    if shard.world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_leader(value: Any, shard: Shard) -> list[Any] | None:
+    """Every rank's `value`, in rank order, on rank 0; None on the others."""
+    if shard.world_size == 1:
+        return [value]
+    values = [None] * shard.world_size if shard.rank == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values
+
+
+def all_ranks(value: Any, shard: Shard) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if shard.world_size == 1:
+        return [value]
+    values: list[Any] = [None] * shard.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
     """`auto`: bfloat16 autocast on CUDA, float32 elsewhere."""
     if precision == "bfloat16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return torch.float32
-
-
-@contextmanager
-def process_group(shard: Shard, device: torch.device) -> Iterator[None]:
-    """NCCL (CUDA) or gloo (CPU) process group while several ranks train."""
-    if shard.world_size == 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=shard.rank,
-                            world_size=shard.world_size)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 @contextmanager

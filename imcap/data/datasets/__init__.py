@@ -23,9 +23,9 @@ from imcap.data.datasets.normaliser import BadImagesError, check_images, normali
 from imcap.data.datasets.sources import Source, SourceError
 
 if TYPE_CHECKING:
-    from imcap.params import Params
+    from imcap.data.config import DownloadStageParams
 
-LOADERS: dict[str, Callable[[Params], Source]] = {
+LOADERS: dict[str, Callable[[DownloadStageParams], Source]] = {
     "flickr8k": load_flickr8k,
     "flickr30k": load_flickr30k,
     "coco2014": load_coco2014,
@@ -37,6 +37,6 @@ __all__ = ["LOADERS", "BadImagesError", "SourceError", "check_images", "load_sou
            "normalise"]
 
 
-def load_source(params: Params) -> Source:
+def load_source(params: DownloadStageParams) -> Source:
     """Obtain (download/extract, or find on disk) and read the source `params.dataset` names."""
     return LOADERS[params.dataset](params)

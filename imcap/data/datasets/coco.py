@@ -26,12 +26,12 @@ from imcap.data.datasets.sources import (
 from imcap.data.text import tokenize
 
 if TYPE_CHECKING:
-    from imcap.params import Params
+    from imcap.data.config import DownloadStageParams
 
 SUBSETS = ("train2014", "val2014")
 
 
-def load_coco2014(params: Params) -> Source:
+def load_coco2014(params: DownloadStageParams) -> Source:
     p, d = params.download.coco2014, params.download
     if p.root:
         base = local_dir(p.root, "download.coco2014.root")
@@ -54,12 +54,12 @@ def load_coco2014(params: Params) -> Source:
     return Source("coco2014", base, entries)
 
 
-def _karpathy_json(base: Path, local: bool, params: Params) -> Path:
+def _karpathy_json(base: Path, local: bool, params: DownloadStageParams) -> Path:
     if local:
         if not (base / "dataset_coco.json").is_file():
             raise SourceError(
                 f"{base}: no dataset_coco.json; copy it there from Karpathy's "
-                f"caption_datasets.zip ({params.download.splits_url or 'see README'}), "
+                f"caption_datasets.zip ({params.download.splits_url or 'see docs/datasets.md'}), "
                 "or set download.coco2014.karpathy_splits=false")
         return base / "dataset_coco.json"
     d = params.download

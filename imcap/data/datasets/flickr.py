@@ -26,7 +26,7 @@ from imcap.data.datasets.sources import (
 from imcap.data.text import tokenize
 
 if TYPE_CHECKING:
-    from imcap.params import Params
+    from imcap.data.config import DownloadStageParams
 
 FLICKR8K_IMAGES = ("Flicker8k_Dataset", "Flickr8k_Dataset")
 TOKEN_FILES = ("Flickr8k.token.txt", "Flickr8k_text/Flickr8k.token.txt")
@@ -35,7 +35,7 @@ FLICKR8K_LISTS = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devIma
 FLICKR30K_IMAGES = ("flickr30k-images", "flickr30k_images")
 
 
-def load_flickr8k(params: Params) -> Source:
+def load_flickr8k(params: DownloadStageParams) -> Source:
     p, d = params.download.flickr8k, params.download
     if p.root:
         base = local_dir(p.root, "download.flickr8k.root")
@@ -54,7 +54,7 @@ def load_flickr8k(params: Params) -> Source:
     return Source("flickr8k", images, entries)
 
 
-def load_flickr30k(params: Params) -> Source:
+def load_flickr30k(params: DownloadStageParams) -> Source:
     p, d = params.download.flickr30k, params.download
     if p.root:
         base = local_dir(p.root, "download.flickr30k.root")
@@ -67,14 +67,14 @@ def load_flickr30k(params: Params) -> Source:
     return Source("flickr30k", images, entries)
 
 
-def _karpathy_json(base: Path, local: bool, params: Params, name: str) -> Path:
+def _karpathy_json(base: Path, local: bool, params: DownloadStageParams, name: str) -> Path:
     """`dataset_<name>.json`: from a local copy (never downloaded then), else from splits_url."""
     member = f"dataset_{name}.json"
     if local:
         if not (base / member).is_file():
             raise SourceError(
                 f"{base}: no {member}; copy it there from Karpathy's caption_datasets.zip "
-                f"({params.download.splits_url or 'see README'})")
+                f"({params.download.splits_url or 'see docs/datasets.md'})")
         return base / member
     return karpathy_file(params.download.splits_url, params.download.splits_sha256, member)
 

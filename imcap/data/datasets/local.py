@@ -16,17 +16,17 @@ from imcap.data.datasets.sources import (
 from imcap.data.text import tokenize
 
 if TYPE_CHECKING:
-    from imcap.params import Params
+    from imcap.data.config import DownloadStageParams
 
 
-def load_karpathy(params: Params) -> Source:
+def load_karpathy(params: DownloadStageParams) -> Source:
     p = params.download.karpathy
     caption_file = local_file(p.caption_file, "download.karpathy.json")
     images = local_dir(p.images, "download.karpathy.images")
     return Source(caption_file.stem, images, read_karpathy(caption_file))
 
 
-def load_folder(params: Params) -> Source:
+def load_folder(params: DownloadStageParams) -> Source:
     """Images split at random (seeded by `seed`): val and test get their fractions, rounded."""
     p = params.download.folder
     images = local_dir(p.images, "download.folder.images")

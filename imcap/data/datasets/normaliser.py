@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from imcap.data.cache import portable_path
 from imcap.data.config import DownloadParams
 from imcap.data.datasets.sources import Entry, Source, SourceError
+from imcap.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 _PARALLEL_FROM = 500  # fewer images are checked in-process: a pool costs more than it saves
@@ -48,10 +48,10 @@ def check_images(root: Path, filenames: Sequence[str], workers: int = 0,
     workers = workers or _usable_cpus()
     bar = dict(total=len(paths), desc="check images", unit="img", disable=not progress)
     if workers == 1 or len(paths) < _PARALLEL_FROM:
-        reasons = list(tqdm(map(check_image, paths), **bar))
+        reasons = list(progress_bar(map(check_image, paths), **bar))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            reasons = list(tqdm(pool.map(check_image, paths, chunksize=64), **bar))
+            reasons = list(progress_bar(pool.map(check_image, paths, chunksize=64), **bar))
     return [(name, reason) for name, reason in zip(filenames, reasons, strict=True) if reason]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from imcap.data.config import ShapesParams
 from imcap.data.shapes.captions import describe
 from imcap.data.shapes.render import render
 from imcap.data.shapes.scene import random_scene
 from imcap.data.text import tokenize
+from imcap.progress import progress_bar
 
 CAPTIONS_PER_IMAGE = 5
 
@@ -34,7 +34,7 @@ def generate_shapes(
     images_dir.mkdir(parents=True, exist_ok=True)
     images = []
     sentid = 0
-    for imgid in tqdm(range(num_images), desc="shapes", unit="img", disable=not progress):
+    for imgid in progress_bar(range(num_images), desc="shapes", unit="img", disable=not progress):
         rng = np.random.default_rng([seed, imgid])
         scene = random_scene(rng)
         raws = describe(scene, rng, CAPTIONS_PER_IMAGE)

@@ -1,0 +1,280 @@
+"""The spread of training: one row of the table trained with N training seeds on fixed data,
+each model scored on the test split; mean ± std over the seeds of greedy and beam-3 BLEU-4
+(nltk, the seed's way) and CIDEr-D (pycocoevalcap), with the best epoch and the epochs run.
+
+Only the training seed varies (`train.seed`: the decoder's initialisation, dropout and batch
+order). The data (the generated `shapes` images, the splits, the embedding rows of words without
+a vector) come from the top-level `seed`, fixed for all runs, and are built once: the
+`download`, `vocab` and `features` stages run in a work folder (`--workdir`, reused while the
+params they read are the same; default a temporary folder). Training and evaluation then call
+the library directly (`imcap.training.loop.train_decoder`, the evaluate stage's decoding and
+metrics; no DVC, no MLflow, no METEOR), one process per seed at a time (`--jobs` for more).
+
+`--dataset signs` is the second synthetic set (`tests/signs_dataset.py`, 1,000 images, 150 test
+images) through `dataset: karpathy`, as `tests/test_unseen_data.py` runs it. `-S key=value`
+changes a parameter as `dvc exp run -S` does (`-S attention=II -S train.epochs=10`).
+
+    python benchmarks/seed_spread.py                          # shapes, seeds 0-4, 1 thread each
+    python benchmarks/seed_spread.py --dataset signs --seeds 5 --json spread.json
+    python benchmarks/seed_spread.py -S decoder=transformer --jobs 2 --workdir /tmp/spread
+
+Imports dvc, mlflow and nltk nowhere at module level (the stages that build the data run as
+subprocesses; nltk is imported when scoring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a plain checkout
+
+from imcap.params import REPO_PARAMS, Params, parse_params  # noqa: E402
+
+# The params the data stages read (dvc.yaml); a work folder is reused while these are equal.
+DATA_KEYS = ("dataset", "seed", "shapes", "download", "embeddings", "vocab", "word_vectors",
+             "encoder", "features")
+METRICS = ("greedy.bleu4", "beam3.bleu4", "greedy.cider", "beam3.cider")
+COUNTS = ("best_epoch", "epochs_run", "averaged_epochs")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["train.epochs=5", "attention=II"]` -> {"train.epochs": 5, "attention": "II"} (values
+    read as YAML, as `dvc exp run -S` reads them)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"-S expects key=value, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def raw_params(dataset: str, overrides: dict[str, Any], source: Path | None) -> dict[str, Any]:
+    """The repository's params.yaml with the dataset's and the user's changes; no MLflow, no
+    METEOR (neither changes a caption)."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    raw["mlflow"]["enabled"] = False
+    raw["eval"]["meteor"] = False
+    if dataset == "signs":
+        assert source is not None
+        raw["dataset"] = "karpathy"
+        raw["download"]["karpathy"] = {"json": str(source / "signs.json"),
+                                       "images": str(source / "img")}
+    for key, value in overrides.items():
+        *sections, name = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return raw
+
+
+def build_data(workdir: Path, dataset: str, overrides: dict[str, Any]) -> Params:
+    """The data stages' outputs in `workdir` (kept when they were built from the same params);
+    the params, validated."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = None
+    if dataset == "signs":
+        source = workdir / "signs"
+        if not (source / "signs.json").is_file():
+            sys.path.insert(0, str(REPO / "tests"))
+            from signs_dataset import write_signs
+
+            write_signs(source)
+    raw = raw_params(dataset, overrides, source)
+    params = parse_params(copy.deepcopy(raw), source="seed_spread")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    key = hashlib.sha256(json.dumps({k: raw[k] for k in DATA_KEYS}, sort_keys=True,
+                                    default=str).encode()).hexdigest()
+    marker = workdir / "data" / "built_from.txt"
+    if marker.is_file() and marker.read_text() == key:
+        print(f"data: reusing {workdir / 'data'}", file=sys.stderr)
+        return params
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                                    os.environ.get("PYTHONPATH")])),
+               DVC_NO_ANALYTICS="1")
+    start = time.perf_counter()
+    for stage in ("download", "vocab", "features"):
+        subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+    marker.write_text(key)
+    print(f"data: built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return params
+
+
+@dataclass
+class Inputs:
+    """What training and evaluation read, loaded the way the train and evaluate stages load it."""
+
+    params: Params
+    config: Any  # DecoderConfig
+    embeddings: torch.Tensor
+    vocab: Any  # Vocabulary
+    train: Any  # CaptionedSplit
+    val: Any
+    test: Any
+
+
+def load_inputs(workdir: Path, params: Params) -> Inputs:
+    import numpy as np
+
+    from imcap.data.karpathy import load_dataset
+    from imcap.data.vocab import EncodedCaptions, Vocabulary
+    from imcap.features.splits import load_split
+    from imcap.features.store import FeatureStore
+    from imcap.model.decoder import DecoderConfig
+    from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, FEATURES_FILE, VOCAB_FILE
+
+    dataset = load_dataset(workdir / CAPTION_FILE)
+    vocab = Vocabulary.load(workdir / VOCAB_FILE)
+    encoded = EncodedCaptions.load(workdir / CAPTIONS_FILE)
+    embeddings = torch.from_numpy(np.load(workdir / EMBEDDINGS_FILE))
+    store = FeatureStore(workdir / FEATURES_FILE)
+    in_memory = int(params.train.features_in_memory_gb * 2**30)
+    splits = {name: load_split(name, encoded, store, dataset, in_memory, params.reads_regions)
+              for name in ("train", "val", "test")}
+    config = DecoderConfig.from_params(params.attention, params.model, decoder=params.decoder,
+                                       vocab_size=len(vocab), embed_dim=embeddings.shape[1],
+                                       encoder_channels=store.feature_dim)
+    return Inputs(params, config, embeddings, vocab, splits["train"], splits["val"],
+                  splits["test"])
+
+
+def score(model: Any, inputs: Inputs, device: torch.device) -> dict[str, float]:
+    """Test greedy and beam-3 BLEU-4 (nltk) and CIDEr-D, as the evaluate stage computes them."""
+    from imcap.evaluation.bleu import bleu_scores
+    from imcap.evaluation.coco_metrics import CocoScorer
+    from imcap.evaluation.split_evaluation import evaluate_split
+    from imcap.model.captioning import beam_decoder, caption_batches
+
+    settings, test = inputs.params.eval, inputs.test
+    greedy = evaluate_split(model, test, inputs.vocab, device, settings.max_length,
+                            settings.batch_size).captions
+    beam = beam_decoder(model, 3, settings.max_length, length_penalty=settings.length_penalty)
+    beam3 = [c.words for c in caption_batches(beam, test.image_batches(settings.batch_size,
+                                                                       device), inputs.vocab)]
+    result = {}
+    with CocoScorer(meteor=False) as coco:
+        for mode, captions in (("greedy", greedy), ("beam3", beam3)):
+            result[f"{mode}.bleu4"] = bleu_scores(test.references, captions)["bleu4"]
+            result[f"{mode}.cider"] = coco.score(test.references, captions)["cider"]
+    return result
+
+
+def run_seed(workdir: Path, params: Params, seed: int, threads: int) -> dict[str, Any]:
+    """Train with training seed `seed` on the data in `workdir`; its test scores."""
+    torch.set_num_threads(threads)
+    from imcap.devices import pick_device
+    from imcap.model.checkpoint import load_checkpoint
+    from imcap.training.loop import train_decoder
+
+    inputs = load_inputs(workdir, params)
+    checkpoint = workdir / "runs" / f"seed{seed}.pt"
+    checkpoint.parent.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # the epoch lines: stdout is the report's
+        result = train_decoder(inputs.config, params.train, inputs.embeddings, inputs.train,
+                               inputs.val, inputs.vocab, checkpoint, seed=seed)
+    seconds = time.perf_counter() - start
+    device = pick_device(params.train.device)
+    scores = score(load_checkpoint(checkpoint, device), inputs, device)
+    return {"seed": seed, **scores, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "averaged_epochs": getattr(result, "averaged_epochs", 0),  # 0: the best epoch
+            "train_seconds": round(seconds, 1)}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per metric: mean, std (n - 1), min, max over the runs."""
+    summary = {}
+    for key in (*METRICS, *COUNTS, "train_seconds"):
+        values = [float(run[key]) for run in runs]
+        mean, std = mean_std(values)
+        summary[key] = {"mean": mean, "std": std, "min": min(values), "max": max(values)}
+    return summary
+
+
+def report(runs: list[dict[str, Any]], summary: dict[str, dict[str, float]]) -> str:
+    columns = ("seed", *METRICS, *COUNTS, "train_seconds")
+    lines = ["  ".join(f"{c:>13}" for c in columns)]
+    for run in runs:
+        lines.append("  ".join(f"{run[c]:>13.2f}" if isinstance(run[c], float) else
+                               f"{run[c]:>13}" for c in columns))
+    for stat in ("mean", "std"):
+        lines.append("  ".join([f"{stat:>13}"] + [f"{summary[c][stat]:>13.2f}"
+                                                  for c in columns[1:]]))
+    lines.append("")
+    lines += [f"{key:>15}: {s['mean']:6.2f} ± {s['std']:.2f}  (min {s['min']:.2f}, max "
+              f"{s['max']:.2f})" for key, s in summary.items() if key in METRICS + COUNTS]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("shapes", "signs"), default="shapes")
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the seeds are first-seed .. first-seed + seeds - 1")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="change a parameter, as dvc exp run -S")
+    parser.add_argument("--workdir", type=Path,
+                        help="keeps the built data between runs (default: a temporary folder)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    parser.add_argument("--json", type=Path, help="write every run and the summary here")
+    args = parser.parse_args(argv)
+    overrides = parse_overrides(args.overrides)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    with tempfile.TemporaryDirectory(prefix="seed_spread.") as tmp:
+        workdir = (args.workdir or Path(tmp)).resolve()
+        params = build_data(workdir, args.dataset, overrides)
+        print(f"{args.dataset}, data seed {params.seed}, training seeds {seeds}, "
+              f"{args.jobs} job(s) x {args.threads} thread(s)"
+              + (f", {' '.join(args.overrides)}" if args.overrides else ""), file=sys.stderr)
+        start = time.perf_counter()
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+                runs = list(pool.map(run_seed, [workdir] * len(seeds), [params] * len(seeds),
+                                     seeds, [args.threads] * len(seeds)))
+        else:
+            runs = [run_seed(workdir, params, seed, args.threads) for seed in seeds]
+        wall = time.perf_counter() - start
+    summary = summarise(runs)
+    print(report(runs, summary))
+    print(f"{len(seeds)} seeds in {wall:.0f} s", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "dataset": args.dataset, "overrides": overrides, "data_seed": params.seed,
+            "params": params.as_flat_dict(), "runs": runs, "summary": summary,
+            "wall_seconds": round(wall, 1)}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

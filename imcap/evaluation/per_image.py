@@ -1,0 +1,155 @@
+"""Every test caption with the per-image statistics its corpus scores are made of, so that a
+score can be resampled (imcap/evaluation/bootstrap.py) and two runs compared image by image
+(`imcap compare`) without scoring anything again.
+
+Corpus BLEU (nltk's `corpus_bleu`, the seed's metric) is a function of sums over images: for
+each n-gram order n = 1..4 the clipped matches and the hypothesis n-gram count (nltk counts 1
+for a caption shorter than n words), the caption length and its closest reference length.
+`BleuReferences.statistics` gives those ten integers per image; `corpus_bleu` turns their sums
+back into nltk's exact number, its handling of zero counts included. CIDEr-D is already a mean
+of per-image scores (pycocoevalcap's, document frequencies from the evaluated references).
+
+The table (`metrics/captions.csv`): one row per test image and decoding mode, with `image`,
+`mode`, `caption`, `cider` (× 100), `matches1..4`, `ngrams1..4`, `length`, `ref_length`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from imcap.atomic import atomic_path
+
+Tokens = Sequence[str]
+ORDER = 4  # BLEU-4
+BLEU_COLUMNS = (*(f"matches{n}" for n in range(1, ORDER + 1)),
+                *(f"ngrams{n}" for n in range(1, ORDER + 1)), "length", "ref_length")
+COLUMNS = ("image", "mode", "caption", "cider", *BLEU_COLUMNS)
+
+
+class PerImageError(ValueError):
+    """A per-image captions file that is not one (missing columns, duplicate rows)."""
+
+
+def _ngrams(tokens: Tokens) -> Counter:
+    """The n-grams of every order 1..ORDER in one counter (orders tell apart by length)."""
+    return Counter(tuple(tokens[i : i + n]) for n in range(1, ORDER + 1)
+                   for i in range(len(tokens) - n + 1))
+
+
+class BleuReferences:
+    """The reference side of BLEU, counted once for all decoding modes: per image the largest
+    count of each n-gram in any one of its references, and the reference lengths."""
+
+    def __init__(self, references: Sequence[Sequence[Tokens]]) -> None:
+        self.max_counts: list[dict[tuple[str, ...], int]] = []
+        self.lengths: list[list[int]] = []
+        for refs in references:
+            best: dict[tuple[str, ...], int] = {}
+            for ref in refs:
+                for gram, count in _ngrams(ref).items():
+                    if count > best.get(gram, 0):
+                        best[gram] = count
+            self.max_counts.append(best)
+            self.lengths.append(sorted({len(r) for r in refs}))
+
+    def statistics(self, hypotheses: Sequence[Tokens]) -> np.ndarray:
+        """[images, 10] int64 in the order of `BLEU_COLUMNS`, as nltk's `modified_precision`
+        and `closest_ref_length` count them."""
+        if len(hypotheses) != len(self.max_counts):
+            raise ValueError(f"{len(self.max_counts)} reference sets for {len(hypotheses)} "
+                             "hypotheses")
+        rows = []
+        for hyp, best, lengths in zip(hypotheses, self.max_counts, self.lengths, strict=True):
+            row = [0] * (2 * ORDER) + [len(hyp), 0]
+            for gram, count in _ngrams(hyp).items():
+                row[len(gram) - 1] += min(count, best.get(gram, 0))
+                row[ORDER + len(gram) - 1] += count
+            for n in range(ORDER):  # nltk's denominator: at least 1
+                row[ORDER + n] = max(1, row[ORDER + n])
+            if lengths:
+                row[-1] = min(lengths, key=lambda r: (abs(r - len(hyp)), r))
+            rows.append(row)
+        return np.array(rows, dtype=np.int64).reshape(len(rows), len(BLEU_COLUMNS))
+
+
+def corpus_bleu(sums: Sequence[int], order: int = ORDER) -> float:
+    """BLEU-`order` × 100 from the column sums of `BleuReferences.statistics`: nltk's
+    `corpus_bleu` without smoothing, step for step (a zero n-gram precision counts as
+    `sys.float_info.min`; no unigram match, or no words, is 0), so equal to it exactly."""
+    matches, ngrams = sums[:ORDER], sums[ORDER : 2 * ORDER]
+    hyp_len, ref_len = int(sums[-2]), int(sums[-1])
+    if matches[0] == 0:
+        return 0.0
+    if hyp_len > ref_len:
+        brevity = 1.0
+    elif hyp_len == 0:
+        brevity = 0.0
+    else:
+        brevity = math.exp(1 - ref_len / hyp_len)
+    weight = 1.0 / order
+    logs = (weight * math.log(int(m) / int(t) if m else sys.float_info.min)
+            for m, t in zip(matches[:order], ngrams[:order], strict=True))
+    return 100.0 * (brevity * math.exp(math.fsum(logs)))
+
+
+def caption_table(images: Sequence[str], references: Sequence[Sequence[Tokens]],
+                  captions: Mapping[str, Sequence[Tokens]],
+                  cider: Mapping[str, Sequence[float]]) -> pd.DataFrame:
+    """One row per mode and image (modes in the order of `captions`), see the module doc.
+    `cider[mode]`: pycocoevalcap's per-image CIDEr-D × 100, in the order of `images`."""
+    bleu = BleuReferences(references)
+    frames = []
+    for mode, hypotheses in captions.items():
+        if len(cider[mode]) != len(images) or len(hypotheses) != len(images):
+            raise ValueError(f"{mode}: {len(hypotheses)} captions and {len(cider[mode])} "
+                             f"CIDEr-D scores for {len(images)} images")
+        frame = pd.DataFrame(bleu.statistics(hypotheses), columns=list(BLEU_COLUMNS))
+        frame.insert(0, "image", list(images))
+        frame.insert(1, "mode", mode)
+        frame.insert(2, "caption", [" ".join(h) for h in hypotheses])
+        frame.insert(3, "cider", np.asarray(cider[mode], dtype=np.float64))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """CSV, written atomically; floats in full (pandas ≥ 3 reads them back bit for bit)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_table(source: str | Path | IO[str], name: str) -> pd.DataFrame:
+    """A table written by `write_table`, checked; `name` says where it came from in errors."""
+    try:
+        table = pd.read_csv(source, keep_default_na=False,
+                            dtype={"image": str, "mode": str, "caption": str})
+    except (ValueError, pd.errors.ParserError) as err:
+        raise PerImageError(f"{name}: not a per-image captions file ({err})") from err
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise PerImageError(f"{name}: not a per-image captions file (no column "
+                            f"{', '.join(missing)})")
+    if not table.empty:
+        try:
+            table[list(BLEU_COLUMNS)] = table[list(BLEU_COLUMNS)].astype(np.int64)
+            table["cider"] = table["cider"].astype(np.float64)
+        except (ValueError, TypeError) as err:
+            raise PerImageError(f"{name}: non-numeric per-image statistics ({err})") from err
+    twice = table.duplicated(["mode", "image"])
+    if twice.any():
+        row = table[twice].iloc[0]
+        raise PerImageError(f"{name}: image {row['image']} appears twice in mode {row['mode']}")
+    return table
+
+
+def modes(table: pd.DataFrame) -> list[str]:
+    """The decoding modes of `table`, in the order they appear."""
+    return list(dict.fromkeys(table["mode"]))
