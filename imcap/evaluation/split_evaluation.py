@@ -14,12 +14,12 @@ from imcap.features.splits import CaptionedSplit
 from imcap.model.captioning import caption_batches
 from imcap.model.decode import greedy_decode
 from imcap.model.interface import Decoder
-from imcap.model.loss import caption_loss
+from imcap.model.loss import split_word_loss
 
 
 @dataclass(frozen=True)
 class SplitEvaluation:
-    loss: float  # mean caption loss over the split's captions
+    loss: float  # mean loss per word over the split's captions, as the training loss
     bleu: dict[str, float]  # BLEU-1..4 of the greedy captions (`bleu_scores`)
     captions: list[list[str]]  # the greedy caption of each image
 
@@ -29,11 +29,12 @@ def evaluate_split(model: Decoder, data: CaptionedSplit, vocab: Vocabulary,
                    device: torch.device, max_length: int, batch_size: int = 256
                    ) -> SplitEvaluation:
     model.eval()
-    losses = []
+    summed, words = 0.0, 0
     for rows in torch.arange(len(data.captions)).split(batch_size):
-        losses.append(caption_loss(model, data, rows, device).item() * len(rows))
+        batch_sum, batch_words = split_word_loss(model, data, rows, device)
+        summed, words = summed + batch_sum.item(), words + batch_words
     greedy = partial(greedy_decode, model, max_length=max_length)
     captions = [caption.words for caption in
                 caption_batches(greedy, data.image_batches(batch_size, device), vocab)]
-    return SplitEvaluation(sum(losses) / len(data.captions),
+    return SplitEvaluation(summed / words,
                            bleu_scores(data.references, captions), captions)

@@ -19,11 +19,20 @@ def summed_word_loss(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,
     return nn.functional.cross_entropy(logits.float(), captions.targets, reduction="sum")
 
 
-def caption_loss(model: Decoder, data: CaptionedSplit, rows: torch.Tensor,
-                 device: torch.device, teacher_forcing: float = 1.0) -> torch.Tensor:
-    """Mean loss per word of the captions `rows` of `data` (PAD not counted)."""
+def split_word_loss(model: Decoder, data: CaptionedSplit, rows: torch.Tensor,
+                    device: torch.device, teacher_forcing: float = 1.0
+                    ) -> tuple[torch.Tensor, int]:
+    """Summed loss over the words of the captions `rows` of `data` (PAD not counted), and how
+    many words that is."""
     images, owner = torch.unique(data.image_row[rows], return_inverse=True)
     captions = SortedCaptions.build(data.captions[rows], owner).to(device)
     summed = summed_word_loss(model, data.grid[images].to(device),
                               data.pooled[images].to(device), captions, teacher_forcing)
-    return summed / len(captions.targets)
+    return summed, len(captions.targets)
+
+
+def caption_loss(model: Decoder, data: CaptionedSplit, rows: torch.Tensor,
+                 device: torch.device, teacher_forcing: float = 1.0) -> torch.Tensor:
+    """Mean loss per word of the captions `rows` of `data` (PAD not counted)."""
+    summed, words = split_word_loss(model, data, rows, device, teacher_forcing)
+    return summed / words

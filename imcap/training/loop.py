@@ -158,7 +158,8 @@ def train_decoder(
                                     vocab, device, settings.max_length) if leader else None
         published = broadcast_from_leader(published, shard)  # one result on every rank
     return TrainResult(progress.best_epoch, progress.best_bleu, progress.epoch,
-                       stopped_early=progress.stale >= settings.patience,
+                       stopped_early=(progress.stale >= settings.patience
+                                      and progress.epoch < settings.epochs),
                        averaged_epochs=published[0] if published else 0,
                        model_val_bleu4=published[1] if published else progress.best_bleu)
 
