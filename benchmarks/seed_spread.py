@@ -10,6 +10,16 @@ params they read are the same; default a temporary folder). Training and evaluat
 the library directly (`imcap.training.loop.train_decoder`, the evaluate stage's decoding and
 metrics; no DVC, no MLflow, no METEOR), one process per seed at a time (`--jobs` for more).
 
+With `-S train.scst_epochs=N` (N > 0) each seed is measured twice, paired: its cross-entropy
+model (trained once, with a resume state), then the same run continued by N self-critical epochs
+from that state, exactly as one run with N would train. The report then holds both tables and
+the per-seed differences (self-critical − cross-entropy), mean ± std.
+
+Besides the scores, each model's share of degenerate test captions (greedy and beam 3): a word
+twice in a row ("a a") or a caption ending in an article, preposition or conjunction ("… with
+a"), the known failure of self-critical training. And the seconds per epoch (validation
+included) of each phase.
+
 `--dataset signs` is the second synthetic set (`tests/signs_dataset.py`, 1,000 images, 150 test
 images) through `dataset: karpathy`, as `tests/test_unseen_data.py` runs it. `-S key=value`
 changes a parameter as `dvc exp run -S` does (`-S attention=II -S train.epochs=10`).
@@ -17,6 +27,7 @@ changes a parameter as `dvc exp run -S` does (`-S attention=II -S train.epochs=1
     python benchmarks/seed_spread.py                          # shapes, seeds 0-4, 1 thread each
     python benchmarks/seed_spread.py --dataset signs --seeds 5 --json spread.json
     python benchmarks/seed_spread.py -S decoder=transformer --jobs 2 --workdir /tmp/spread
+    python benchmarks/seed_spread.py --seeds 3 -S train.scst_epochs=5   # CE vs + SCST, paired
 
 Imports dvc, mlflow and nltk nowhere at module level (the stages that build the data run as
 subprocesses; nltk is imported when scoring).
@@ -28,9 +39,11 @@ import argparse
 import contextlib
 import copy
 import hashlib
+import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +66,10 @@ from imcap.params import REPO_PARAMS, Params, parse_params  # noqa: E402
 DATA_KEYS = ("dataset", "seed", "shapes", "download", "embeddings", "vocab", "word_vectors",
              "encoder", "features")
 METRICS = ("greedy.bleu4", "beam3.bleu4", "greedy.cider", "beam3.cider")
+SHARES = ("greedy.degenerate", "beam3.degenerate")  # % of test captions
 COUNTS = ("best_epoch", "epochs_run", "averaged_epochs")
+# A caption ending in one of these stops mid-phrase.
+DANGLING = frozenset({"a", "an", "the", "with", "of", "on", "in", "and"})
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -159,8 +175,15 @@ def load_inputs(workdir: Path, params: Params) -> Inputs:
                   splits["test"])
 
 
+def degenerate(caption: list[str]) -> bool:
+    """A word twice in a row, or the last word an article, preposition or conjunction."""
+    repeated = any(a == b for a, b in itertools.pairwise(caption))
+    return repeated or not caption or caption[-1] in DANGLING
+
+
 def score(model: Any, inputs: Inputs, device: torch.device) -> dict[str, float]:
-    """Test greedy and beam-3 BLEU-4 (nltk) and CIDEr-D, as the evaluate stage computes them."""
+    """Test greedy and beam-3 BLEU-4 (nltk) and CIDEr-D, as the evaluate stage computes them,
+    and the % of degenerate captions."""
     from imcap.evaluation.bleu import bleu_scores
     from imcap.evaluation.coco_metrics import CocoScorer
     from imcap.evaluation.split_evaluation import evaluate_split
@@ -177,30 +200,48 @@ def score(model: Any, inputs: Inputs, device: torch.device) -> dict[str, float]:
         for mode, captions in (("greedy", greedy), ("beam3", beam3)):
             result[f"{mode}.bleu4"] = bleu_scores(test.references, captions)["bleu4"]
             result[f"{mode}.cider"] = coco.score(test.references, captions)["cider"]
+            result[f"{mode}.degenerate"] = 100 * sum(map(degenerate, captions)) / len(captions)
     return result
 
 
-def run_seed(workdir: Path, params: Params, seed: int, threads: int) -> dict[str, Any]:
-    """Train with training seed `seed` on the data in `workdir`; its test scores."""
+def run_seed(workdir: Path, params: Params, seed: int, threads: int
+             ) -> dict[str, dict[str, Any]]:
+    """Train with training seed `seed` on the data in `workdir`; its test scores, under "ce"
+    and, with `train.scst_epochs`, those after the self-critical epochs under "scst"."""
     torch.set_num_threads(threads)
     from imcap.devices import pick_device
     from imcap.model.checkpoint import load_checkpoint
     from imcap.training.loop import train_decoder
 
     inputs = load_inputs(workdir, params)
-    checkpoint = workdir / "runs" / f"seed{seed}.pt"
-    checkpoint.parent.mkdir(exist_ok=True)
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # the epoch lines: stdout is the report's
-        result = train_decoder(inputs.config, params.train, inputs.embeddings, inputs.train,
-                               inputs.val, inputs.vocab, checkpoint, seed=seed)
-    seconds = time.perf_counter() - start
+    runs = workdir / "runs"
+    runs.mkdir(exist_ok=True)
+    state = runs / f"seed{seed}-state"
+    shutil.rmtree(state, ignore_errors=True)
     device = pick_device(params.train.device)
-    scores = score(load_checkpoint(checkpoint, device), inputs, device)
-    return {"seed": seed, **scores, "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "averaged_epochs": getattr(result, "averaged_epochs", 0),  # 0: the best epoch
-            "train_seconds": round(seconds, 1)}
+    scst_epochs = params.train.scst_epochs
+    phases = {"ce": params.train.model_copy(update={"scst_epochs": 0})}
+    if scst_epochs:
+        phases["scst"] = params.train
+    out: dict[str, dict[str, Any]] = {}
+    for phase, settings in phases.items():
+        checkpoint = runs / f"seed{seed}-{phase}.pt"
+        if phase == "scst":  # the published cross-entropy model, where SCST starts from
+            shutil.copy(runs / f"seed{seed}-ce.pt", checkpoint)
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):  # the epoch lines: stdout is the report's
+            result = train_decoder(inputs.config, settings, inputs.embeddings, inputs.train,
+                                   inputs.val, inputs.vocab, checkpoint, seed=seed,
+                                   state_dir=state)
+        seconds = time.perf_counter() - start
+        epochs = scst_epochs if phase == "scst" else result.epochs_run
+        out[phase] = {"seed": seed, **score(load_checkpoint(checkpoint, device), inputs, device),
+                      "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                      "averaged_epochs": result.averaged_epochs,  # 0: the best epoch
+                      "train_seconds": round(seconds, 1),
+                      "epoch_seconds": round(seconds / epochs, 2)}
+    shutil.rmtree(state, ignore_errors=True)
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -213,15 +254,26 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per metric: mean, std (n - 1), min, max over the runs."""
     summary = {}
-    for key in (*METRICS, *COUNTS, "train_seconds"):
+    for key in (*METRICS, *SHARES, *COUNTS, "train_seconds", "epoch_seconds"):
         values = [float(run[key]) for run in runs]
         mean, std = mean_std(values)
         summary[key] = {"mean": mean, "std": std, "min": min(values), "max": max(values)}
     return summary
 
 
+def paired(ce: list[dict[str, Any]], scst: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per metric and share: each seed's self-critical − cross-entropy difference, and their
+    mean and std."""
+    differences = {}
+    for key in (*METRICS, *SHARES):
+        values = [b[key] - a[key] for a, b in zip(ce, scst, strict=True)]
+        mean, std = mean_std(values)
+        differences[key] = {"per_seed": values, "mean": mean, "std": std}
+    return differences
+
+
 def report(runs: list[dict[str, Any]], summary: dict[str, dict[str, float]]) -> str:
-    columns = ("seed", *METRICS, *COUNTS, "train_seconds")
+    columns = ("seed", *METRICS, *SHARES, *COUNTS, "train_seconds", "epoch_seconds")
     lines = ["  ".join(f"{c:>13}" for c in columns)]
     for run in runs:
         lines.append("  ".join(f"{run[c]:>13.2f}" if isinstance(run[c], float) else
@@ -230,9 +282,16 @@ def report(runs: list[dict[str, Any]], summary: dict[str, dict[str, float]]) -> 
         lines.append("  ".join([f"{stat:>13}"] + [f"{summary[c][stat]:>13.2f}"
                                                   for c in columns[1:]]))
     lines.append("")
-    lines += [f"{key:>15}: {s['mean']:6.2f} ± {s['std']:.2f}  (min {s['min']:.2f}, max "
-              f"{s['max']:.2f})" for key, s in summary.items() if key in METRICS + COUNTS]
+    lines += [f"{key:>17}: {s['mean']:6.2f} ± {s['std']:.2f}  (min {s['min']:.2f}, max "
+              f"{s['max']:.2f})" for key, s in summary.items()
+              if key in METRICS + SHARES + COUNTS + ("epoch_seconds",)]
     return "\n".join(lines)
+
+
+def report_paired(differences: dict[str, Any]) -> str:
+    return "\n".join(f"{key:>17}: {d['mean']:+6.2f} ± {d['std']:.2f}  (per seed "
+                     + ", ".join(f"{v:+.2f}" for v in d["per_seed"]) + ")"
+                     for key, d in differences.items())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -261,19 +320,30 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         if args.jobs > 1:
             with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-                runs = list(pool.map(run_seed, [workdir] * len(seeds), [params] * len(seeds),
+                both = list(pool.map(run_seed, [workdir] * len(seeds), [params] * len(seeds),
                                      seeds, [args.threads] * len(seeds)))
         else:
-            runs = [run_seed(workdir, params, seed, args.threads) for seed in seeds]
+            both = [run_seed(workdir, params, seed, args.threads) for seed in seeds]
         wall = time.perf_counter() - start
+    runs = [run["ce"] for run in both]
     summary = summarise(runs)
+    result = {"dataset": args.dataset, "overrides": overrides, "data_seed": params.seed,
+              "params": params.as_flat_dict(), "runs": runs, "summary": summary}
+    if params.train.scst_epochs:
+        print("cross-entropy only:")
     print(report(runs, summary))
+    if params.train.scst_epochs:
+        scst_runs = [run["scst"] for run in both]
+        result |= {"scst_runs": scst_runs, "scst_summary": summarise(scst_runs),
+                   "paired": paired(runs, scst_runs)}
+        print(f"\n+ {params.train.scst_epochs} self-critical epochs:")
+        print(report(scst_runs, result["scst_summary"]))
+        print("\nself-critical − cross-entropy, paired by seed:")
+        print(report_paired(result["paired"]))
     print(f"{len(seeds)} seeds in {wall:.0f} s", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({
-            "dataset": args.dataset, "overrides": overrides, "data_seed": params.seed,
-            "params": params.as_flat_dict(), "runs": runs, "summary": summary,
-            "wall_seconds": round(wall, 1)}, indent=1, default=str))
+        args.json.write_text(json.dumps({**result, "wall_seconds": round(wall, 1)}, indent=1,
+                                        default=str))
 
 
 if __name__ == "__main__":

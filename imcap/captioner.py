@@ -1,10 +1,9 @@
 """A trained captioner outside the pipeline: decoder, vocabulary and the encoder that made its
-features, loaded from the DVC outputs or an MLflow run, captioning image files in batches.
-Used by `imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
+features (found by `imcap.model_sources`), captioning image files in batches. Used by
+`imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -16,9 +15,9 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from imcap.data.karpathy import image_root
 from imcap.data.vocab import Vocabulary
 from imcap.evaluation.attention_maps import caption_steps
+from imcap.evaluation.config import DecodingDefaults
 from imcap.features.encoders import build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
 from imcap.features.store import FeatureStore
@@ -26,7 +25,6 @@ from imcap.model.captioning import Decode, beam_decoder, caption_batches
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
-from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
 
 ENCODER_TOLERANCE = 1e-2  # relative difference of pooled features still taken as "the same"
 # What loading a damaged file raises: truncated zip (RuntimeError, OSError), empty (EOFError),
@@ -50,8 +48,10 @@ class Artifacts:
     encoder: str
     weights: str
     image_size: int
+    defaults: DecodingDefaults  # how the model decodes unless told otherwise
     reference: FeatureStore | None = None  # stored features to check the rebuilt encoder with
     reference_images: Path | None = None  # the directory of the images in `reference`
+    train_run: str | None = None  # the MLflow run that trained the model, when known
 
 
 @dataclass(frozen=True)
@@ -83,54 +83,6 @@ class Decoding:
                            min_length=self.min_length, generator=self.generator)
         return beam_decoder(model, self.beam, self.max_length, min_length=self.min_length,
                             length_penalty=self.length_penalty)
-
-
-def dvc_artifacts(root: Path) -> Artifacts:
-    """The outputs of `dvc repro` in the repository at `root`."""
-    paths = [root / CHECKPOINT_FILE, root / VOCAB_FILE, root / FEATURES_FILE]
-    for path in paths:
-        if not path.is_file():
-            raise CaptionerError(f"{path}: not found; run `dvc repro` first, or pass --run-id")
-    store = FeatureStore(paths[2])
-    caption_file = root / CAPTION_FILE
-    images = image_root(caption_file) if caption_file.is_file() else None
-    return Artifacts(paths[0], paths[1], str(store.attrs["encoder"]),
-                     str(store.attrs["weights"]), int(store.attrs["image_size"]), store, images)
-
-
-def mlflow_artifacts(run_id: str, dest: Path) -> Artifacts:
-    """`decoder.pt` and `vocab.json` logged by the train stage, and the encoder params."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout: captions
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from imcap.tracking import tracking_uri
-
-    uri = tracking_uri()
-    require_store(uri)
-    try:
-        params = mlflow.MlflowClient(uri).get_run(run_id).data.params
-        files = [Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=name, dst_path=str(dest), tracking_uri=uri))
-            for name in (CHECKPOINT_FILE.name, VOCAB_FILE.name)]
-    except MlflowException as err:
-        raise CaptionerError(f"MLflow run {run_id} in {uri}: {err.message}") from err
-    needed = ("encoder", "features.weights", "features.image_size")
-    missing = [key for key in needed if key not in params]
-    if missing:
-        raise CaptionerError(f"MLflow run {run_id} lacks the params {', '.join(missing)}; "
-                       "was it logged by the train stage?")
-    return Artifacts(files[0], files[1], params["encoder"], params["features.weights"],
-                     int(params["features.image_size"]))
-
-
-def require_store(uri: str) -> None:
-    """Refuse a SQLite store that does not exist: MLflow would create an empty one there."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise CaptionerError(f"no MLflow store at {db}: run the pipeline with mlflow.enabled "
-                           "here, or set MLFLOW_TRACKING_URI to the store that holds the run")
 
 
 def load_file(path: Path, load: Callable[[Path], T]) -> T:

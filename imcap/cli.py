@@ -1,8 +1,9 @@
 """The `imcap` command. `imcap caption IMG|DIR [...]` captions your own images with the trained
 decoder, its vocabulary and the encoder its features came from — read from this repository's
-DVC outputs (default) or from an MLflow run (`--run-id`) — and can draw the seed's per-word
-attention figure (`--attention-map out.png`). `imcap compare A B` compares two evaluated models'
-test scores image by image (imcap/evaluation/compare.py)."""
+DVC outputs (default) or from MLflow (`--run-id`: a train or evaluate run, or `models:/imcap/N`)
+— and can draw the seed's per-word attention figure (`--attention-map out.png`); decoding
+options left out take the model's defaults (imcap.model_sources). `imcap compare A B` compares
+two evaluated models' test scores image by image (imcap/evaluation/compare.py)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,23 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from imcap.captioner import (
-    Captioner,
-    CaptionerError,
-    Decoding,
-    dvc_artifacts,
-    mlflow_artifacts,
-)
+from imcap.captioner import Captioner, CaptionerError, Decoding
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
+from imcap.evaluation.config import DEFAULT_BEAM, DecodingDefaults
 from imcap.features.images import ImageReadError, load_rgb
+from imcap.model_sources import find_artifacts
 from imcap.stage import is_user_error
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
+DEFAULTED = ("beam", "length_penalty", "max_length")  # None: the model's DecodingDefaults
+
+
+def with_defaults(args: argparse.Namespace, defaults: DecodingDefaults) -> argparse.Namespace:
+    """`args` with each decoding option left out taken from the model's `defaults`."""
+    return argparse.Namespace(**vars(args) | {name: getattr(defaults, name)
+                                              for name in DEFAULTED if getattr(args, name) is None})
 
 
 def decoding_from_args(args: argparse.Namespace, device: torch.device) -> Decoding:
@@ -106,12 +110,11 @@ def caption_command(args: argparse.Namespace) -> None:
         device = pick_device(args.device)
     except RuntimeError as err:
         raise CaptionerError(str(err)) from err
-    decoding = decoding_from_args(args, device)
     images = image_files(args.images)
     outs = attention_outputs(Path(args.attention_map), images) if args.attention_map else []
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
-        artifacts = (mlflow_artifacts(args.run_id, Path(tmp)) if args.run_id
-                     else dvc_artifacts(Path(args.root)))
+        artifacts = find_artifacts(args.run_id, Path(args.root), Path(tmp))
+        decoding = decoding_from_args(with_defaults(args, artifacts.defaults), device)
         captioner = Captioner(artifacts, device)
     if args.attention_map and captioner.model.attention is None:
         raise CaptionerError(
@@ -147,6 +150,27 @@ def compare_command(args: argparse.Namespace) -> None:
     print(compare_sides(args.a, args.b, Path(args.root)))
 
 
+def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
+    """The decoding options: left out (None), each takes the model's default."""
+    parser.add_argument("--beam", type=int, help=f"{beam} (default: the model's, {DEFAULT_BEAM} "
+                                                  "when its eval.beams holds it, else the "
+                                                  "largest)")
+    parser.add_argument("--length-penalty", type=float,
+                        help="beam: rank finished captions by log P / length**ALPHA (default: "
+                             "the model's eval.length_penalty)")
+    parser.add_argument("--max-length", type=int,
+                        help="most words (default: the model's eval.max_length)")
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", metavar="RUN|models:/imcap/N",
+                        help="load the model from MLflow instead of the DVC outputs: a train "
+                             "run id, an evaluate run id or a registered version")
+    parser.add_argument("--root", default=".",
+                        help="repository whose DVC outputs hold the model, and whose "
+                             "params.yaml gives the defaults a model did not record (default .)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imcap", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -154,26 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
         "caption", help="caption images with the trained model",
         description="Caption images (files or directories of images) with the trained model.")
     caption.add_argument("images", nargs="+", metavar="IMG", help="image file or directory")
-    caption.add_argument("--beam", type=int, default=3,
-                         help="beam size (default 3; 1 with --length-penalty 0 is greedy)")
-    caption.add_argument("--length-penalty", type=float, default=0.5,
-                         help="beam: rank finished captions by log P / length**ALPHA "
-                              "(default 0.5, as eval.length_penalty)")
+    add_decoding_options(caption, beam="beam size; 1 with --length-penalty 0 is greedy")
     caption.add_argument("--sample", action="store_true",
                          help="sample words instead of beam search")
     caption.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     caption.add_argument("--top-k", type=int, default=0,
                          help="sample from the K most likely words only (0 = all)")
     caption.add_argument("--seed", type=int, default=0, help="sampling seed")
-    caption.add_argument("--max-length", type=int, default=20, help="most words (default 20)")
     caption.add_argument("--min-length", type=int, default=0, help="fewest words (default 0)")
     caption.add_argument("--attention-map", metavar="OUT.png",
                          help="draw the per-word attention figure (several images: "
                               "OUT-<image>.png)")
-    caption.add_argument("--run-id", help="load the model from this MLflow run's artifacts "
-                                          "instead of the DVC outputs")
-    caption.add_argument("--root", default=".",
-                         help="repository whose DVC outputs hold the model (default .)")
+    add_source_options(caption)
     caption.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     caption.add_argument("--batch-size", type=int, default=16, help="images per batch")
     caption.set_defaults(run=caption_command)
@@ -184,17 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    demo.add_argument("--beam", type=int, default=3, help="beam size shown beside greedy "
-                                                          "(default 3)")
-    demo.add_argument("--length-penalty", type=float, default=0.5,
-                      help="beam: rank finished captions by log P / length**ALPHA (default 0.5)")
-    demo.add_argument("--max-length", type=int, default=20, help="most words (default 20)")
+    add_decoding_options(demo, beam="beam size shown beside greedy")
     demo.add_argument("--max-upload-mb", type=float, default=10,
                       help="largest image accepted, in MiB (default 10)")
-    demo.add_argument("--run-id", help="load the model from this MLflow run's artifacts "
-                                       "instead of the DVC outputs")
-    demo.add_argument("--root", default=".",
-                      help="repository whose DVC outputs hold the model (default .)")
+    add_source_options(demo)
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     demo.set_defaults(run=demo_command)
     compare = commands.add_parser(

@@ -3,14 +3,19 @@ answers a JSON request carrying base64 images with their captions (and, when ask
 per-word attention maps).
 
 The model holds the decoder checkpoint and the vocabulary as artifacts, the encoder as its name,
-weights and image size (`model_config`), and this package as code (`code/imcap`), so a served
-model runs the code that made it. The encoder is rebuilt when the model loads: `weights: none`
-is seeded and rebuilds anywhere; pretrained weights are torchvision's public files, fetched into
-the torch cache (or pre-seeded there) and checked against their hash, rather than copied into
-every evaluate run (100+ MB each, and seconds of the stage's time).
+weights and image size and the decoding defaults (`eval`'s, `DecodingDefaults`) as its
+`model_config`, and this package as code (`code/imcap`), so a served model runs the code that
+made it. One registered version per trained model: an evaluate run of a checkpoint some version
+already holds (tag `imcap.model_md5`, DVC's md5) registers none and is tagged with that version.
+
+The encoder is rebuilt when the model loads: `weights: none` is seeded and rebuilds anywhere;
+pretrained weights are torchvision's public files, fetched into the torch cache (or pre-seeded
+there) and checked against their hash, rather than copied into every evaluate run (100+ MB
+each, and seconds of the stage's time).
 
 Request (`POST /invocations`):
-`{"dataframe_records": [{"image": "<base64>"}], "params": {"beam": 3, "attention": true}}`.
+`{"dataframe_records": [{"image": "<base64>"}], "params": {"beam": 2, "attention": true}}`;
+a param left out takes the model's default.
 Answer: `{"predictions": [{"caption": "a red circle ...", "words": [...], "attention": [[...]],
 "grid": [h, w]}]}` — `words` (the caption's words, then `<end>` if it ended) and `attention`
 (one row of region weights per word, `grid` = its h × w) only with `attention: true`; an image
@@ -27,6 +32,7 @@ import base64
 import binascii
 import math
 import tempfile
+from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -42,19 +48,15 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 import imcap
 from imcap.captioner import Artifacts, Caption, Captioner, Decoding
 from imcap.devices import pick_device
+from imcap.evaluation.config import DecodingDefaults
 from imcap.features.images import ImageReadError
+from imcap.tracking import MODEL_MD5_TAG, MODEL_VERSION_TAG, REGISTERED_MODEL, file_md5
 
-REGISTERED_MODEL = "imcap"
 # What the served model imports (imcap.captioner's imports), pinned to the versions that logged it:
 # listed, because MLflow's inference of them would load the model in a subprocess (seconds).
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "h5py", "matplotlib",
                 "pydantic", "tqdm", "mlflow")
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "image")]),  # base64 of the image file's bytes
-    outputs=Schema([ColSpec("string", "caption")]),
-    params=ParamSchema([ParamSpec("beam", "long", 3), ParamSpec("length_penalty", "double", 0.5),
-                        ParamSpec("max_length", "long", 20), ParamSpec("attention", "boolean",
-                                                                        False)]))
+PARAM_TYPES = {"beam": "long", "length_penalty": "double", "max_length": "long"}
 # The valid range of each numeric param, ends included.
 PARAM_RANGES: dict[str, tuple[float, float]] = {"beam": (1, 10), "max_length": (1, 100),
                                                 "length_penalty": (0.0, 10.0)}
@@ -69,10 +71,22 @@ class RequestParamError(MlflowException):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def request_decoding(params: dict[str, Any] | None) -> tuple[Decoding, bool]:
-    """The decoding a request's `params` ask for, and whether it wants attention maps; every
-    param out of `PARAM_RANGES` named at once (`RequestParamError`)."""
-    params = {spec.name: spec.default for spec in SIGNATURE.params.params} | (params or {})
+def signature(defaults: DecodingDefaults) -> ModelSignature:
+    """Base64 images in, captions out; the decoding params default to `defaults`."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),  # base64 of the image file's bytes
+        outputs=Schema([ColSpec("string", "caption")]),
+        params=ParamSchema([ParamSpec(name, kind, getattr(defaults, name))
+                            for name, kind in PARAM_TYPES.items()]
+                           + [ParamSpec("attention", "boolean", False)]))
+
+
+def request_decoding(params: dict[str, Any] | None, defaults: DecodingDefaults
+                     ) -> tuple[Decoding, bool]:
+    """The decoding a request's `params` ask for (`defaults` for those it leaves out), and
+    whether it wants attention maps; every param out of `PARAM_RANGES` named at once
+    (`RequestParamError`)."""
+    params = asdict(defaults) | {"attention": False} | (params or {})
     problems = [f"{name} must be between {low:g} and {high:g}, got {params[name]!r}"
                 for name, (low, high) in PARAM_RANGES.items()
                 if not (isinstance(params[name], int | float) and low <= params[name] <= high)]
@@ -89,14 +103,16 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config
+        self.defaults = DecodingDefaults(int(config["beam"]), float(config["length_penalty"]),
+                                         int(config["max_length"]))
         artifacts = Artifacts(Path(context.artifacts["decoder"]),
                               Path(context.artifacts["vocab"]), config["encoder"],
-                              config["weights"], int(config["image_size"]))
+                              config["weights"], int(config["image_size"]), self.defaults)
         self.captioner = Captioner(artifacts, pick_device("auto"))
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        decoding, attention = request_decoding(params)
+        decoding, attention = request_decoding(params, self.defaults)
         with tempfile.TemporaryDirectory(prefix="imcap-serve-") as tmp:
             paths = [Path(tmp) / f"row {i}" for i in range(len(model_input))]
             errors = {path: _write_image(path, text)
@@ -134,14 +150,36 @@ def encode_image(path: Path) -> str:
 
 
 def log_captioner(checkpoint: Path, vocab: Path, encoder: str, weights: str, image_size: int,
-                  example: Path) -> ModelInfo:
+                  defaults: DecodingDefaults, example: Path) -> ModelInfo:
     """Log the captioner to the active run as the pyfunc model `captioner`, with `example` (an
     image file) as input example, and register it as a new version of `imcap`."""
     return mlflow.pyfunc.log_model(
         name="captioner", python_model=CaptionModel(),
         artifacts={"decoder": str(checkpoint), "vocab": str(vocab)},
-        model_config={"encoder": encoder, "weights": weights, "image_size": image_size},
+        model_config={"encoder": encoder, "weights": weights, "image_size": image_size}
+        | asdict(defaults),
         code_paths=[str(Path(imcap.__file__).parent)],
-        signature=SIGNATURE, input_example=pd.DataFrame({"image": [encode_image(example)]}),
+        signature=signature(defaults),
+        input_example=pd.DataFrame({"image": [encode_image(example)]}),
         pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
         registered_model_name=REGISTERED_MODEL)
+
+
+def register_captioner(checkpoint: Path, vocab: Path, encoder: str, weights: str,
+                       image_size: int, defaults: DecodingDefaults, example: Path
+                       ) -> tuple[str, bool]:
+    """The version of `imcap` that holds `checkpoint`, and whether it is new: the version
+    registered before for the same checkpoint, else the captioner logged to the active run
+    (`log_captioner`) and registered now. The active run is tagged with the version."""
+    client = mlflow.MlflowClient()
+    md5 = file_md5(checkpoint)
+    found = client.search_model_versions(
+        f"name = '{REGISTERED_MODEL}' and tags.`{MODEL_MD5_TAG}` = '{md5}'")
+    if found:
+        number, new = str(min(int(v.version) for v in found)), False
+    else:
+        info = log_captioner(checkpoint, vocab, encoder, weights, image_size, defaults, example)
+        number, new = str(info.registered_model_version), True
+        client.set_model_version_tag(REGISTERED_MODEL, number, MODEL_MD5_TAG, md5)
+    mlflow.set_tag(MODEL_VERSION_TAG, number)
+    return number, new

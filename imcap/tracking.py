@@ -51,9 +51,12 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")  # seconds per request
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
+REGISTERED_MODEL = "imcap"  # the registered model every evaluate run's captioner is a version of
 STAGE_TAG = "imcap.stage"
 MODEL_TAG = "imcap.model_sha256"  # on the train run: the checkpoint it produced
 TRAIN_RUN_TAG = "imcap.train_run_id"  # on an evaluate run: the train run of its model
+MODEL_VERSION_TAG = "imcap.model_version"  # on an evaluate run: the registered version it scored
+MODEL_MD5_TAG = "imcap.model_md5"  # on a registered version: DVC's md5 of its checkpoint
 PID_TAG, HOST_TAG = "imcap.pid", "imcap.host"  # who runs it: a gone process means killed
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: shows the evaluate run nested in the UI
 # MLflow's own: without it MLflow 3's UI opens the experiment in its GenAI view (traces, judges).
@@ -114,6 +117,11 @@ class Tracker:
     def log_artifact(self, path: str | Path) -> None:
         self._call(f"logging {path}",
                    lambda client, run_id: client.log_artifact(run_id, str(path)))
+
+    def log_text(self, text: str, name: str) -> None:
+        """`text` as the artifact file `name`."""
+        self._call(f"logging {name}",
+                   lambda client, run_id: client.log_text(run_id, text, name))
 
     def log_model(self, checkpoint: Path) -> None:
         """The checkpoint as an artifact, and its hash as the tag evaluate finds this run by."""

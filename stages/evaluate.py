@@ -3,8 +3,10 @@ size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics pe
 BLEU-4 and CIDEr-D with 95 % bootstrap intervals over test images; every test caption with its
 per-image statistics (for `imcap compare`); the beam sweep as a plot; per-word attention figures
 of the first test images; samples.
-Logged as an MLflow run of its own, nested under the train run of the model it scores, with the
-captioner as a pyfunc model registered as a new version of `imcap` (imcap/serving.py)."""
+Logged as an MLflow run of its own, nested under the train run of the model it scores: the
+headline metrics (greedy and the default beam, `run_metrics`), every score as the artifact
+`scores.csv`, and the captioner as a pyfunc model, registered as a version of `imcap` unless a
+version holds this checkpoint already (imcap/serving.py)."""
 
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from imcap.evaluation.attention_maps import caption_steps, draw_attention, encod
 from imcap.evaluation.bleu import best_constant_caption, bleu_scores
 from imcap.evaluation.bootstrap import confidence_intervals
 from imcap.evaluation.coco_metrics import CocoScorer
-from imcap.evaluation.config import EvalParams, EvalStageParams
+from imcap.evaluation.config import DecodingDefaults, EvalParams, EvalStageParams
 from imcap.evaluation.per_image import caption_table, write_table
 from imcap.evaluation.split_evaluation import evaluate_split
 from imcap.features.encoders import preprocessing
@@ -45,6 +47,18 @@ from imcap.paths import (
 from imcap.tracking import mlflow_run
 
 Captions = list[list[str]]
+Scores = dict[str, dict[str, float]]  # mode -> metric -> value
+HEADLINE = ("bleu4", "cider")  # with their 95 % intervals, for greedy and the default beam
+
+
+def run_metrics(scores: Scores, beam: int) -> dict[str, float]:
+    """What the MLflow run shows as metrics: BLEU-4 and CIDEr-D with their intervals, greedy and
+    beam `beam` (`test_greedy_bleu4`, `test_beam3_cider_ci_low`, ...); the rest of `scores` is
+    the `scores.csv` artifact, so that a dozen headline numbers do not drown among 70. Rounded
+    as `metrics/eval.json` is."""
+    return {f"test_{mode}_{name}{bound}": round(scores[mode][f"{name}{bound}"], 4)
+            for mode in ("greedy", f"beam{beam}") for name in HEADLINE
+            for bound in ("", "_ci_low", "_ci_high")}
 
 
 def beam_captions(model: CaptionDecoder, test: CaptionedSplit, vocab: Vocabulary,
@@ -148,27 +162,30 @@ def main() -> None:
     with mlflow_run(params, "evaluate", dataset=CAPTION_FILE,
                     evaluates=CHECKPOINT_FILE) as tracker:
         tracker.log_params(flatten(read_params_file()))  # evaluate runs compare by their own params
-        tracker.log_metrics({f"test_{mode}_{k}": v for mode, values in scores.items()
-                             for k, v in values.items()}
-                            | {"test_constant_caption_bleu4": constant_bleu4, "test_loss": loss})
+        tracker.log_metrics(run_metrics(scores, settings.default_beam)
+                            | {"test_constant_caption_bleu4": metrics["constant_caption_bleu4"],
+                               "test_loss": metrics["test_loss"]})
+        tracker.log_text(pd.DataFrame.from_dict(scores, orient="index").rename_axis("mode")
+                         .to_csv(float_format="%.4f"), "scores.csv")
         for row in sweep.itertuples():  # the sweep as curves over "step" = beam size
-            tracker.log_metrics({"test_beam_bleu4": float(row.bleu4),
-                                 "test_beam_cider": float(row.cider)}, step=int(row.beam))
+            tracker.log_metrics({"test_beam_bleu4": round(row.bleu4, 4),
+                                 "test_beam_cider": round(row.cider, 4)}, step=int(row.beam))
         for path in (EVAL_SAMPLES, EVAL_METRICS, EVAL_CAPTIONS, BEAM_SWEEP, *drawn):
             tracker.log_artifact(path)
         tracker.in_run("logging the captioner model",
-                       lambda: log_model(store, root / test_files[0]))
+                       lambda: log_model(store, root / test_files[0],
+                                         DecodingDefaults.from_eval(settings)))
 
 
-def log_model(features: FeatureStore, example: Path) -> None:
-    """The captioner as the pyfunc model `captioner`, registered as a version of `imcap`."""
-    from imcap.serving import REGISTERED_MODEL, log_captioner  # MLflow's model code: ~1.3 s
+def log_model(features: FeatureStore, example: Path, defaults: DecodingDefaults) -> None:
+    """The captioner's registered version: a new one for a checkpoint no version holds."""
+    from imcap.serving import REGISTERED_MODEL, register_captioner  # MLflow's model code: ~1.3 s
 
-    info = log_captioner(CHECKPOINT_FILE, VOCAB_FILE, str(features.attrs["encoder"]),
-                         str(features.attrs["weights"]), int(features.attrs["image_size"]),
-                         example)
-    print(f"MLflow: model {info.model_uri}, registered as "
-          f"models:/{REGISTERED_MODEL}/{info.registered_model_version}")
+    version, new = register_captioner(
+        CHECKPOINT_FILE, VOCAB_FILE, str(features.attrs["encoder"]),
+        str(features.attrs["weights"]), int(features.attrs["image_size"]), defaults, example)
+    print(f"MLflow: model {'new' if new else 'unchanged'}, registered as "
+          f"models:/{REGISTERED_MODEL}/{version}")
 
 
 if __name__ == "__main__":

@@ -98,10 +98,11 @@ def main() -> None:
 
         def on_epoch(log: EpochLog) -> None:
             history.append(log)
-            tracker.log_metrics({"train_loss": log.train_loss, "val_loss": log.val_loss,
-                                 "val_bleu4": log.val_bleu4}, step=log.epoch)
+            row = log.row()  # a self-critical epoch: its rewards instead of a train loss
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=log.epoch)
             with atomic_path(TRAIN_LOG) as tmp:
-                pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.5f")
+                pd.DataFrame([h.row() for h in history]).to_csv(tmp, index=False,
+                                                                float_format="%.5f")
 
         start = time.perf_counter()
         result = train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
@@ -113,6 +114,9 @@ def main() -> None:
                    "averaged_epochs": result.averaged_epochs,
                    "model_val_bleu4": result.model_val_bleu4,
                    "train_seconds": round(time.perf_counter() - start, 1)}
+        if params.train.scst_epochs:
+            summary |= {"scst_epochs_run": result.scst_epochs_run,
+                        "scst_reward": result.scst_reward}
         tracker.log_metrics({"best_val_bleu4": result.best_val_bleu4,
                              "best_epoch": result.best_epoch,
                              "model_val_bleu4": result.model_val_bleu4})

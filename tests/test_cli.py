@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from params_overrides import cpu_features
+from params_overrides import cpu_features, merged, write_params
 from PIL import Image
 from torch import nn
 
 from imcap import captioner, cli
+from imcap.config import flatten
 from imcap.data.vocab import SPECIALS, Vocabulary
 from imcap.features import extraction as features
 from imcap.features.encoders import Encoder
@@ -46,8 +47,10 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "I") -> Path:
-    """data/dataset, data/vocab/vocab.json, data/features/features.h5, data/model/decoder.pt."""
+def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "I",
+                 params: dict | None = None) -> Path:
+    """data/dataset, data/vocab/vocab.json, data/features/features.h5, data/model/decoder.pt,
+    and params.yaml: the repository's with `params` merged in."""
     monkeypatch.setattr(features, "build_encoder", lambda name, weights: tiny_encoder())
     monkeypatch.setattr(captioner, "build_encoder", lambda name, weights: tiny_encoder())
     images = write_images(root / IMAGES_DIR, 3)
@@ -62,6 +65,7 @@ def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "
                            attention_size=6, dropout=0.0)
     save_checkpoint(root / CHECKPOINT_FILE, CaptionDecoder(config).eval(), epoch=1,
                     val_bleu4=0.0)
+    write_params(root / "params.yaml", params or {})
     return root
 
 
@@ -76,7 +80,8 @@ def run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str
     return status, out, err
 
 
-def expected_captions(project: Path, images: list[Path], beam: int) -> list[str]:
+def expected_captions(project: Path, images: list[Path], beam: int, max_length: int = 20,
+                      length_penalty: float = 0.0) -> list[str]:
     """The same captions straight from the library."""
     model = load_checkpoint(project / CHECKPOINT_FILE)
     vocab = Vocabulary.load(project / VOCAB_FILE)
@@ -84,7 +89,8 @@ def expected_captions(project: Path, images: list[Path], beam: int) -> list[str]
     with torch.no_grad():
         grid, pooled = tiny_encoder()(torch.stack([transform(Image.open(p).convert("RGB"))
                                                    for p in images]))
-    tokens = beam_search(model, grid, pooled, beam, 20).tokens
+    tokens = beam_search(model, grid, pooled, beam, max_length,
+                         length_penalty=length_penalty).tokens
     return [" ".join(vocab.decode(row)) for row in tokens.tolist()]
 
 
@@ -175,9 +181,10 @@ def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
     assert status == 1 and message in err
 
 
-def log_model_run(project, tmp_path, monkeypatch) -> str:
+def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None) -> str:
     """A run in a fresh SQLite store (MLFLOW_TRACKING_URI) holding what the train stage logs
-    for `imcap caption --run-id`: the encoder params, decoder.pt and vocab.json."""
+    for `imcap caption --run-id`: every param (the repository's with `params` merged in, the
+    encoder's as the project's features), decoder.pt and vocab.json."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -185,8 +192,9 @@ def log_model_run(project, tmp_path, monkeypatch) -> str:
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment) as active:
-        mlflow.log_params({"encoder": "resnet18", "features.weights": "none",
-                           "features.image_size": IMAGE_SIZE})
+        mlflow.log_params(flatten(merged(params or {}))
+                          | {"encoder": "resnet18", "features.weights": "none",
+                             "features.image_size": IMAGE_SIZE})
         mlflow.log_artifact(str(project / CHECKPOINT_FILE))
         mlflow.log_artifact(str(project / VOCAB_FILE))
     return active.info.run_id
@@ -201,6 +209,32 @@ def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
     assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
     status, _, err = run(capsys, "caption", image, "--run-id", "0" * 32)
     assert status == 1 and f"MLflow run {'0' * 32}" in err
+
+
+SHORT = {"eval": {"beams": [1, 2], "max_length": 2, "length_penalty": 1.0}}  # default beam 2
+
+
+def test_decoding_options_left_out_take_the_projects_eval_params(tmp_path, monkeypatch, capsys):
+    project = make_project(tmp_path / "repo", monkeypatch, params=SHORT)
+    image = project / IMAGES_DIR / "img0.png"
+    status, out, err = run(capsys, "caption", image, "--root", project)
+    assert status == 0, err
+    caption = out.split("\t", 1)[1].strip()
+    assert caption == expected_captions(project, [image], 2, max_length=2, length_penalty=1.0)[0]
+    assert len(caption.split()) <= 2
+    status, out, _ = run(capsys, "caption", image, "--root", project, "--max-length", "5")
+    assert out.split("\t", 1)[1].strip() == expected_captions(project, [image], 2, max_length=5,
+                                                              length_penalty=1.0)[0]
+
+
+def test_a_run_decodes_as_its_logged_params_say(project, tmp_path, monkeypatch, capsys):
+    run_id = log_model_run(project, tmp_path, monkeypatch, params=SHORT)
+    image = project / IMAGES_DIR / "img1.png"
+    status, out, err = run(capsys, "caption", image, "--run-id", run_id,
+                           "--root", tmp_path / "elsewhere")
+    assert status == 0, err
+    assert out == (f"{image}\t"
+                   f"{expected_captions(project, [image], 2, 2, length_penalty=1.0)[0]}\n")
 
 
 def test_an_existing_directory_is_never_taken_for_the_attention_map(project, tmp_path, capsys):

@@ -8,17 +8,23 @@ import base64
 import http.client
 import io
 import json
+import os
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from demo_server import demo_app, served
 from PIL import Image
-from test_cli import log_model_run, make_project, run, write_images
+from test_cli import SHORT, log_model_run, make_project, run, write_images
+
+from imcap.model.checkpoint import load_checkpoint, save_checkpoint
+from imcap.paths import CHECKPOINT_FILE
+from imcap.tracking import MODEL_TAG, file_sha256
 
 UPLOAD_LIMIT_MB = 0.05  # 52 KB: the test images are ~6 KB
 
@@ -85,6 +91,8 @@ def test_captions_equal_imcap_caption_with_maps_and_the_model(url, project, tmp_
     model = result["model"]
     assert model["source"] == f"DVC outputs in {project.resolve()}"
     assert model["attention"] == "I" and model["decoder"] == "decoder.pt"
+    assert (model["run"], model["epoch"], model["validation BLEU-4"]) == ("none logged", "1",
+                                                                          "0.00")
     with urllib.request.urlopen(f"{url}/api/info", timeout=10) as response:
         info = json.loads(response.read())
     assert info == {"model": model, "max_upload_bytes": round(UPLOAD_LIMIT_MB * 2**20)}
@@ -176,7 +184,29 @@ def test_the_model_of_an_mlflow_run_says_so(project, tmp_path, monkeypatch, caps
         status, result = post(base, image.read_bytes())
     assert status == 200, result
     assert result["model"]["source"] == f"MLflow run {run_id} ({uri})"
+    assert result["model"]["run"] == run_id and result["model"]["epoch"] == "1"
     assert result["captions"][1]["caption"] == cli_caption(capsys, project, image, 3, 0.5)
+
+
+def test_the_page_names_the_run_that_trained_the_model_and_decodes_as_its_params(
+        tmp_path, monkeypatch, capsys):
+    project = make_project(tmp_path / "repo", monkeypatch, params=SHORT)  # default beam 2
+    model = load_checkpoint(project / CHECKPOINT_FILE)
+    save_checkpoint(project / CHECKPOINT_FILE, model, epoch=7, val_bleu4=12.345)
+    train_run = log_model_run(project, tmp_path, monkeypatch)
+    mlflow.MlflowClient(os.environ.pop("MLFLOW_TRACKING_URI")).set_tag(
+        train_run, MODEL_TAG, file_sha256(project / CHECKPOINT_FILE))  # as the train stage does
+    (tmp_path / "mlflow.db").rename(project / "mlflow.db")  # the store beside the DVC outputs
+    app, _, _ = demo_app(monkeypatch, "--root", project)
+    image = write_images(tmp_path / "mine", 1, seed=6)[0]
+    with served(app) as base:
+        status, result = post(base, image.read_bytes())
+    assert status == 200, result
+    assert {k: result["model"][k] for k in ("run", "epoch", "validation BLEU-4")} == {
+        "run": train_run, "epoch": "7", "validation BLEU-4": "12.35"}
+    beam = result["captions"][1]
+    assert beam["decoding"] == "beam 2" and len(beam["caption"].split()) <= 2
+    assert beam["caption"] == cli_caption(capsys, project, image, 2, 1.0)
 
 
 # A bound on memory (large images decoded reduced, a few decodes at a time, memory

@@ -23,17 +23,20 @@ from local_process import free_port, wait_until_up
 from params_overrides import merged
 from PIL import Image
 
+from imcap import cli
 from imcap.captioner import Artifacts, Captioner, Decoding
 from imcap.data.vocab import SPECIALS, Vocabulary
+from imcap.evaluation.config import DecodingDefaults
 from imcap.model.checkpoint import save_checkpoint
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
-from imcap.params import parse_params
-from imcap.serving import REGISTERED_MODEL, encode_image, log_captioner
-from imcap.tracking import mlflow_run, tracking_uri
+from imcap.params import REPO_PARAMS, parse_params
+from imcap.serving import REGISTERED_MODEL, encode_image, register_captioner
+from imcap.tracking import MODEL_MD5_TAG, MODEL_VERSION_TAG, file_md5, mlflow_run, tracking_uri
 
 WORDS = ("a", "red", "blue", "circle", "square", "left", "right", "top")
 ENCODER, WEIGHTS, IMAGE_SIZE = "resnet18", "none", 32  # seeded random: rebuilt by the server
 BIN = Path(sys.executable).parent
+DEFAULTS = DecodingDefaults.from_params_file(REPO_PARAMS)  # what the evaluate stage records
 
 
 def write_image(path: Path, seed: int) -> Path:
@@ -58,13 +61,12 @@ def logged(tmp_path_factory) -> Path:
                            dropout=0.0)
     save_checkpoint(root / "decoder.pt", CaptionDecoder(config).eval(), epoch=1, val_bleu4=0.0)
     (root / "dataset.json").write_text(json.dumps({"images": [], "image_root": "images"}))
-    example = write_image(root / "example.png", seed=0)
+    write_image(root / "example.png", seed=0)
     params = parse_params(merged({"mlflow": {"enabled": True, "experiment": "imcap-test"}}))
     try:
         with mlflow_run(params, "evaluate", dataset=root / "dataset.json") as tracker:
             start = time.perf_counter()
-            tracker.in_run("logging the captioner model", lambda: log_captioner(
-                root / "decoder.pt", root / "vocab.json", ENCODER, WEIGHTS, IMAGE_SIZE, example))
+            tracker.in_run("logging the captioner model", lambda: register(root))
             (root / "log_seconds").write_text(str(time.perf_counter() - start))
         assert tracker.run_id is not None, "logging the model failed (see the warning)"
         (root / "run_id").write_text(tracker.run_id)
@@ -77,6 +79,12 @@ def logged(tmp_path_factory) -> Path:
                 os.environ[key] = value
 
 
+def register(root: Path) -> tuple[str, bool]:
+    """What the evaluate stage does: the captioner of `root`'s checkpoint registered."""
+    return register_captioner(root / "decoder.pt", root / "vocab.json", ENCODER, WEIGHTS,
+                              IMAGE_SIZE, DEFAULTS, root / "example.png")
+
+
 @pytest.fixture
 def store(logged, monkeypatch) -> Path:
     monkeypatch.setenv("DVC_ROOT", str(logged))
@@ -87,8 +95,8 @@ def store(logged, monkeypatch) -> Path:
 def expected_caption(root: Path, image: Path, beam: int) -> str:
     """The caption `imcap caption` gives: the same Captioner from the files on disk."""
     captioner = Captioner(Artifacts(root / "decoder.pt", root / "vocab.json", ENCODER, WEIGHTS,
-                                    IMAGE_SIZE), torch.device("cpu"))
-    decoding = Decoding(beam, 0.5, False, 1.0, 0, 20, 0)
+                                    IMAGE_SIZE, DEFAULTS), torch.device("cpu"))
+    decoding = Decoding(beam, DEFAULTS.length_penalty, False, 1.0, 0, DEFAULTS.max_length, 0)
     (caption,) = captioner.caption([image], decoding, batch_size=1)
     return " ".join(caption.words)
 
@@ -104,6 +112,35 @@ def test_the_model_is_a_registered_version_of_the_evaluate_run(store):
     assert model.saved_input_example_info is not None
     print("log_captioner seconds:", (store / "log_seconds").read_text())
     assert float((store / "log_seconds").read_text()) < 15  # on a shared 2-core machine
+
+
+def test_an_unchanged_model_registers_no_new_version(store):
+    client = mlflow.MlflowClient(tracking_uri())
+    params = parse_params(merged({"mlflow": {"enabled": True, "experiment": "imcap-test"}}))
+    with mlflow_run(params, "evaluate", dataset=store / "dataset.json") as tracker:
+        answers = []
+        tracker.in_run("logging the captioner model", lambda: answers.append(register(store)))
+    assert answers == [("1", False)]
+    (version,) = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    assert version.tags[MODEL_MD5_TAG] == file_md5(store / "decoder.pt")
+    for run_id in (tracker.run_id, (store / "run_id").read_text()):
+        assert client.get_run(run_id).data.tags[MODEL_VERSION_TAG] == "1"
+    config = mlflow.models.get_model_info(f"models:/{REGISTERED_MODEL}/1").flavors[
+        "python_function"]["config"]
+    assert {k: config[k] for k in ("beam", "length_penalty", "max_length")} == {
+        "beam": DEFAULTS.beam, "length_penalty": DEFAULTS.length_penalty,
+        "max_length": DEFAULTS.max_length}
+
+
+@pytest.mark.parametrize("source", ["models:/imcap/1", "evaluate run"])
+def test_imcap_caption_reads_a_registered_version_or_an_evaluate_run(store, tmp_path, capsys,
+                                                                      source):
+    image = write_image(tmp_path / "mine.png", seed=4)
+    run_id = (store / "run_id").read_text() if source == "evaluate run" else source
+    status = cli.main(["caption", str(image), "--run-id", run_id, "--root", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert out == f"{image}\t{expected_caption(store, image, beam=DEFAULTS.beam)}\n"
 
 
 def test_pyfunc_captions_and_attention_maps_as_imcap_caption_does(store, tmp_path):

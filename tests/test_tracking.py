@@ -286,3 +286,11 @@ def test_the_dataset_is_the_runs_input_with_dvcs_md5_as_digest(repo):
         assert logged.dataset.digest == file_md5(repo / "dataset.json")
         assert str(repo / "dataset.json") in logged.dataset.source
         assert {t.key: t.value for t in logged.tags}["mlflow.data.context"] == context
+
+
+def test_text_is_logged_as_an_artifact(repo, tmp_path):
+    with stage_run("evaluate") as tracker:
+        tracker.log_text("mode,bleu4\ngreedy,1.0\n", "scores.csv")
+    path = mlflow.artifacts.download_artifacts(run_id=tracker.run_id, artifact_path="scores.csv",
+                                               dst_path=str(tmp_path), tracking_uri=tracking_uri())
+    assert Path(path).read_text() == "mode,bleu4\ngreedy,1.0\n"

@@ -128,3 +128,35 @@ def test_a_code_change_after_a_kill_starts_over_saying_why(tmp_path):
     assert lines[-1].startswith("epoch 1:"), traceback  # trained, no traceback
     assert not any(line.startswith("resuming") for line in lines)
     assert (root / TRAIN_LOG).read_text().splitlines()[1] != old_epoch_1
+
+
+def _self_critical(params: dict) -> None:
+    _adjust(params)
+    params["train"].update({"epochs": 2, "scst_epochs": 6, "scst_batch_size": 8})
+
+
+def test_a_train_killed_in_its_self_critical_epochs_resumes_in_them(tmp_path):
+    """Killed during self-critical epoch 2 or later (cross-entropy epochs 1-2 logged, then
+    self-critical ones), the rerun resumes there and ends as the uninterrupted run: the same
+    log (rewards, no train loss, in those epochs), metrics and model."""
+    root = make_project(tmp_path, _self_critical)
+    _dvc(root, "repro", "train")  # the inputs; this first train is the uninterrupted run
+    log, metrics, model = _outcome(root)
+    assert metrics["scst_epochs_run"] == 6 and metrics["scst_reward"] > 0
+    header, *rows = log.splitlines()
+    assert header == "epoch,train_loss,val_loss,val_bleu4,scst_reward,scst_baseline_reward"
+    assert [row.split(",")[0] for row in rows] == [str(epoch) for epoch in range(1, 9)]
+    assert all(row.split(",")[1] == "" for row in rows[2:])  # no train loss
+    (root / TRAIN_LOG).unlink()
+
+    _kill_after_epoch(_train(root), root, 3)  # 2 cross-entropy, 1 self-critical
+    assert (root / TRAIN_STAGING_DIR / STATE_FILE).is_file()
+    rerun = subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, env=_env(root),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0
+    assert re.search(r"^resuming after self-critical epoch [1-5] from ", rerun.stdout,
+                     re.M), rerun.stdout
+    resumed_log, resumed_metrics, resumed_model = _outcome(root)
+    assert resumed_log == log and resumed_metrics == metrics
+    assert all(torch.equal(model[key], resumed_model[key]) for key in model)

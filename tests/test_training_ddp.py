@@ -135,3 +135,35 @@ def test_the_ranks_share_one_stop_decision(tmp_path):
     results = [torch.load(tmp_path / f"rank-{rank}.pt", weights_only=False) for rank in (0, 1)]
     assert results[0] == results[1]
     assert (results[0].epochs_run, results[0].stopped_early) == (3, False)  # rank 0's scores
+
+
+
+def _self_critical_rank(rank: int, world: int, port: int, tmp: str) -> None:
+    """Cross-entropy then self-critical epochs, each rank sampling for its share of every
+    batch's images; each rank saves its result and its weights at the end."""
+    _join(rank, world, port)
+    weights = {}
+    train_self_critical = loop.train_self_critical
+
+    def keep_weights(model, *args, **kwargs):
+        progress = train_self_critical(model, *args, **kwargs)
+        weights.update(model.state_dict())
+        return progress
+    loop.train_self_critical = keep_weights
+    settings = cpu_training(epochs=2, batch_size=16, learning_rate=0.01, scst_epochs=2,
+                            scst_batch_size=8)
+    result = train_decoder(DROPOUT, settings, EMBEDDINGS, _split(32, 0), _split(8, 1), VOCAB,
+                           Path(tmp) / "model.pt", seed=2)
+    torch.save({"result": result, "weights": weights}, Path(tmp) / f"rank-{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_self_critical_epochs_keep_the_ranks_weights_equal(tmp_path):
+    """They start from rank 0's published (averaged) model and DDP syncs their gradients."""
+    mp.spawn(_self_critical_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank-{rank}.pt", weights_only=False) for rank in (0, 1)]
+    assert ranks[0]["result"] == ranks[1]["result"]
+    assert ranks[0]["result"].scst_epochs_run == 2
+    published = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    for rank in ranks:
+        assert all(torch.equal(rank["weights"][key], published[key]) for key in published)

@@ -1,5 +1,6 @@
 """`imcap demo`: load the model the way `imcap caption` does (DVC outputs under `--root`, or
-the MLflow run `--run-id`), then serve the demo page with uvicorn on `--host`:`--port`."""
+`--run-id`: an MLflow run or registered version), with the same decoding defaults, then serve the
+demo page with uvicorn on `--host`:`--port`."""
 
 from __future__ import annotations
 
@@ -7,35 +8,38 @@ import argparse
 import errno
 import socket
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
-from imcap.captioner import (
-    Artifacts,
-    Captioner,
-    CaptionerError,
-    Decoding,
-    dvc_artifacts,
-    mlflow_artifacts,
-)
+from imcap.captioner import Artifacts, Captioner, CaptionerError, Decoding
+from imcap.cli import with_defaults
 from imcap.demo.app import create_app
 from imcap.devices import pick_device
+from imcap.model.checkpoint import checkpoint_record
+from imcap.model_sources import find_artifacts, logged_train_run
 from imcap.tracking import tracking_uri
 
 
-def decodings(args: argparse.Namespace) -> dict[str, Decoding]:
-    """Greedy (beam 1, no length penalty: exactly greedy decoding) and beam `--beam`."""
+def check(args: argparse.Namespace) -> None:
+    """One error naming every bad option; decoding options left out (None) take the model's
+    defaults, valid by construction."""
     problems = [f"--{name} must be {rule}, got {value}" for name, value, ok, rule in (
-        ("beam", args.beam, args.beam >= 1, ">= 1"),
-        ("length-penalty", args.length_penalty, args.length_penalty >= 0, ">= 0"),
-        ("max-length", args.max_length, args.max_length >= 1, ">= 1"),
+        ("beam", args.beam, args.beam is None or args.beam >= 1, ">= 1"),
+        ("length-penalty", args.length_penalty,
+         args.length_penalty is None or args.length_penalty >= 0, ">= 0"),
+        ("max-length", args.max_length, args.max_length is None or args.max_length >= 1, ">= 1"),
         ("max-upload-mb", args.max_upload_mb, args.max_upload_mb > 0, "> 0"),
         ("port", args.port, 1 <= args.port <= 65535, "between 1 and 65535"))
         if not ok]
     if problems:
         raise CaptionerError("; ".join(problems))
+
+
+def decodings(args: argparse.Namespace) -> dict[str, Decoding]:
+    """Greedy (beam 1, no length penalty: exactly greedy decoding) and beam `--beam`."""
     rules = {"greedy": (1, 0.0), f"beam {args.beam}": (args.beam, args.length_penalty)}
     return {name: Decoding(beam, penalty, sample=False, temperature=1.0, top_k=0,
                            max_length=args.max_length, min_length=0)
@@ -43,8 +47,12 @@ def decodings(args: argparse.Namespace) -> dict[str, Decoding]:
 
 
 def describe(source: str, artifacts: Artifacts, captioner: Captioner) -> dict[str, str]:
-    """What the page says produced the captions."""
-    return {"source": source, "decoder": str(artifacts.checkpoint.name),
+    """What the page says produced the captions: where it was read from, the MLflow run that
+    trained it, the epoch and validation BLEU-4 its checkpoint records, its parts."""
+    record = checkpoint_record(artifacts.checkpoint)
+    return {"source": source, "run": artifacts.train_run or "none logged",
+            "epoch": str(record.epoch), "validation BLEU-4": f"{record.val_bleu4:.2f}",
+            "decoder": str(artifacts.checkpoint.name),
             "encoder": f"{artifacts.encoder} (weights {artifacts.weights}, "
                        f"{artifacts.image_size} px)",
             "attention": str(captioner.model.config.attention),
@@ -56,17 +64,20 @@ def demo_app(args: argparse.Namespace) -> FastAPI:
         device = pick_device(args.device)
     except RuntimeError as err:
         raise CaptionerError(str(err)) from err
-    rules = decodings(args)
+    check(args)
+    root = Path(args.root)
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
+        artifacts = find_artifacts(args.run_id, root, Path(tmp))
+        rules = decodings(with_defaults(args, artifacts.defaults))
         if args.run_id:
-            artifacts = mlflow_artifacts(args.run_id, Path(tmp))
-            source = f"MLflow run {args.run_id} ({tracking_uri()})"
+            named = args.run_id if args.run_id.startswith("models:/") else f"run {args.run_id}"
+            source = f"MLflow {named} ({tracking_uri()})"
         else:
-            artifacts = dvc_artifacts(Path(args.root))
-            source = f"DVC outputs in {Path(args.root).resolve()}"
+            source = f"DVC outputs in {root.resolve()}"
+            artifacts = replace(artifacts, train_run=logged_train_run(artifacts.checkpoint, root))
         captioner = Captioner(artifacts, device)
-    return create_app(captioner, describe(source, artifacts, captioner), rules,
-                      max_bytes=round(args.max_upload_mb * 2**20))
+        model = describe(source, artifacts, captioner)
+    return create_app(captioner, model, rules, max_bytes=round(args.max_upload_mb * 2**20))
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,14 +1,36 @@
-"""The `eval` section of `params.yaml` (defaults there) and what the `evaluate` stage reads."""
+"""The `eval` section of `params.yaml` (defaults there) and what the `evaluate` stage reads;
+the decoding every entry point (`imcap caption`, `imcap demo`, the served model) uses when not
+told otherwise comes from the same section (`DecodingDefaults`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Self
 
+import yaml
 from pydantic import Field, model_validator
 
-from imcap.config import NonNegative, NonNegativeFloat, Positive, Section, choice
+from imcap.config import (
+    NonNegative,
+    NonNegativeFloat,
+    Positive,
+    Section,
+    choice,
+    load_stage_params,
+)
 from imcap.model.config import ATTENTIONS, DECODERS, reads_regions
 from imcap.training.config import MlflowParams, TrainParams
+
+DEFAULT_BEAM = 3  # the seed's beam size
+LOGGED_KEYS = ("eval.beams", "eval.length_penalty", "eval.max_length")
+
+
+def default_beam(beams: list[int]) -> int:
+    """The beam size the entry points decode with and whose scores head an evaluate run:
+    `DEFAULT_BEAM` when `eval.beams` sweeps it, else the largest size swept."""
+    return DEFAULT_BEAM if DEFAULT_BEAM in beams else max(beams)
 
 
 class EvalParams(Section):
@@ -23,11 +45,21 @@ class EvalParams(Section):
     meteor: bool  # METEOR needs Java (skipped, not failed, without it)
     attention_figures: NonNegative  # first test images drawn with per-word attention maps
 
+    @property
+    def default_beam(self) -> int:
+        return default_beam(self.beams)
+
     @model_validator(mode="after")
     def _each_beam_once(self) -> Self:
         if len(set(self.beams)) != len(self.beams):
             raise ValueError(f"eval.beams lists a beam size twice: {self.beams!r}")
         return self
+
+
+class EvalSection(Section):
+    """The `eval` section alone: what the entry points' decoding defaults read."""
+
+    eval: EvalParams
 
 
 class EvalStageParams(Section):
@@ -45,3 +77,31 @@ class EvalStageParams(Section):
     @property
     def reads_regions(self) -> bool:
         return reads_regions(self.decoder, self.attention)
+
+
+@dataclass(frozen=True)
+class DecodingDefaults:
+    """How a trained model decodes when a command or request does not say: beam search of
+    `eval`'s default beam, with its length penalty and caption length."""
+
+    beam: int
+    length_penalty: float
+    max_length: int
+
+    @classmethod
+    def from_eval(cls, params: EvalParams) -> DecodingDefaults:
+        return cls(params.default_beam, params.length_penalty, params.max_length)
+
+    @classmethod
+    def from_params_file(cls, path: Path) -> DecodingDefaults:
+        """From the `eval` section of the params file at `path` (`ParamError` if bad)."""
+        return cls.from_eval(load_stage_params(EvalSection, path).eval)
+
+    @classmethod
+    def from_logged(cls, params: Mapping[str, str]) -> DecodingDefaults | None:
+        """From the flattened params an MLflow run logged (`eval.beams` = "[1, 2, 3, 5]");
+        None when it logged no `eval` params."""
+        if not all(key in params for key in LOGGED_KEYS):
+            return None
+        beams, penalty, length = (yaml.safe_load(params[key]) for key in LOGGED_KEYS)
+        return cls(default_beam(beams), float(penalty), int(length))

@@ -3,6 +3,7 @@ that made it the best."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +29,21 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Decoder:
     model = build_decoder(DecoderConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What made the saved weights the published ones."""
+
+    epoch: int
+    val_bleu4: float
+
+
+def checkpoint_record(path: Path) -> CheckpointRecord:
+    """The epoch and validation BLEU-4 the checkpoint at `path` records (`OutputFileError` if
+    it is missing or damaged)."""
+    checkpoint = read_output(path, partial(_read, device="cpu"), stage="train")
+    return CheckpointRecord(int(checkpoint["epoch"]), float(checkpoint["val_bleu4"]))
 
 
 def _read(path: Path, device: torch.device | str) -> dict:

@@ -32,11 +32,13 @@ class DecoderConfig:
     attention: str  # none | I | II
     attention_size: int
     dropout: float
+    # The defaults below load checkpoints saved before these fields existed (LSTMs without
+    # init_fc); they equal params.yaml's `model` section (tests/test_defaults.py).
     init_fc: bool = False  # seed v2: a fully connected layer between image vector and (h0, c0)
     decoder: str = "lstm"  # lstm | transformer (checkpoints from before v8 are LSTMs)
     layers: int = 2  # the transformer's; the LSTM ignores these three
     heads: int = 4
-    width: int = 256
+    width: int = 128
 
     @classmethod
     def from_params(cls, attention: str, model: ModelParams, *, decoder: str, vocab_size: int,

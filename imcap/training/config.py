@@ -22,6 +22,7 @@ from imcap.model.config import ATTENTIONS, DECODERS, ModelParams, reads_regions
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bfloat16 autocast on CUDA, else float32
 LR_SCHEDULES = ("constant", "step", "plateau", "cosine")  # imcap.training.schedule
+SCST_BASELINES = ("greedy", "mean")  # imcap.training.scst
 
 
 class TrainParams(Section):
@@ -58,6 +59,23 @@ class TrainParams(Section):
     # the published model: the mean of the weights at the end of the last `average_last` epochs
     # trained (imcap.training.averaging); 0 = the epoch with the best validation BLEU-4
     average_last: NonNegative
+    # self-critical training (imcap.training.self_critical): after the cross-entropy epochs and
+    # from their published model, `scst_epochs` epochs of REINFORCE with reward CIDEr-D +
+    # scst_bleu_weight x BLEU-4, `scst_samples` captions drawn per image, baseline the greedy
+    # caption's reward or the mean of the image's other samples; fresh Adam at its own rate
+    scst_epochs: NonNegative  # 0 = off
+    scst_learning_rate: PositiveFloat
+    scst_batch_size: Positive  # images per optimizer step (all ranks together)
+    scst_samples: Positive
+    scst_baseline: choice(SCST_BASELINES)
+    scst_bleu_weight: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def _mean_baseline_needs_two_samples(self) -> Self:
+        if self.scst_baseline == "mean" and self.scst_samples < 2:
+            raise ValueError("train.scst_baseline mean needs train.scst_samples >= 2 (the mean "
+                             "of an image's other samples)")
+        return self
 
 
 class MlflowParams(Section):

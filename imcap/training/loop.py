@@ -1,8 +1,10 @@
 """Training the decoder: teacher forcing, Adam, gradient clipping, a learning rate per epoch
 (`imcap.training.schedule`), early stopping on validation BLEU-4, and as the published model
 the mean of the last epochs' weights (`train.average_last`) or the best epoch by validation
-BLEU-4; resumable after every epoch (`imcap.training.resume`), on one or several processes
-(`imcap.training.runtime`). Seeded and repeatable on CPU."""
+BLEU-4; then, with `train.scst_epochs`, self-critical epochs from that model
+(`imcap.training.self_critical`), whose last weights are published. Resumable after every
+epoch (`imcap.training.resume`), on one or several processes (`imcap.training.runtime`).
+Seeded and repeatable on CPU."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from imcap.training.resume import (
     STATE_FILE,
     EpochLog,
     Progress,
+    Stateful,
     load_state,
     rng_states,
     save_state,
@@ -39,10 +42,12 @@ from imcap.training.resume import (
 from imcap.training.runtime import (
     autocast_dtype,
     broadcast_from_leader,
+    broadcast_weights,
     deterministic_algorithms,
     training_device,
 )
 from imcap.training.schedule import learning_rate, set_learning_rate
+from imcap.training.self_critical import train_self_critical
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,10 @@ class TrainResult:
     best_val_bleu4: float
     epochs_run: int
     stopped_early: bool
-    averaged_epochs: int  # epochs whose final weights the published model averages; 0: best_epoch
+    averaged_epochs: int  # epochs the cross-entropy model averages; 0: best_epoch
     model_val_bleu4: float  # validation BLEU-4 of the published model
+    scst_epochs_run: int = 0  # self-critical epochs after the cross-entropy ones
+    scst_reward: float = 0.0  # the mean reward of the last self-critical epoch's samples
 
 
 def seed_everything(seed: int) -> None:
@@ -107,8 +114,13 @@ def train_decoder(
         last_epochs = LastEpochs(settings.average_last)
         if settings.average_last:
             resumable["last_epochs"] = last_epochs
+        if settings.scst_epochs:  # a fresh Adam at its own rate, saved once it has stepped
+            resumable["scst_optimizer"] = torch.optim.Adam(
+                [p for p in model.parameters() if p.requires_grad],
+                lr=settings.scst_learning_rate)
         # Rank 0 reads the state and sends it to every rank.
-        progress, note = load_state(state_file, resumable, shuffle, shard, settings.epochs)
+        progress, note = load_state(state_file, resumable, shuffle, shard, settings.epochs,
+                                    later=frozenset({"scst_optimizer"}))
         leader = shard.rank == 0
         if note and leader:
             tqdm.write(note)
@@ -145,23 +157,36 @@ def train_decoder(
                     save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
                 else:
                     progress.stale += 1
-            # One progress, hence one stop decision, on every rank.
-            progress = broadcast_from_leader(progress, shard)
-            rngs = rng_states(shuffle, shard)  # every rank's, on rank 0
-            if leader:
-                if state_file is not None:
-                    save_state(state_file, resumable, progress, rngs)
-                on_epoch(log)
-                tqdm.write(f"epoch {epoch}: train loss {log.train_loss:.3f}, val loss "
-                           f"{log.val_loss:.3f}, val BLEU-4 {log.val_bleu4:.2f}")
-        published = publish_average(model, last_epochs, checkpoint_path, progress, val_data,
-                                    vocab, device, settings.max_length) if leader else None
-        published = broadcast_from_leader(published, shard)  # one result on every rank
+            progress = end_epoch(progress, log if leader else None, resumable, state_file,
+                                 shuffle, shard, on_epoch)
+        if progress.scst_epoch:  # published before the self-critical epochs began
+            published = progress.published
+        else:
+            published = publish_average(model, last_epochs, checkpoint_path, progress,
+                                        val_data, vocab, device, settings.max_length
+                                        ) if leader else None
+            published = broadcast_from_leader(published, shard)  # one result on every rank
+        model_bleu4 = published[1] if published else progress.best_bleu
+        if settings.scst_epochs:
+            if not progress.scst_epoch:  # from the published model, the same on every rank
+                if leader and not published:
+                    model.load_state_dict(torch.load(checkpoint_path, weights_only=True,
+                                                     map_location=device)["state_dict"])
+                broadcast_weights(model, shard)
+                progress.published = published
+            progress = train_self_critical(
+                model, trained, resumable["scst_optimizer"], settings, train_data, val_data,
+                vocab, checkpoint_path, progress, device=device, dtype=dtype,
+                save=lambda progress, log: end_epoch(progress, log, resumable, state_file,
+                                                     shuffle, shard, on_epoch),
+                generator=shuffle, shard=shard)
+            model_bleu4 = progress.history[-1].val_bleu4
     return TrainResult(progress.best_epoch, progress.best_bleu, progress.epoch,
                        stopped_early=(progress.stale >= settings.patience
                                       and progress.epoch < settings.epochs),
                        averaged_epochs=published[0] if published else 0,
-                       model_val_bleu4=published[1] if published else progress.best_bleu)
+                       model_val_bleu4=model_bleu4, scst_epochs_run=progress.scst_epoch,
+                       scst_reward=progress.history[-1].scst_reward or 0.0)
 
 
 def publish_average(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: Path,
@@ -180,3 +205,23 @@ def publish_average(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: 
                f"{progress.epoch}, val BLEU-4 {bleu4:.2f} (best single epoch "
                f"{progress.best_epoch}: {progress.best_bleu:.2f})")
     return epochs, bleu4
+
+
+def end_epoch(progress: Progress, log: EpochLog | None, resumable: dict[str, Stateful],
+              state_file: Path | None, shuffle: torch.Generator, shard: Shard,
+              on_epoch: Callable[[EpochLog], None]) -> Progress:
+    """Every rank, after an epoch: rank 0's `progress` (hence one stop decision) on every rank;
+    rank 0 saves the resume state, reports `log` and prints it."""
+    progress = broadcast_from_leader(progress, shard)
+    rngs = rng_states(shuffle, shard)  # every rank's, on rank 0
+    if shard.rank == 0:
+        assert log is not None
+        if state_file is not None:
+            save_state(state_file, resumable, progress, rngs)
+        on_epoch(log)
+        trained = (f"train loss {log.train_loss:.3f}" if log.scst_reward is None else
+                   f"self-critical reward {log.scst_reward:.3f} (baseline "
+                   f"{log.scst_baseline_reward:.3f})")
+        tqdm.write(f"epoch {log.epoch}: {trained}, val loss {log.val_loss:.3f}, val BLEU-4 "
+                   f"{log.val_bleu4:.2f}")
+    return progress

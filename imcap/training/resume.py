@@ -47,10 +47,19 @@ class Stateful(Protocol):
 
 @dataclass(frozen=True)
 class EpochLog:
+    """One epoch's numbers. A self-critical epoch has no cross-entropy training loss; instead
+    the mean reward of its samples and of their baseline."""
+
     epoch: int
-    train_loss: float
+    train_loss: float | None
     val_loss: float
     val_bleu4: float
+    scst_reward: float | None = None
+    scst_baseline_reward: float | None = None
+
+    def row(self) -> dict[str, float]:
+        """The numbers it has (a cross-entropy epoch: no `scst_*`)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 @dataclass
@@ -62,6 +71,10 @@ class Progress:
     best_epoch: int = 0
     stale: int = 0  # epochs since the best one
     history: list[EpochLog] = field(default_factory=list)
+    # the published cross-entropy model, once the self-critical epochs began: (epochs averaged,
+    # its validation BLEU-4); then `epoch` is the cross-entropy epochs and `scst_epoch` the others
+    published: tuple[int, float] | None = None
+    scst_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -188,9 +201,12 @@ def save_state(path: Path, parts: dict[str, Stateful], progress: Progress,
 
 
 def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Generator,
-               shard: Shard, epochs: int) -> tuple[Progress, str | None]:
+               shard: Shard, epochs: int, later: frozenset[str] = frozenset()
+               ) -> tuple[Progress, str | None]:
     """Restore `parts` and this rank's RNGs from the state at `path` on rank 0; every rank
-    calls it. Returns the progress to continue from and the line to print: "resuming at
+    calls it. Parts named in `later` may be missing from the state (saved before they were
+    used, e.g. the self-critical optimizer during the cross-entropy epochs): they stay as they
+    are. Returns the progress to continue from and the line to print: "resuming at
     epoch ..." or why it starts over (None: there was no state). A state that cannot be read
     or does not fit, on any rank, leaves every rank as it was: a fresh start."""
     data = path.read_bytes() if shard.rank == 0 and path is not None and path.is_file() else None
@@ -206,7 +222,7 @@ def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Gen
         problem = f"is unreadable ({_brief(error)})"
     else:
         try:
-            progress = _restore(state, parts, shuffle, shard)
+            progress = _restore(state, parts, shuffle, shard, later)
         except Exception as error:  # e.g. another layer: start over, saying why
             problem = f"does not fit this run ({_brief(error)})"
     problems = [(rank, p) for rank, p in enumerate(all_ranks(problem, shard)) if p]
@@ -217,7 +233,9 @@ def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Gen
         rank, problem = problems[0]
         where = f" on rank {rank}" if shard.world_size > 1 else ""
         return Progress(), f"starting over: {path} {problem}{where}"
-    if progress.epoch >= epochs:
+    if progress.scst_epoch:
+        at = f"after self-critical epoch {progress.scst_epoch}"
+    elif progress.epoch >= epochs:
         at = f"after its last epoch ({progress.epoch} of {epochs})"
     else:
         at = f"at epoch {progress.epoch + 1} of {epochs}"
@@ -226,14 +244,18 @@ def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Gen
 
 
 def _restore(state: dict[str, Any], parts: dict[str, Stateful], shuffle: torch.Generator,
-             shard: Shard) -> Progress:
+             shard: Shard, later: frozenset[str]) -> Progress:
     rngs = state["rng"]
     if len(rngs) != shard.world_size:
         raise ValueError(f"saved by {len(rngs)} processes, this run has {shard.world_size}")
     for name, part in parts.items():
+        if name in later and name not in state["parts"]:
+            continue
         part.load_state_dict(state["parts"][name])
     saved = state["progress"]
-    progress = Progress(**{**saved, "history": [EpochLog(**h) for h in saved["history"]]})
+    published = saved.get("published")
+    progress = Progress(**{**saved, "history": [EpochLog(**h) for h in saved["history"]],
+                           "published": tuple(published) if published else None})
     _restore_rng_state(rngs[shard.rank], shuffle)
     return progress
 

@@ -47,6 +47,14 @@ def broadcast_from_leader(value: T, shard: Shard) -> T:
     return box[0]
 
 
+def broadcast_weights(model: torch.nn.Module, shard: Shard) -> None:
+    """Rank 0's weights (parameters and buffers) in `model` on every rank, in place."""
+    if shard.world_size == 1:
+        return
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
 def gather_to_leader(value: Any, shard: Shard) -> list[Any] | None:
     """Every rank's `value`, in rank order, on rank 0; None on the others."""
     if shard.world_size == 1:

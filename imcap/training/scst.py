@@ -24,8 +24,7 @@ from torch import nn
 from imcap.model.decode import greedy_decode
 from imcap.model.sample import caption_logprobs, sample_captions
 from imcap.training.cider_reward import CaptionReward
-
-BASELINES = ("greedy", "mean")
+from imcap.training.config import SCST_BASELINES as BASELINES
 
 
 class SelfCriticalBatch(NamedTuple):
