@@ -53,6 +53,13 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def sigint_as_on_a_terminal() -> None:
+    """Ctrl-C reaches the stage as it does a `dvc repro` in a terminal, also when the tests run
+    in a background job, whose children start with SIGINT ignored (and Python then raises no
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not gone(pid):
@@ -67,7 +74,8 @@ def wait_gone(pid: int, seconds: float) -> bool:
 def test_an_interrupted_stage_says_so_in_one_line_and_leaves_no_temporary(tmp_path, sig, status):
     (tmp_path / "stage.py").write_text(SLOW_STAGE)
     stage = subprocess.Popen([sys.executable, "stage.py"], cwd=tmp_path, env=stage_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=sigint_as_on_a_terminal)
     try:
         assert stage.stdout.readline() == "ready\n"
         assert [p.name for p in (tmp_path / "data").glob(".dataset.*.tmp")]  # staged

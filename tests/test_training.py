@@ -107,6 +107,20 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
     assert torch.load(tmp_path / "m.pt", weights_only=True)["epoch"] == 5
 
 
+def test_patience_running_out_on_the_last_epoch_is_no_early_stop(tmp_path, monkeypatch):
+    from imcap.evaluation.split_evaluation import SplitEvaluation
+    from imcap.training import loop as training
+
+    scores = iter([10.0, 12.0, 11.0, 11.0, 11.0])  # stale 3 = patience at epoch 5 = the last
+
+    def fake_eval(*args, **kwargs):
+        return SplitEvaluation(1.0, {"bleu4": next(scores, 11.0)}, [])
+
+    monkeypatch.setattr(training, "evaluate_split", fake_eval)
+    result = _train(tmp_path, "m.pt", epochs=5, patience=3, average_last=0)
+    assert (result.epochs_run, result.stopped_early) == (5, False)
+
+
 def test_teacher_forcing_ratio_reaches_the_model(tmp_path):
     """Below 1 the decoder is fed its own words part of the time: the same seed then gives
     another training loss (forward()'s mechanism itself is tested in test_model.py)."""
