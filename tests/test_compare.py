@@ -4,6 +4,7 @@ paired differences, verdicts, and the sources (files, git revisions through DVC,
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,6 +199,10 @@ def test_git_revisions_through_dvc(dvc_repo, monkeypatch, capsys):
     with pytest.raises(CompareError, match="no-such-rev: not a git revision, DVC experiment or "
                                            "MLflow run id in"):
         load_side("no-such-rev", dvc_repo)
+    shutil.rmtree(dvc_repo / ".dvc" / "cache")  # as in a fresh clone
+    with pytest.raises(CompareError, match=r"HEAD: its metrics/captions\.csv is not in this DVC "
+                                           r"cache .*`dvc pull` it"):
+        load_side("HEAD", dvc_repo)
 
 
 def test_mlflow_run_artifact(tmp_path, monkeypatch):

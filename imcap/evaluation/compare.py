@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -66,6 +67,10 @@ def _from_revision(rev: str, root: Path) -> pd.DataFrame:
         raise CompareError(f"{rev}: not a git revision, DVC experiment or MLflow run id in "
                            f"{root.resolve()}, nor a file ({err})") from err
     except PathMissingError as err:
+        if _records_output(rev, root):
+            raise CompareError(f"{rev}: its {EVAL_CAPTIONS} is not in this DVC cache (a fresh "
+                               "clone holds none of a commit's outputs); `dvc pull` it, or "
+                               "compare experiments run here") from err
         raise CompareError(f"{rev}: has no {EVAL_CAPTIONS} (evaluated before per-image "
                            "results were kept, or not evaluated)") from err
     except (SCMError, NotDvcRepoError) as err:  # not a git (DVC) repository
@@ -75,6 +80,19 @@ def _from_revision(rev: str, root: Path) -> pd.DataFrame:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CompareError(f"{name}: cannot be read ({detail}); `dvc pull` it, or "
                            "`dvc exp apply` the experiment and rerun `dvc repro`") from err
+
+
+def _records_output(rev: str, root: Path) -> bool:
+    """Whether git revision `rev` records the per-image file as a DVC output (its `dvc.lock`
+    or a `.dvc` file), so that only its cached copy is missing."""
+    def show(path: str) -> str | None:
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
+                               text=True, check=False)
+        return shown.stdout if shown.returncode == 0 else None
+
+    lock = show("dvc.lock")
+    return ((lock is not None and f"path: {EVAL_CAPTIONS}" in lock)
+            or show(f"{EVAL_CAPTIONS}.dvc") is not None)
 
 
 def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
