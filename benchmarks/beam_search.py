@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
+from imcap.devices import pick_device
 from imcap.model.beam import beam_search
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
@@ -72,8 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device if args.device != "auto"
-                          else "cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     model = load_model(args.checkpoint, args.attention, device)
     gen = torch.Generator().manual_seed(1)
     channels = model.config.encoder_channels
