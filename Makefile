@@ -5,15 +5,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test lint show seeds seed-table baseline gpu-wheels
+.PHONY: setup repro test test-fast test-durations lint show seeds seed-table baseline gpu-wheels
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch/torchvision first, pinned to the builds on this disk (the range in pyproject allows
-	# 2.11-2.14.1; a bare `torch` would download several GB of CUDA wheels).
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# constraints.txt pins torch/torchvision to the builds on this disk (pyproject only sets a
+	# lower bound; an unpinned `torch` would download several GB of CUDA wheels).
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -21,8 +20,18 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
+# The suite over every core (pytest-xdist): tests sharing a module fixture stay on one worker and
+# the longest go first (tests/scheduling.py). `make test-fast`: the tests measured under 2 s.
+PARALLEL := -n auto --dist loadgroup --no-loadscope-reorder
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL)
+
+test-fast: setup
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow and not e2e"
+
+# Re-measure every test's time into tests/durations.json (the scheduling and the fast tier read it).
+test-durations: setup
+	$(PY) -m pytest -q $(PARALLEL) --store-durations --durations=30
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -28,6 +28,7 @@ def first_word_probability(model, grid, pooled, word: int) -> float:
     return torch.softmax(logits, dim=1)[:, word].mean().item()
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize(("kind", "rescore"), [("none", True), ("I", False), ("II", True),
                                                ("transformer", True), ("transformer", False)])
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
@@ -50,7 +51,9 @@ def test_self_critical_steps_raise_the_probability_of_the_rewarded_word(kind, re
         optimizer.step()
         rewards.append(batch.reward.item())
     after = first_word_probability(model, grid, pooled, GOOD)
-    assert before < 0.15 and after > 0.5, (before, after)
+    assert before < 0.15 and after > 0.5, (
+        f"probability of the rewarded word: before {before:.3f} (must be < 0.15), "
+        f"after {after:.3f} (must be > 0.5)")
     assert sum(rewards[-5:]) > sum(rewards[:5])
 
 

@@ -5,6 +5,7 @@ starts over instead, saying why."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -28,6 +29,16 @@ def _adjust(params: dict) -> None:
     # Enough epochs that the kill (within 0.5 s after epoch 2) lands mid-training, not after it.
     params["train"].update({"epochs": 30, "patience": 50, "device": "cpu"})
     params["model"]["dropout"] = 0.3  # draws from the RNG that a resume must restore
+
+
+@pytest.fixture
+def kill_moment() -> float:
+    """Where in an epoch the kill lands, as a fraction of an epoch's time: drawn from a seed that
+    is printed (pytest shows it with a failure), so `IMCAP_KILL_SEED=<seed>` replays that kill."""
+    seed = int(os.environ.get("IMCAP_KILL_SEED", random.randrange(2**32)))
+    fraction = random.Random(seed).random()
+    print(f"kill at {fraction:.3f} of an epoch; replay with IMCAP_KILL_SEED={seed}")
+    return fraction
 
 
 def _train(root: Path) -> subprocess.Popen:
@@ -57,7 +68,7 @@ def _outcome(root: Path) -> tuple[str, dict, dict]:
     return (root / TRAIN_LOG).read_text(), metrics, model
 
 
-def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(tmp_path):
+def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(tmp_path, kill_moment):
     root = make_project(tmp_path, _adjust)
     _dvc(root, "repro", "train")  # the inputs; this first train is the uninterrupted run
     log, metrics, model = _outcome(root)
@@ -73,7 +84,7 @@ def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(tmp_pa
                 logged.append(time.monotonic())
             time.sleep(0.01)
         # anywhere in epoch 3, or in writing its state (an epoch's time, whatever the machine)
-        time.sleep(random.uniform(0, logged[-1] - logged[0]))
+        time.sleep(kill_moment * (logged[-1] - logged[0]))
     finally:
         stage.send_signal(signal.SIGKILL)
         stage.wait()

@@ -45,12 +45,14 @@ def _train(tmp_path, name, epochs=8, patience=50, on_epoch=lambda log: None, **s
                          seed=3, on_epoch=on_epoch)
 
 
+@pytest.mark.statistical
 def test_learns_the_task_and_keeps_the_best_checkpoint(tmp_path):
     logs = []
     result = _train(tmp_path, "model.pt", on_epoch=logs.append, average_last=0)
     assert logs[-1].train_loss < logs[0].train_loss / 2
     assert result.best_val_bleu4 == max(log.val_bleu4 for log in logs)
-    assert result.best_val_bleu4 > 90  # the captions are fully determined by the features
+    # The captions are fully determined by the features: a model that learns reaches ~100.
+    assert result.best_val_bleu4 > 90, f"best validation BLEU-4 {result.best_val_bleu4:.2f} <= 90"
     assert (result.averaged_epochs, result.model_val_bleu4) == (0, result.best_val_bleu4)
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["epoch"] == result.best_epoch
