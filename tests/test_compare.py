@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import mlflow
@@ -15,8 +16,9 @@ import pandas as pd
 import pytest
 
 from imcap import cli
+from imcap.evaluation import bootstrap
 from imcap.evaluation.compare import CompareError, compare, load_side
-from imcap.evaluation.per_image import caption_table, write_table
+from imcap.evaluation.per_image import PerImageError, caption_table, write_table
 from imcap.paths import EVAL_CAPTIONS
 
 WORDS = ["a", "red", "blue", "circle", "square", "left", "right", "of", "the", "above", "two"]
@@ -222,3 +224,74 @@ def test_mlflow_run_artifact(tmp_path, monkeypatch):
     with pytest.raises(CompareError, match=f"MLflow run {'0' * 32} in {uri}: Run with id="
                                            f"{'0' * 32} not found"):
         load_side("0" * 32, tmp_path)
+
+
+@pytest.mark.parametrize(("row", "column", "value", "why"), [
+    (0, "cider", "nan", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (3, "cider", "inf", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (7, "cider", "-0.5", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (2, "cider", "1e9", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (5, "cider", "high", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (4, "matches2", "7", "is not a number of matched 2-grams, 0 to the caption's"),
+    (4, "matches1", "2.5", "is not a number of matched 1-grams, 0 to the caption's"),
+    (4, "matches3", "-1", "is not a number of matched 3-grams, 0 to the caption's"),
+    (1, "ngrams4", "0", "is not nltk's 4-gram count for the caption, max(1, length − 3)"),
+    (1, "ngrams1", "100", "is not nltk's 1-gram count for the caption, max(1, length − 0)"),
+    (6, "length", "9", "is not the number of words of the row's caption"),
+    (6, "ref_length", "nan", "is not a number of words, 0 to 1048576"),
+    (6, "ref_length", "1e18", "is not a number of words, 0 to 1048576"),
+    (9, "image", "", "is empty"),
+])
+def test_impossible_values_are_refused_naming_file_row_and_column(tmp_path, capsys, row, column,
+                                                                  value, why):
+    """Every caption of the table has 7 words: 7 unigrams, 6 bigrams, …; a value no evaluated
+    caption can have stops `imcap compare` with one line, before any verdict."""
+    references, fair = corpus()
+    good = table(references, {"greedy": fair})
+    bad = good.astype({column: object})
+    bad.loc[row, column] = value
+    a = write(tmp_path / "a.csv", good)
+    b = tmp_path / "b.csv"
+    bad.to_csv(b, index=False)
+    assert cli.main(["compare", str(a), str(b)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"imcap compare: error: {b}: data row {row + 1} (line {row + 2}), column "
+                   f"{column}: {value!r} {why} (not as the evaluate stage writes it: damaged or "
+                   "edited?)\n")
+
+
+def test_several_impossible_rows_are_counted_and_the_first_named(tmp_path):
+    references, fair = corpus()
+    bad = table(references, {"greedy": fair})
+    bad.loc[[3, 10, 11], "cider"] = [-1.0, np.nan, np.inf]
+    bad.loc[10, "matches1"] = 99
+    bad.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(PerImageError, match=r"data row 4 \(line 5\), column cider: '-1\.0' is not "
+                                           r"a CIDEr-D .*; 3 rows hold such values"):
+        load_side(str(tmp_path / "b.csv"), tmp_path)
+
+
+def test_compare_memory_does_not_grow_with_images_times_resamples(monkeypatch):
+    """20,000 images × 1,000 resamples would be 160 MB per array of image counts; drawn in
+    chunks of 2**16 counts, compare's peak stays a fraction of that, with the same result."""
+    rng = np.random.default_rng(0)
+    images, length = 20_000, 7
+    rows = {"image": [f"img{i}.jpg" for i in range(images)], "mode": "greedy",
+            "caption": " ".join(["w"] * length), "cider": rng.uniform(0, 100, images)}
+    matches = {f"matches{n}": rng.integers(0, length - n + 2, images) for n in range(1, 5)}
+    grams = {f"ngrams{n}": length - n + 1 for n in range(1, 5)}
+    a = pd.DataFrame(rows | matches | grams | {"length": length, "ref_length": 9})
+    b = a.assign(cider=a["cider"] + rng.normal(0, 1, images))
+    whole = compare(a, b, resamples=50)
+    monkeypatch.setattr(bootstrap, "CHUNK_CELLS", 2**16)
+    chunked = compare(a, b, resamples=50)  # the very same resamples, summed in another order
+    assert [(d.a, d.b, d.low, d.high) for d in chunked] == [
+        pytest.approx((d.a, d.b, d.low, d.high), rel=1e-12) for d in whole]
+    tracemalloc.start()
+    try:
+        compare(a, b)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < images * 1000 * 8 / 8

@@ -22,7 +22,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import pandas as pd
 
-from imcap.evaluation.bootstrap import LEVEL, METRICS, RESAMPLES, SEED, interval, resample_counts
+from imcap.evaluation.bootstrap import LEVEL, METRICS, RESAMPLES, SEED, interval, resampled
 from imcap.evaluation.per_image import modes, read_table
 from imcap.paths import EVAL_CAPTIONS
 
@@ -174,15 +174,14 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, resamples: int = RESAMPLES, seed: 
             level: float = LEVEL) -> list[Difference]:
     """B − A per metric and mode, with its paired bootstrap interval."""
     pairs = aligned(a, b)
-    counts: dict[int, np.ndarray] = {}
     differences = []
     for label, score in METRICS.values():
         for mode, (rows_a, rows_b) in pairs.items():
             n = len(rows_a)
-            if n not in counts:
-                counts[n] = resample_counts(n, resamples, seed)
             whole = np.ones((1, n))
-            low, high = interval(score(rows_b, counts[n]) - score(rows_a, counts[n]), level)
+            samples = resampled(n, lambda counts, s=score, a=rows_a, b=rows_b:
+                                s(b, counts) - s(a, counts), resamples, seed)
+            low, high = interval(samples, level)
             differences.append(Difference(label, mode, float(score(rows_a, whole)[0]),
                                           float(score(rows_b, whole)[0]), low, high))
     return differences

@@ -32,6 +32,8 @@ ORDER = 4  # BLEU-4
 BLEU_COLUMNS = (*(f"matches{n}" for n in range(1, ORDER + 1)),
                 *(f"ngrams{n}" for n in range(1, ORDER + 1)), "length", "ref_length")
 COLUMNS = ("image", "mode", "caption", "cider", *BLEU_COLUMNS)
+MAX_CIDER = 1000.0  # CIDEr-D × 100 of one image: 10 × a mean of clipped cosines ≤ 1
+MAX_WORDS = 2**20  # a reference length beyond any caption; keeps weighted sums exact in float64
 
 
 class PerImageError(ValueError):
@@ -127,27 +129,65 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 
 
 def read_table(source: str | Path | IO[str], name: str) -> pd.DataFrame:
-    """A table written by `write_table`, checked; `name` says where it came from in errors."""
+    """A table written by `write_table`, checked: every value one the evaluate stage can write
+    (`name` says where the table came from in errors)."""
     try:
-        table = pd.read_csv(source, keep_default_na=False,
-                            dtype={"image": str, "mode": str, "caption": str})
+        table = pd.read_csv(source, keep_default_na=False, dtype=str)
     except (ValueError, pd.errors.ParserError) as err:
         raise PerImageError(f"{name}: not a per-image captions file ({err})") from err
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise PerImageError(f"{name}: not a per-image captions file (no column "
                             f"{', '.join(missing)})")
-    if not table.empty:
-        try:
-            table[list(BLEU_COLUMNS)] = table[list(BLEU_COLUMNS)].astype(np.int64)
-            table["cider"] = table["cider"].astype(np.float64)
-        except (ValueError, TypeError) as err:
-            raise PerImageError(f"{name}: non-numeric per-image statistics ({err})") from err
+    numbers = {c: pd.to_numeric(table[c], errors="coerce").astype(np.float64).to_numpy()
+               for c in ("cider", *BLEU_COLUMNS)}
+    _refuse_impossible(table, numbers, name)
+    table["cider"] = numbers["cider"]
+    for column in BLEU_COLUMNS:
+        table[column] = numbers[column].astype(np.int64)
     twice = table.duplicated(["mode", "image"])
     if twice.any():
         row = table[twice].iloc[0]
         raise PerImageError(f"{name}: image {row['image']} appears twice in mode {row['mode']}")
     return table
+
+
+def _refuse_impossible(table: pd.DataFrame, numbers: dict[str, np.ndarray], name: str) -> None:
+    """A `PerImageError` naming the first row and column whose value no evaluated caption can
+    have: no number, NaN or inf, a CIDEr-D outside 0..1000 (× 100; one image scores at most 10),
+    a length other than the caption's words, n-gram counts other than nltk's for that length,
+    more matches than n-grams, a reference length beyond `MAX_WORDS`."""
+    def whole(values: np.ndarray, high: np.ndarray | float) -> np.ndarray:
+        return (values >= 0) & (values <= high) & (values == np.floor(values))
+
+    length = numbers["length"]
+    words = np.where(table["caption"] == "", 0, table["caption"].str.count(" ") + 1)
+    problems = {  # column -> (bad rows, why); checked in this order within a row
+        "image": (table["image"].to_numpy() == "", "is empty"),
+        "mode": (table["mode"].to_numpy() == "", "is empty"),
+        "cider": (~((numbers["cider"] >= 0) & (numbers["cider"] <= MAX_CIDER)),
+                  f"is not a CIDEr-D × 100 of one image (0 to {MAX_CIDER:g})"),
+        "length": (length != words, "is not the number of words of the row's caption"),
+    }
+    for n in range(1, ORDER + 1):
+        grams = np.maximum(0, length - n + 1)
+        problems[f"ngrams{n}"] = (numbers[f"ngrams{n}"] != np.maximum(1, grams),
+                                  f"is not nltk's {n}-gram count for the caption, "
+                                  f"max(1, length − {n - 1})")
+        problems[f"matches{n}"] = (~whole(numbers[f"matches{n}"], grams),
+                                   f"is not a number of matched {n}-grams, 0 to the caption's")
+    problems["ref_length"] = (~whole(numbers["ref_length"], MAX_WORDS),
+                              f"is not a number of words, 0 to {MAX_WORDS}")
+    wrong = np.logical_or.reduce([bad for bad, _ in problems.values()])
+    if not wrong.any():
+        return
+    row = int(np.argmax(wrong))
+    column = next(column for column, (bad, _) in problems.items() if bad[row])
+    rows = int(wrong.sum())
+    more = f"; {rows} rows hold such values" if rows > 1 else ""
+    raise PerImageError(f"{name}: data row {row + 1} (line {row + 2}), column {column}: "
+                        f"{table[column].iloc[row]!r} {problems[column][1]}{more} (not as the "
+                        "evaluate stage writes it: damaged or edited?)")
 
 
 def modes(table: pd.DataFrame) -> list[str]:
