@@ -17,7 +17,8 @@ import pytest
 
 from imcap import cli
 from imcap.evaluation import bootstrap
-from imcap.evaluation.compare import CompareError, compare, load_side
+from imcap.evaluation.compare import compare
+from imcap.evaluation.compare_sides import CompareError, load_side
 from imcap.evaluation.per_image import PerImageError, caption_table, write_table
 from imcap.paths import EVAL_CAPTIONS
 
@@ -49,7 +50,7 @@ def test_identical_captions_differ_by_zero_with_no_detectable_difference():
                                                          ("CIDEr-D", "greedy")]
     for d in differences:
         assert d.diff == 0 and d.low == 0 == d.high
-        assert d.verdict == "no detectable difference"
+        assert d.p == 1 and d.verdict == "no detectable difference on these test images"
 
 
 def test_captions_better_on_every_image_are_detected_either_way_round():
@@ -60,8 +61,8 @@ def test_captions_better_on_every_image_are_detected_either_way_round():
               {"greedy": 40.0 + np.random.default_rng(0).uniform(1, 30, len(fair))})
     for d in compare(a, b):
         assert d.b > d.a and 0 < d.low <= d.diff <= d.high
-        assert d.verdict == "B better"
-    assert {d.verdict for d in compare(b, a)} == {"A better"}
+        assert d.p < 0.001 and d.verdict == "B better on these test images"
+    assert {d.verdict for d in compare(b, a)} == {"A better on these test images"}
 
 
 def test_a_small_noisy_difference_is_not_called():
@@ -74,7 +75,8 @@ def test_a_small_noisy_difference_is_not_called():
     a = table(references, {"greedy": one}, {"greedy": cider})
     b = table(references, {"greedy": other}, {"greedy": cider + np.tile([-1.0, 1.0], 100)})
     for d in compare(a, b):
-        assert d.low < 0 < d.high and d.verdict == "no detectable difference"
+        assert d.low < 0 < d.high and d.p > 0.05
+        assert d.verdict == "no detectable difference on these test images"
 
 
 def test_two_bleus_of_zero_are_no_difference(tmp_path, capsys):
@@ -86,10 +88,11 @@ def test_two_bleus_of_zero_are_no_difference(tmp_path, capsys):
     a, b = table(references, {"greedy": one}), table(references, {"greedy": other})
     bleu = compare(a, b)[0]
     assert 0 < bleu.a < 1e-60 and 0 < bleu.b < 1e-60 and bleu.diff != 0
-    assert bleu.verdict == "no detectable difference"
+    assert bleu.p == 1 and bleu.verdict == "no detectable difference on these test images"
     cli.main(["compare", str(write(tmp_path / "a.csv", a)), str(write(tmp_path / "b.csv", b))])
     assert capsys.readouterr().out.splitlines()[2].split()[2:] == [
-        "0.00", "0.00", "+0.00", "[+0.00,", "+0.00]", "no", "detectable", "difference"]
+        "0.00", "0.00", "+0.00", "[+0.00,", "+0.00]", "1.000", "no", "detectable", "difference",
+        "on", "these", "test", "images"]
 
 
 def test_sides_are_paired_by_image_not_by_row_order():
@@ -133,10 +136,17 @@ def test_cli_compares_two_files_and_lists_modes_only_one_side_has(tmp_path, caps
     assert out[0] == (f"A = {a}, B = {b}: 60 test images, 1000 paired bootstrap resamples, "
                       "95% intervals of B − A")
     assert out[1].split() == ["metric", "mode", "A", "B", "B", "−", "A", "95%", "interval",
-                              "verdict"]
-    assert out[2].startswith("BLEU-4   greedy") and out[2].endswith("B better")
-    assert out[3].startswith("CIDEr-D  greedy") and out[3].endswith("no detectable difference")
-    assert out[4:] == ["only in A (not compared): beam2", "only in B (not compared): beam3"]
+                              "p", "(Holm)", "verdict"]
+    assert out[2].startswith("BLEU-4   greedy") and out[2].endswith(
+        "<0.001  B better on these test images")
+    assert out[3].startswith("CIDEr-D  greedy") and out[3].endswith(
+        "1.000  no detectable difference on these test images")
+    assert out[4:] == [
+        "only in A (not compared): beam2", "only in B (not compared): beam3",
+        "p: Holm-corrected over the 2 rows; a verdict names a side where p < 0.05.",
+        "One run per side: this compares two trained models, not their settings (two seeds of "
+        "one setting can differ too); to compare settings, give each side several runs, e.g. "
+        "`imcap compare a1,a2,a3 b1,b2,b3`."]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
@@ -192,8 +202,8 @@ def test_git_revisions_through_dvc(dvc_repo, monkeypatch, capsys):
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.chdir(dvc_repo)
     head, workspace = load_side("HEAD", dvc_repo), load_side("workspace", dvc_repo)
-    assert [d.verdict for d in compare(head, workspace)] == ["B better",
-                                                             "no detectable difference"]
+    assert [d.verdict for d in compare(head, workspace)] == [
+        "B better on these test images", "no detectable difference on these test images"]
     assert cli.main(["compare"]) == 0  # HEAD against the workspace
     assert capsys.readouterr().out.startswith("A = HEAD, B = workspace: 60 test images")
     with pytest.raises(CompareError, match=r"HEAD~1: has no metrics/captions\.csv"):
