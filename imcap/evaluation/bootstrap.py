@@ -18,7 +18,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from imcap.evaluation.per_image import BLEU_COLUMNS, corpus_bleu, modes
+from imcap.evaluation.bleu_counts import BLEU_COLUMNS, corpus_bleu
+from imcap.evaluation.per_image import modes
 
 RESAMPLES = 1000
 SEED = 20240518  # any fixed number: reproducible intervals

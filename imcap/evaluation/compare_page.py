@@ -19,8 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imcap.atomic import atomic_path
 from imcap.data.karpathy import image_root, load_dataset
+from imcap.evaluation.bleu_counts import BLEU_COLUMNS, corpus_bleu
 from imcap.evaluation.compare_sides import CompareError
-from imcap.evaluation.per_image import BLEU_COLUMNS, corpus_bleu
 from imcap.paths import CAPTION_FILE
 
 THUMBNAIL = 320  # longest side of an embedded image, in pixels
