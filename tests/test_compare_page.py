@@ -141,3 +141,19 @@ def test_page_options_are_checked_in_one_line(tmp_path, capsys):
         assert cli.main(["compare", str(a), str(b), "--root", str(tmp_path), *html,
                          *options]) == 1
         assert capsys.readouterr().err == f"imcap compare: error: {error}\n"
+
+
+def test_with_several_runs_each_runs_caption_is_shown_and_the_mean_chooses(tmp_path, capsys):
+    """A's second run scores img2 40 points lower than its first: A's mean beats B on img2 by
+    20 instead of 40, and the page shows A1, A2 and B."""
+    a, b, _ = page_project(tmp_path)
+    second = pd.read_csv(a, keep_default_na=False)
+    second.loc[second["image"] == "img2.png", "cider"] -= 40
+    a2 = write(tmp_path / "a2.csv", second)
+    out = tmp_path / "page.html"
+    assert cli.main(["compare", f"{a},{a2}", str(b), "--root", str(tmp_path), "--html", str(out),
+                     "--html-images", "2"]) == 0
+    text = out.read_text()
+    assert re.findall(r'data-run="(\w+)"', text) == ["A1", "A2", "B"] * 2
+    assert re.findall(r'data-image="([\w.]+)" data-delta="([-\d.]+)"', text) == [
+        ("img4.png", "30.0000"), ("img2.png", "-20.0000")]
