@@ -147,7 +147,9 @@ def demo_command(args: argparse.Namespace) -> None:
 def compare_command(args: argparse.Namespace) -> None:
     from imcap.evaluation.compare import compare_command as compare_sides
 
-    print(compare_sides(args.a, args.b, Path(args.root)))
+    print(compare_sides(args.a, args.b, Path(args.root),
+                        html=Path(args.html) if args.html else None, html_mode=args.html_mode,
+                        html_images=args.html_images))
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
@@ -207,17 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     demo.set_defaults(run=demo_command)
     compare = commands.add_parser(
-        "compare", help="compare two evaluated models' test scores, image by image",
+        "compare", help="compare two evaluated models' (or settings') test scores, image by image",
         description="BLEU-4 and CIDEr-D of every decoding mode of A and B, B − A with its 95% "
-                    "paired bootstrap interval over test images, and a verdict. A and B: a git "
-                    "revision, a DVC experiment, `workspace`, an MLflow evaluate run id, or a "
-                    "metrics/captions.csv file.")
+                    "interval (paired bootstrap over test images; with several runs per side, "
+                    "the difference of the means, the spread between runs included), a "
+                    "Holm-corrected p and a verdict. A and B: a git revision, a DVC experiment, "
+                    "`workspace`, an MLflow evaluate run id, or a metrics/captions.csv file; "
+                    "several runs of one setting (seeds) separated by commas.")
     compare.add_argument("a", nargs="?", default="HEAD", metavar="A",
-                         help="the baseline (default HEAD)")
+                         help="the baseline (default HEAD); RUN1,RUN2,… for several runs")
     compare.add_argument("b", nargs="?", default="workspace", metavar="B",
-                         help="compared with A (default workspace)")
+                         help="compared with A (default workspace); RUN1,RUN2,… for several runs")
     compare.add_argument("--root", default=".",
-                         help="repository of the revisions and MLflow store (default .)")
+                         help="repository of the revisions, MLflow store and dataset (default .)")
+    compare.add_argument("--html", metavar="OUT.html",
+                         help="also write a self-contained page of the test images where A and "
+                              "B differ most: captions, references, per-image scores")
+    compare.add_argument("--html-mode", metavar="MODE",
+                         help="the decoding mode the page shows (default greedy)")
+    compare.add_argument("--html-images", type=int, default=20, metavar="N",
+                         help="images on the page (default 20: half where B scores higher, "
+                              "half where A does)")
     compare.set_defaults(run=compare_command)
     return parser
 

@@ -13,6 +13,7 @@ from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
 from nltk.translate.bleu_score import modified_precision
 
 from imcap.evaluation.bleu import bleu_scores
+from imcap.evaluation.bleu_counts import corpus_bleu
 from imcap.evaluation.bootstrap import (
     bleu4,
     cider,
@@ -25,7 +26,6 @@ from imcap.evaluation.per_image import (
     BleuReferences,
     PerImageError,
     caption_table,
-    corpus_bleu,
     read_table,
     write_table,
 )

@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import mlflow
@@ -15,8 +16,10 @@ import pandas as pd
 import pytest
 
 from imcap import cli
-from imcap.evaluation.compare import CompareError, compare, load_side
-from imcap.evaluation.per_image import caption_table, write_table
+from imcap.evaluation import bootstrap
+from imcap.evaluation.compare import compare
+from imcap.evaluation.compare_sides import CompareError, load_side
+from imcap.evaluation.per_image import PerImageError, caption_table, write_table
 from imcap.paths import EVAL_CAPTIONS
 
 WORDS = ["a", "red", "blue", "circle", "square", "left", "right", "of", "the", "above", "two"]
@@ -47,7 +50,7 @@ def test_identical_captions_differ_by_zero_with_no_detectable_difference():
                                                          ("CIDEr-D", "greedy")]
     for d in differences:
         assert d.diff == 0 and d.low == 0 == d.high
-        assert d.verdict == "no detectable difference"
+        assert d.p == 1 and d.verdict == "no detectable difference on these test images"
 
 
 def test_captions_better_on_every_image_are_detected_either_way_round():
@@ -58,8 +61,8 @@ def test_captions_better_on_every_image_are_detected_either_way_round():
               {"greedy": 40.0 + np.random.default_rng(0).uniform(1, 30, len(fair))})
     for d in compare(a, b):
         assert d.b > d.a and 0 < d.low <= d.diff <= d.high
-        assert d.verdict == "B better"
-    assert {d.verdict for d in compare(b, a)} == {"A better"}
+        assert d.p < 0.001 and d.verdict == "B better on these test images"
+    assert {d.verdict for d in compare(b, a)} == {"A better on these test images"}
 
 
 def test_a_small_noisy_difference_is_not_called():
@@ -72,7 +75,8 @@ def test_a_small_noisy_difference_is_not_called():
     a = table(references, {"greedy": one}, {"greedy": cider})
     b = table(references, {"greedy": other}, {"greedy": cider + np.tile([-1.0, 1.0], 100)})
     for d in compare(a, b):
-        assert d.low < 0 < d.high and d.verdict == "no detectable difference"
+        assert d.low < 0 < d.high and d.p > 0.05
+        assert d.verdict == "no detectable difference on these test images"
 
 
 def test_two_bleus_of_zero_are_no_difference(tmp_path, capsys):
@@ -84,10 +88,11 @@ def test_two_bleus_of_zero_are_no_difference(tmp_path, capsys):
     a, b = table(references, {"greedy": one}), table(references, {"greedy": other})
     bleu = compare(a, b)[0]
     assert 0 < bleu.a < 1e-60 and 0 < bleu.b < 1e-60 and bleu.diff != 0
-    assert bleu.verdict == "no detectable difference"
+    assert bleu.p == 1 and bleu.verdict == "no detectable difference on these test images"
     cli.main(["compare", str(write(tmp_path / "a.csv", a)), str(write(tmp_path / "b.csv", b))])
     assert capsys.readouterr().out.splitlines()[2].split()[2:] == [
-        "0.00", "0.00", "+0.00", "[+0.00,", "+0.00]", "no", "detectable", "difference"]
+        "0.00", "0.00", "+0.00", "[+0.00,", "+0.00]", "1.000", "no", "detectable", "difference",
+        "on", "these", "test", "images"]
 
 
 def test_sides_are_paired_by_image_not_by_row_order():
@@ -131,10 +136,17 @@ def test_cli_compares_two_files_and_lists_modes_only_one_side_has(tmp_path, caps
     assert out[0] == (f"A = {a}, B = {b}: 60 test images, 1000 paired bootstrap resamples, "
                       "95% intervals of B − A")
     assert out[1].split() == ["metric", "mode", "A", "B", "B", "−", "A", "95%", "interval",
-                              "verdict"]
-    assert out[2].startswith("BLEU-4   greedy") and out[2].endswith("B better")
-    assert out[3].startswith("CIDEr-D  greedy") and out[3].endswith("no detectable difference")
-    assert out[4:] == ["only in A (not compared): beam2", "only in B (not compared): beam3"]
+                              "p", "(Holm)", "verdict"]
+    assert out[2].startswith("BLEU-4   greedy") and out[2].endswith(
+        "<0.001  B better on these test images")
+    assert out[3].startswith("CIDEr-D  greedy") and out[3].endswith(
+        "1.000  no detectable difference on these test images")
+    assert out[4:] == [
+        "only in A (not compared): beam2", "only in B (not compared): beam3",
+        "p: Holm-corrected over the 2 rows; a verdict names a side where p < 0.05.",
+        "One run per side: this compares two trained models, not their settings (two seeds of "
+        "one setting can differ too); to compare settings, give each side several runs, e.g. "
+        "`imcap compare a1,a2,a3 b1,b2,b3`."]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
@@ -190,8 +202,8 @@ def test_git_revisions_through_dvc(dvc_repo, monkeypatch, capsys):
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.chdir(dvc_repo)
     head, workspace = load_side("HEAD", dvc_repo), load_side("workspace", dvc_repo)
-    assert [d.verdict for d in compare(head, workspace)] == ["B better",
-                                                             "no detectable difference"]
+    assert [d.verdict for d in compare(head, workspace)] == [
+        "B better on these test images", "no detectable difference on these test images"]
     assert cli.main(["compare"]) == 0  # HEAD against the workspace
     assert capsys.readouterr().out.startswith("A = HEAD, B = workspace: 60 test images")
     with pytest.raises(CompareError, match=r"HEAD~1: has no metrics/captions\.csv"):
@@ -222,3 +234,74 @@ def test_mlflow_run_artifact(tmp_path, monkeypatch):
     with pytest.raises(CompareError, match=f"MLflow run {'0' * 32} in {uri}: Run with id="
                                            f"{'0' * 32} not found"):
         load_side("0" * 32, tmp_path)
+
+
+@pytest.mark.parametrize(("row", "column", "value", "why"), [
+    (0, "cider", "nan", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (3, "cider", "inf", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (7, "cider", "-0.5", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (2, "cider", "1e9", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (5, "cider", "high", "is not a CIDEr-D × 100 of one image (0 to 1000)"),
+    (4, "matches2", "7", "is not a number of matched 2-grams, 0 to the caption's"),
+    (4, "matches1", "2.5", "is not a number of matched 1-grams, 0 to the caption's"),
+    (4, "matches3", "-1", "is not a number of matched 3-grams, 0 to the caption's"),
+    (1, "ngrams4", "0", "is not nltk's 4-gram count for the caption, max(1, length − 3)"),
+    (1, "ngrams1", "100", "is not nltk's 1-gram count for the caption, max(1, length − 0)"),
+    (6, "length", "9", "is not the number of words of the row's caption"),
+    (6, "ref_length", "nan", "is not a number of words, 0 to 1048576"),
+    (6, "ref_length", "1e18", "is not a number of words, 0 to 1048576"),
+    (9, "image", "", "is empty"),
+])
+def test_impossible_values_are_refused_naming_file_row_and_column(tmp_path, capsys, row, column,
+                                                                  value, why):
+    """Every caption of the table has 7 words: 7 unigrams, 6 bigrams, …; a value no evaluated
+    caption can have stops `imcap compare` with one line, before any verdict."""
+    references, fair = corpus()
+    good = table(references, {"greedy": fair})
+    bad = good.astype({column: object})
+    bad.loc[row, column] = value
+    a = write(tmp_path / "a.csv", good)
+    b = tmp_path / "b.csv"
+    bad.to_csv(b, index=False)
+    assert cli.main(["compare", str(a), str(b)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"imcap compare: error: {b}: data row {row + 1} (line {row + 2}), column "
+                   f"{column}: {value!r} {why} (not as the evaluate stage writes it: damaged or "
+                   "edited?)\n")
+
+
+def test_several_impossible_rows_are_counted_and_the_first_named(tmp_path):
+    references, fair = corpus()
+    bad = table(references, {"greedy": fair})
+    bad.loc[[3, 10, 11], "cider"] = [-1.0, np.nan, np.inf]
+    bad.loc[10, "matches1"] = 99
+    bad.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(PerImageError, match=r"data row 4 \(line 5\), column cider: '-1\.0' is not "
+                                           r"a CIDEr-D .*; 3 rows hold such values"):
+        load_side(str(tmp_path / "b.csv"), tmp_path)
+
+
+def test_compare_memory_does_not_grow_with_images_times_resamples(monkeypatch):
+    """20,000 images × 1,000 resamples would be 160 MB per array of image counts; drawn in
+    chunks of 2**16 counts, compare's peak stays a fraction of that, with the same result."""
+    rng = np.random.default_rng(0)
+    images, length = 20_000, 7
+    rows = {"image": [f"img{i}.jpg" for i in range(images)], "mode": "greedy",
+            "caption": " ".join(["w"] * length), "cider": rng.uniform(0, 100, images)}
+    matches = {f"matches{n}": rng.integers(0, length - n + 2, images) for n in range(1, 5)}
+    grams = {f"ngrams{n}": length - n + 1 for n in range(1, 5)}
+    a = pd.DataFrame(rows | matches | grams | {"length": length, "ref_length": 9})
+    b = a.assign(cider=a["cider"] + rng.normal(0, 1, images))
+    whole = compare(a, b, resamples=50)
+    monkeypatch.setattr(bootstrap, "CHUNK_CELLS", 2**16)
+    chunked = compare(a, b, resamples=50)  # the very same resamples, summed in another order
+    assert [(d.a, d.b, d.low, d.high) for d in chunked] == [
+        pytest.approx((d.a, d.b, d.low, d.high), rel=1e-12) for d in whole]
+    tracemalloc.start()
+    try:
+        compare(a, b)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < images * 1000 * 8 / 8

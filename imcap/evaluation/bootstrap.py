@@ -1,7 +1,7 @@
 """95 % bootstrap intervals over test images, for one run's scores and for the difference of two
 runs' scores on the same images (paired: both resampled with the same image indices).
 
-A resample draws the test images with replacement; `resample_counts` holds how often each image
+A resample draws the test images with replacement; `resample_chunks` gives how often each image
 is drawn, one row per resample, so a resampled corpus score is a weighted sum of the per-image
 statistics of imcap/evaluation/per_image.py: corpus BLEU-4 from the weighted sums of its n-gram
 counts (exactly nltk's formula), CIDEr-D as the weighted mean of the per-image scores (the
@@ -12,28 +12,50 @@ fixed, so the same captions give the same interval in every run. The interval is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
-from imcap.evaluation.per_image import BLEU_COLUMNS, corpus_bleu, modes
+from imcap.evaluation.bleu_counts import BLEU_COLUMNS, corpus_bleu
+from imcap.evaluation.per_image import modes
 
 RESAMPLES = 1000
 SEED = 20240518  # any fixed number: reproducible intervals
 LEVEL = 0.95
+CHUNK_CELLS = 2**22  # image counts drawn at once: 32 MiB per float64 array
 
 
-def resample_counts(images: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """[resamples, images] float64: how often each image is drawn in each resample (each row
-    sums to `images`), from a generator seeded with `seed`."""
+def resample_chunks(images: int, resamples: int = RESAMPLES, seed: int = SEED
+                    ) -> Iterator[np.ndarray]:
+    """[rows, images] float64 arrays, one after the other `resamples` rows in all: how often
+    each image is drawn in each resample (each row sums to `images`), from a generator seeded
+    with `seed`. A chunk holds at most `CHUNK_CELLS` counts (at least one row), so memory stays
+    bounded whatever the number of images; the rows are those of one draw of them all."""
     if images < 1:
         raise ValueError("no images to resample")
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, images, size=(resamples, images))
-    offsets = np.arange(resamples)[:, None] * images
-    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * images)
-    return counts.reshape(resamples, images).astype(np.float64)
+    rows = max(1, CHUNK_CELLS // images)
+    for start in range(0, resamples, rows):
+        chunk = min(rows, resamples - start)
+        drawn = rng.integers(0, images, size=(chunk, images))
+        drawn += np.arange(chunk)[:, None] * images
+        counts = np.bincount(drawn.ravel(), minlength=chunk * images)
+        yield counts.reshape(chunk, images).astype(np.float64)
+
+
+def resample_counts(images: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """All of `resample_chunks` as one [resamples, images] array (for few images)."""
+    return np.concatenate(list(resample_chunks(images, resamples, seed)))
+
+
+def resampled(images: int, score: Callable[[np.ndarray], np.ndarray],
+              resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """`score(counts)` ([..., rows] for counts [rows, images]) of every resample, [...,
+    resamples], computed chunk by chunk (`resample_chunks`)."""
+    return np.concatenate([score(counts) for counts in resample_chunks(images, resamples, seed)],
+                          axis=-1)
 
 
 def bleu4(rows: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
@@ -69,15 +91,14 @@ def confidence_intervals(table: pd.DataFrame, resamples: int = RESAMPLES, seed: 
     indices. One number per key: DVC leaves list values out of `dvc metrics show / diff` and
     `dvc exp show`."""
     result = {}
-    counts = None
+    images = None
     for mode in modes(table):
         rows = table[table["mode"] == mode]
-        if counts is None:
-            counts = resample_counts(len(rows), resamples, seed)
-        elif len(rows) != counts.shape[1]:
-            raise ValueError(f"{mode}: {len(rows)} images, other modes {counts.shape[1]}")
+        images = images or len(rows)
+        if len(rows) != images:
+            raise ValueError(f"{mode}: {len(rows)} images, other modes {images}")
         result[mode] = {}
         for name, (_, score) in METRICS.items():
-            low, high = interval(score(rows, counts))
+            low, high = interval(resampled(images, partial(score, rows), resamples, seed))
             result[mode] |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
     return result

@@ -1,134 +1,53 @@
-"""`imcap compare A B`: two evaluated models' test scores side by side, with the 95 % paired
-bootstrap interval of each difference and a plain verdict.
+"""`imcap compare A B`: the test scores of two evaluated models, or of two settings given as
+several runs each (seeds), side by side: per metric and decoding mode B − A with its 95 %
+interval, a p-value corrected for the number of rows, and a verdict worded for what it tests.
 
-A and B are each a git revision or DVC experiment (the per-image file `metrics/captions.csv`
-of that commit, through `dvc.api.open`: from the DVC cache, else the remote), `workspace` (the
-file as it is now), an MLflow run id (the evaluate run that logged it as an artifact) or the path
-of such a file. Default: HEAD against the workspace, like `dvc metrics diff`. Nothing is scored
-again: both sides' per-image statistics are resampled with the same image indices
-(imcap/evaluation/bootstrap.py), and B − A's interval decides the verdict: above 0, B is better;
-below 0, A is; containing 0, no detectable difference.
+Nothing is scored again: every run's per-image statistics (imcap/evaluation/per_image.py) are
+resampled with the same image indices (imcap/evaluation/bootstrap.py).
+- One run per side: B − A with its paired percentile bootstrap interval; p is twice the smaller
+  share of resampled differences on either side of 0. That says whether these two trained models
+  differ on test images like these, not whether their settings do: two seeds of one setting can
+  differ that much.
+- Several runs on a side: the difference of the means over runs. Its variance is the test
+  images' (the bootstrap's, all runs resampled with the same images) plus the seeds'
+  (s² (1/k_A + 1/k_B), s² pooled from the runs' scores of each side); interval and p are
+  Student's t with Welch–Satterthwaite's degrees of freedom (k_A + k_B − 2 for the seeds' part).
+Holm's step-down correction over every row of the table keeps the chance of any false verdict
+below 5 %: a verdict names a side only where its corrected p is below 0.05.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from imcap.evaluation.bootstrap import LEVEL, METRICS, RESAMPLES, SEED, interval, resample_counts
-from imcap.evaluation.per_image import modes, read_table
-from imcap.paths import EVAL_CAPTIONS
+from imcap.evaluation.bootstrap import LEVEL, METRICS, RESAMPLES, SEED, interval, resampled
+from imcap.evaluation.compare_sides import CompareError, load_runs
+from imcap.evaluation.per_image import modes
 
-WORKSPACE = "workspace"
-MLFLOW_RUN = re.compile(r"(?:runs:/)?([0-9a-f]{32})/?")  # MLflow's run ids: 32 hex digits
 # Score points below which a difference is none: nltk scores a zero n-gram precision as the
 # smallest float, so a BLEU-4 "of 0" is ~1e-75 and two of them differ by about that much.
 NEGLIGIBLE = 1e-9
-
-
-class CompareError(Exception):
-    """Sides that cannot be read or compared: `imcap compare` prints it as one line."""
-
-
-def load_side(source: str, root: Path) -> pd.DataFrame:
-    """The per-image table that `source` names (see the module doc), relative to the
-    repository at `root`."""
-    if source == WORKSPACE:
-        path = root / EVAL_CAPTIONS
-        if not path.is_file():
-            raise CompareError(f"workspace: {path} not found; run `dvc repro` (the evaluate "
-                               "stage writes it)")
-        return read_table(path, str(path))
-    if Path(source).is_file():
-        return read_table(source, source)
-    run = MLFLOW_RUN.fullmatch(source)
-    if run:
-        return _from_mlflow(run.group(1), root)
-    return _from_revision(source, root)
-
-
-def _from_revision(rev: str, root: Path) -> pd.DataFrame:
-    import dvc.api
-    from dvc.exceptions import DvcException, NotDvcRepoError, PathMissingError
-    from dvc.scm import RevError, SCMError
-
-    name = f"{rev}:{EVAL_CAPTIONS}"
-    try:
-        with dvc.api.open(str(EVAL_CAPTIONS), repo=str(root), rev=rev) as stream:
-            return read_table(stream, name)
-    except RevError as err:
-        raise CompareError(f"{rev}: not a git revision, DVC experiment or MLflow run id in "
-                           f"{root.resolve()}, nor a file ({err})") from err
-    except PathMissingError as err:
-        if _records_output(rev, root):
-            raise CompareError(f"{rev}: its {EVAL_CAPTIONS} is not in this DVC cache (a fresh "
-                               "clone holds none of a commit's outputs); `dvc pull` it, or "
-                               "compare experiments run here") from err
-        raise CompareError(f"{rev}: has no {EVAL_CAPTIONS} (evaluated before per-image "
-                           "results were kept, or not evaluated)") from err
-    except (SCMError, NotDvcRepoError) as err:  # not a git (DVC) repository
-        raise CompareError(f"{rev}: {err}; outside one, name per-image files or MLflow run "
-                           "ids") from err
-    except (DvcException, OSError) as err:
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CompareError(f"{name}: cannot be read ({detail}); `dvc pull` it, or "
-                           "`dvc exp apply` the experiment and rerun `dvc repro`") from err
-
-
-def _records_output(rev: str, root: Path) -> bool:
-    """Whether git revision `rev` records the per-image file as a DVC output (its `dvc.lock`
-    or a `.dvc` file), so that only its cached copy is missing."""
-    def show(path: str) -> str | None:
-        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
-                               text=True, check=False)
-        return shown.stdout if shown.returncode == 0 else None
-
-    lock = show("dvc.lock")
-    return ((lock is not None and f"path: {EVAL_CAPTIONS}" in lock)
-            or show(f"{EVAL_CAPTIONS}.dvc") is not None)
-
-
-def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from imcap.tracking import tracking_uri
-
-    uri = tracking_uri(root.resolve())
-    store = Path(uri.removeprefix("sqlite:///"))
-    if uri.startswith("sqlite:///") and not store.is_file():  # MLflow would create one
-        raise CompareError(f"no MLflow store at {store}, so {run_id} cannot be read; set "
-                           "MLFLOW_TRACKING_URI to the store that holds the run")
-    try:
-        mlflow.MlflowClient(uri).get_run(run_id)
-    except MlflowException as err:
-        raise CompareError(f"MLflow run {run_id} in {uri}: {err.message}") from err
-    with TemporaryDirectory(prefix="imcap-compare-") as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=EVAL_CAPTIONS.name, dst_path=tmp, tracking_uri=uri)
-        except (MlflowException, OSError) as err:
-            raise CompareError(f"MLflow run {run_id} in {uri}: no {EVAL_CAPTIONS.name} "
-                               "artifact; name an evaluate run that logged it") from err
-        return read_table(path, f"MLflow run {run_id}: {EVAL_CAPTIONS.name}")
+Runs = pd.DataFrame | Sequence[pd.DataFrame]  # one run's per-image table, or several runs'
 
 
 @dataclass(frozen=True)
 class Difference:
     metric: str  # as people read it: BLEU-4, CIDEr-D
     mode: str  # greedy, beam3, ...
-    a: float
+    a: float  # the mean over A's runs
     b: float
     low: float  # the interval of b − a
     high: float
+    p: float  # Holm-corrected over the rows compared together
+    seeds: bool  # several runs on a side: the interval includes the spread between them
+    alpha: float = 1 - LEVEL
 
     @property
     def diff(self) -> float:
@@ -136,81 +55,165 @@ class Difference:
 
     @property
     def verdict(self) -> str:
-        if self.low > NEGLIGIBLE:
-            return "B better"
-        if self.high < -NEGLIGIBLE:
-            return "A better"
-        return "no detectable difference"
+        scope = "over seeds, on these test images" if self.seeds else "on these test images"
+        if self.p < self.alpha and abs(self.diff) > NEGLIGIBLE:
+            return f"{'B' if self.diff > 0 else 'A'} better {scope}"
+        return f"no detectable difference {scope}"
+
+
+def as_runs(side: Runs) -> list[pd.DataFrame]:
+    return [side] if isinstance(side, pd.DataFrame) else list(side)
 
 
 def _rows(table: pd.DataFrame, mode: str) -> pd.DataFrame:
     return table[table["mode"] == mode].set_index("image")
 
 
-def aligned(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Per mode both sides hold: A's rows and B's in A's image order. An error unless both
-    sides scored the very same test images."""
-    common = [mode for mode in modes(a) if mode in set(modes(b))]
+def aligned(a: Runs, b: Runs) -> dict[str, tuple[list[pd.DataFrame], list[pd.DataFrame]]]:
+    """Per mode every run holds: A's runs' rows and B's, all in the first A run's image order.
+    An error unless every run scored the very same test images."""
+    runs = {"A": as_runs(a), "B": as_runs(b)}
+    labelled = [(f"{side}{i + 1}" if len(tables) > 1 else side, table)
+                for side, tables in runs.items() for i, table in enumerate(tables)]
+    common = [mode for mode in modes(runs["A"][0])
+              if all(mode in set(modes(table)) for _, table in labelled)]
     if not common:
-        raise CompareError(f"no decoding mode in common: A has {', '.join(modes(a)) or 'none'}, "
-                           f"B has {', '.join(modes(b)) or 'none'}")
+        raise CompareError("no decoding mode in common: " + ", ".join(
+            f"{label} has {', '.join(modes(table)) or 'none'}" for label, table in labelled))
     pairs = {}
     for mode in common:
-        rows_a, rows_b = _rows(a, mode), _rows(b, mode)
-        only_a = rows_a.index.difference(rows_b.index)
-        only_b = rows_b.index.difference(rows_a.index)
-        if len(only_a) or len(only_b):
-            example = ", ".join(f"{only[0]} only in {side}"
-                                for only, side in ((only_a, "A"), (only_b, "B")) if len(only))
-            raise CompareError(
-                f"A and B were not scored on the same test images ({mode}: {len(rows_a)} and "
-                f"{len(rows_b)} images, {len(only_a)} only in A, {len(only_b)} only in B; "
-                f"e.g. {example}): compare models evaluated on the same dataset and split")
-        pairs[mode] = rows_a, rows_b.loc[rows_a.index]
+        (first_label, first), *others = [(label, _rows(table, mode)) for label, table in labelled]
+        for label, rows in others:
+            only_first = first.index.difference(rows.index)
+            only_other = rows.index.difference(first.index)
+            if len(only_first) or len(only_other):
+                example = ", ".join(f"{only[0]} only in {side}" for only, side in
+                                    ((only_first, first_label), (only_other, label)) if len(only))
+                raise CompareError(
+                    f"{first_label} and {label} were not scored on the same test images ({mode}: "
+                    f"{len(first)} and {len(rows)} images, {len(only_first)} only in "
+                    f"{first_label}, {len(only_other)} only in {label}; e.g. {example}): compare "
+                    "models evaluated on the same dataset and split")
+        tables = [first] + [rows.loc[first.index] for _, rows in others]
+        pairs[mode] = tables[: len(runs["A"])], tables[len(runs["A"]):]
     return pairs
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, resamples: int = RESAMPLES, seed: int = SEED,
+def bootstrap_p(samples: np.ndarray) -> float:
+    """Two-sided: twice the smaller share of resampled differences at or beyond 0 on either
+    side (the smallest 1 − level whose percentile interval leaves 0 out)."""
+    below = float(np.mean(samples <= NEGLIGIBLE))
+    above = float(np.mean(samples >= -NEGLIGIBLE))
+    return min(1.0, 2 * min(below, above))
+
+
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given."""
+    adjusted, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(sorted(range(len(p)), key=lambda i: p[i])):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _interval_and_p(scores_a: np.ndarray, scores_b: np.ndarray, samples: np.ndarray,
+                    level: float) -> tuple[float, float, float]:
+    """(low, high, p) of the difference of the means over runs (see the module doc)."""
+    diff = float(scores_b.mean() - scores_a.mean())
+    seed_df = len(scores_a) + len(scores_b) - 2
+    if seed_df == 0:
+        return *interval(samples, level), bootstrap_p(samples)
+    pooled = (((scores_a - scores_a.mean()) ** 2).sum()
+              + ((scores_b - scores_b.mean()) ** 2).sum()) / seed_df
+    seeds = pooled * (1 / len(scores_a) + 1 / len(scores_b))
+    images = float(np.var(samples, ddof=1)) if len(samples) > 1 else 0.0
+    spread = math.sqrt(seeds + images)
+    df = (seeds + images) ** 2 / (seeds**2 / seed_df) if seeds > 0 else math.inf
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * spread
+    if abs(diff) <= NEGLIGIBLE:
+        p = 1.0
+    else:
+        p = float(2 * stats.t.sf(abs(diff) / spread, df)) if spread > 0 else 0.0
+    return diff - half, diff + half, p
+
+
+def compare(a: Runs, b: Runs, resamples: int = RESAMPLES, seed: int = SEED,
             level: float = LEVEL) -> list[Difference]:
-    """B − A per metric and mode, with its paired bootstrap interval."""
-    pairs = aligned(a, b)
-    counts: dict[int, np.ndarray] = {}
-    differences = []
-    for label, score in METRICS.values():
-        for mode, (rows_a, rows_b) in pairs.items():
-            n = len(rows_a)
-            if n not in counts:
-                counts[n] = resample_counts(n, resamples, seed)
-            whole = np.ones((1, n))
-            low, high = interval(score(rows_b, counts[n]) - score(rows_a, counts[n]), level)
-            differences.append(Difference(label, mode, float(score(rows_a, whole)[0]),
-                                          float(score(rows_b, whole)[0]), low, high))
-    return differences
+    """B − A per metric and mode (see the module doc)."""
+    found = []
+    for mode, (runs_a, runs_b) in aligned(a, b).items():
+        images = len(runs_a[0])
+        whole = np.ones((1, images))
+
+        def mean_differences(counts: np.ndarray, runs_a=runs_a, runs_b=runs_b) -> np.ndarray:
+            return np.stack([np.mean([score(r, counts) for r in runs_b], axis=0)
+                             - np.mean([score(r, counts) for r in runs_a], axis=0)
+                             for _, score in METRICS.values()])
+
+        samples = resampled(images, mean_differences, resamples, seed)
+        for (label, score), metric_samples in zip(METRICS.values(), samples, strict=True):
+            scores_a = np.array([score(r, whole)[0] for r in runs_a])
+            scores_b = np.array([score(r, whole)[0] for r in runs_b])
+            found.append((label, mode, scores_a, scores_b,
+                          _interval_and_p(scores_a, scores_b, metric_samples, level)))
+    corrected = holm([p for *_, (_, _, p) in found])
+    differences = [Difference(label, mode, float(sa.mean()), float(sb.mean()), low, high, p,
+                              seeds=len(sa) + len(sb) > 2, alpha=1 - level)
+                   for (label, mode, sa, sb, (low, high, _)), p in zip(found, corrected,
+                                                                      strict=True)]
+    order = {label: i for i, (label, _) in enumerate(METRICS.values())}
+    return sorted(differences, key=lambda d: order[d.metric])  # each metric's modes together
 
 
-def report(differences: list[Difference], a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str],
+def report(differences: list[Difference], a: Runs, b: Runs, names: tuple[str, str],
            resamples: int = RESAMPLES, level: float = LEVEL) -> str:
-    """The comparison as a plain-text table, with the modes only one side has."""
-    images = len(_rows(a, differences[0].mode))
-    lines = [f"A = {names[0]}, B = {names[1]}: {images} test images, {resamples} paired "
-             f"bootstrap resamples, {100 * level:g}% intervals of B − A",
-             f"{'metric':<8} {'mode':<8} {'A':>7} {'B':>7} {'B − A':>7}  "
-             f"{f'{100 * level:g}% interval':<18}  verdict"]
+    """The comparison as a plain-text table, with the modes only some runs have and what the
+    verdicts test."""
+    runs_a, runs_b = as_runs(a), as_runs(b)
+    images = len(_rows(runs_a[0], differences[0].mode))
+    percent = f"{100 * level:g}%"
+    if differences[0].seeds:
+        lines = [f"A = {names[0]} ({len(runs_a)} runs), B = {names[1]} ({len(runs_b)} runs): "
+                 f"{images} test images; A, B: means over runs; {percent} intervals of B − A "
+                 f"over seeds and {resamples} paired bootstrap resamples of the test images"]
+    else:
+        lines = [f"A = {names[0]}, B = {names[1]}: {images} test images, {resamples} paired "
+                 f"bootstrap resamples, {percent} intervals of B − A"]
+    lines.append(f"{'metric':<8} {'mode':<8} {'A':>7} {'B':>7} {'B − A':>7}  "
+                 f"{f'{percent} interval':<18}  {'p (Holm)':>8}  verdict")
+
     def signed(x: float) -> str:
         return f"{0.0 if abs(x) < NEGLIGIBLE else x:+.2f}"
 
     for d in differences:
+        p = "<0.001" if d.p < 0.001 else f"{d.p:.3f}"
         lines.append(f"{d.metric:<8} {d.mode:<8} {d.a:7.2f} {d.b:7.2f} {signed(d.diff):>7}  "
-                     f"{f'[{signed(d.low)}, {signed(d.high)}]':<18}  {d.verdict}")
+                     f"{f'[{signed(d.low)}, {signed(d.high)}]':<18}  {p:>8}  {d.verdict}")
     compared = {d.mode for d in differences}
-    for side, table in (("A", a), ("B", b)):
-        alone = [mode for mode in modes(table) if mode not in compared]
+    for side, tables in (("A", runs_a), ("B", runs_b)):
+        alone = [mode for mode in dict.fromkeys(m for t in tables for m in modes(t))
+                 if mode not in compared]
         if alone:
             lines.append(f"only in {side} (not compared): {', '.join(alone)}")
+    lines.append(f"p: Holm-corrected over the {len(differences)} rows; a verdict names a side "
+                 f"where p < {1 - level:g}.")
+    if not differences[0].seeds:
+        lines.append("One run per side: this compares two trained models, not their settings "
+                     "(two seeds of one setting can differ too); to compare settings, give each "
+                     "side several runs, e.g. `imcap compare a1,a2,a3 b1,b2,b3`.")
     return "\n".join(lines)
 
 
-def compare_command(a: str, b: str, root: Path) -> str:
-    """`imcap compare A B`'s output."""
-    tables = load_side(a, root), load_side(b, root)
-    return report(compare(*tables), *tables, names=(a, b))
+def compare_command(a: str, b: str, root: Path, html: Path | None = None,
+                    html_mode: str | None = None, html_images: int = 20) -> str:
+    """`imcap compare A B`'s output; with `html`, also the page of the images where A and B
+    differ most (imcap/evaluation/compare_page.py)."""
+    runs_a, runs_b = load_runs(a, root), load_runs(b, root)
+    differences = compare(runs_a, runs_b)
+    text = report(differences, runs_a, runs_b, names=(a, b))
+    if html is None:
+        return text
+    from imcap.evaluation.compare_page import write_page
+
+    shown = write_page(html, text, aligned(runs_a, runs_b), (a, b), root, html_mode, html_images)
+    return f"{text}\n{shown}"

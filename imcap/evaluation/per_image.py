@@ -5,8 +5,9 @@ score can be resampled (imcap/evaluation/bootstrap.py) and two runs compared ima
 Corpus BLEU (nltk's `corpus_bleu`, the seed's metric) is a function of sums over images: for
 each n-gram order n = 1..4 the clipped matches and the hypothesis n-gram count (nltk counts 1
 for a caption shorter than n words), the caption length and its closest reference length.
-`BleuReferences.statistics` gives those ten integers per image; `corpus_bleu` turns their sums
-back into nltk's exact number, its handling of zero counts included. CIDEr-D is already a mean
+`BleuReferences.statistics` gives those ten integers per image (counted by
+imcap/evaluation/bleu_counts.py), whose `corpus_bleu` turns their sums back into nltk's exact
+number, its handling of zero counts included. CIDEr-D is already a mean
 of per-image scores (pycocoevalcap's, document frequencies from the evaluated references).
 
 The table (`metrics/captions.csv`): one row per test image and decoding mode, with `image`,
@@ -15,89 +16,46 @@ The table (`metrics/captions.csv`): one row per test image and decoding mode, wi
 
 from __future__ import annotations
 
-import math
-import sys
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 import pandas as pd
+import torch
 
 from imcap.atomic import atomic_path
+from imcap.evaluation.bleu_counts import BLEU_COLUMNS, NGRAMS, CaptionNgrams, WordIds
 
 Tokens = Sequence[str]
-ORDER = 4  # BLEU-4
-BLEU_COLUMNS = (*(f"matches{n}" for n in range(1, ORDER + 1)),
-                *(f"ngrams{n}" for n in range(1, ORDER + 1)), "length", "ref_length")
 COLUMNS = ("image", "mode", "caption", "cider", *BLEU_COLUMNS)
+MAX_CIDER = 1000.0  # CIDEr-D × 100 of one image: 10 × a mean of clipped cosines ≤ 1
+MAX_WORDS = 2**20  # a reference length beyond any caption; keeps weighted sums exact in float64
 
 
 class PerImageError(ValueError):
     """A per-image captions file that is not one (missing columns, duplicate rows)."""
 
 
-def _ngrams(tokens: Tokens) -> Counter:
-    """The n-grams of every order 1..ORDER in one counter (orders tell apart by length)."""
-    return Counter(tuple(tokens[i : i + n]) for n in range(1, ORDER + 1)
-                   for i in range(len(tokens) - n + 1))
-
-
 class BleuReferences:
-    """The reference side of BLEU, counted once for all decoding modes: per image the largest
-    count of each n-gram in any one of its references, and the reference lengths."""
+    """The reference side of BLEU, counted once for all decoding modes
+    (imcap/evaluation/bleu_counts.py)."""
 
     def __init__(self, references: Sequence[Sequence[Tokens]]) -> None:
-        self.max_counts: list[dict[tuple[str, ...], int]] = []
-        self.lengths: list[list[int]] = []
-        for refs in references:
-            best: dict[tuple[str, ...], int] = {}
-            for ref in refs:
-                for gram, count in _ngrams(ref).items():
-                    if count > best.get(gram, 0):
-                        best[gram] = count
-            self.max_counts.append(best)
-            self.lengths.append(sorted({len(r) for r in refs}))
+        self.words = WordIds(references)
+        self.table = self.words.references(references)
 
     def statistics(self, hypotheses: Sequence[Tokens]) -> np.ndarray:
         """[images, 10] int64 in the order of `BLEU_COLUMNS`, as nltk's `modified_precision`
-        and `closest_ref_length` count them."""
-        if len(hypotheses) != len(self.max_counts):
-            raise ValueError(f"{len(self.max_counts)} reference sets for {len(hypotheses)} "
+        and `closest_ref_length` count them (n-gram counts at least 1)."""
+        if len(hypotheses) != len(self.table.lengths):
+            raise ValueError(f"{len(self.table.lengths)} reference sets for {len(hypotheses)} "
                              "hypotheses")
-        rows = []
-        for hyp, best, lengths in zip(hypotheses, self.max_counts, self.lengths, strict=True):
-            row = [0] * (2 * ORDER) + [len(hyp), 0]
-            for gram, count in _ngrams(hyp).items():
-                row[len(gram) - 1] += min(count, best.get(gram, 0))
-                row[ORDER + len(gram) - 1] += count
-            for n in range(ORDER):  # nltk's denominator: at least 1
-                row[ORDER + n] = max(1, row[ORDER + n])
-            if lengths:
-                row[-1] = min(lengths, key=lambda r: (abs(r - len(hyp)), r))
-            rows.append(row)
-        return np.array(rows, dtype=np.int64).reshape(len(rows), len(BLEU_COLUMNS))
-
-
-def corpus_bleu(sums: Sequence[int], order: int = ORDER) -> float:
-    """BLEU-`order` × 100 from the column sums of `BleuReferences.statistics`: nltk's
-    `corpus_bleu` without smoothing, step for step (a zero n-gram precision counts as
-    `sys.float_info.min`; no unigram match, or no words, is 0), so equal to it exactly."""
-    matches, ngrams = sums[:ORDER], sums[ORDER : 2 * ORDER]
-    hyp_len, ref_len = int(sums[-2]), int(sums[-1])
-    if matches[0] == 0:
-        return 0.0
-    if hyp_len > ref_len:
-        brevity = 1.0
-    elif hyp_len == 0:
-        brevity = 0.0
-    else:
-        brevity = math.exp(1 - ref_len / hyp_len)
-    weight = 1.0 / order
-    logs = (weight * math.log(int(m) / int(t) if m else sys.float_info.min)
-            for m, t in zip(matches[:order], ngrams[:order], strict=True))
-    return 100.0 * (brevity * math.exp(math.fsum(logs)))
+        words, lengths = self.words.encode(hypotheses)
+        stats = self.table.statistics(CaptionNgrams.of(words, lengths, self.words.base),
+                                      torch.arange(len(hypotheses)))
+        stats[:, NGRAMS : 2 * NGRAMS].clamp_(min=1)  # nltk's denominator: at least 1
+        return stats.numpy()
 
 
 def caption_table(images: Sequence[str], references: Sequence[Sequence[Tokens]],
@@ -127,27 +85,65 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 
 
 def read_table(source: str | Path | IO[str], name: str) -> pd.DataFrame:
-    """A table written by `write_table`, checked; `name` says where it came from in errors."""
+    """A table written by `write_table`, checked: every value one the evaluate stage can write
+    (`name` says where the table came from in errors)."""
     try:
-        table = pd.read_csv(source, keep_default_na=False,
-                            dtype={"image": str, "mode": str, "caption": str})
+        table = pd.read_csv(source, keep_default_na=False, dtype=str)
     except (ValueError, pd.errors.ParserError) as err:
         raise PerImageError(f"{name}: not a per-image captions file ({err})") from err
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise PerImageError(f"{name}: not a per-image captions file (no column "
                             f"{', '.join(missing)})")
-    if not table.empty:
-        try:
-            table[list(BLEU_COLUMNS)] = table[list(BLEU_COLUMNS)].astype(np.int64)
-            table["cider"] = table["cider"].astype(np.float64)
-        except (ValueError, TypeError) as err:
-            raise PerImageError(f"{name}: non-numeric per-image statistics ({err})") from err
+    numbers = {c: pd.to_numeric(table[c], errors="coerce").astype(np.float64).to_numpy()
+               for c in ("cider", *BLEU_COLUMNS)}
+    _refuse_impossible(table, numbers, name)
+    table["cider"] = numbers["cider"]
+    for column in BLEU_COLUMNS:
+        table[column] = numbers[column].astype(np.int64)
     twice = table.duplicated(["mode", "image"])
     if twice.any():
         row = table[twice].iloc[0]
         raise PerImageError(f"{name}: image {row['image']} appears twice in mode {row['mode']}")
     return table
+
+
+def _refuse_impossible(table: pd.DataFrame, numbers: dict[str, np.ndarray], name: str) -> None:
+    """A `PerImageError` naming the first row and column whose value no evaluated caption can
+    have: no number, NaN or inf, a CIDEr-D outside 0..1000 (× 100; one image scores at most 10),
+    a length other than the caption's words, n-gram counts other than nltk's for that length,
+    more matches than n-grams, a reference length beyond `MAX_WORDS`."""
+    def whole(values: np.ndarray, high: np.ndarray | float) -> np.ndarray:
+        return (values >= 0) & (values <= high) & (values == np.floor(values))
+
+    length = numbers["length"]
+    words = np.where(table["caption"] == "", 0, table["caption"].str.count(" ") + 1)
+    problems = {  # column -> (bad rows, why); checked in this order within a row
+        "image": (table["image"].to_numpy() == "", "is empty"),
+        "mode": (table["mode"].to_numpy() == "", "is empty"),
+        "cider": (~((numbers["cider"] >= 0) & (numbers["cider"] <= MAX_CIDER)),
+                  f"is not a CIDEr-D × 100 of one image (0 to {MAX_CIDER:g})"),
+        "length": (length != words, "is not the number of words of the row's caption"),
+    }
+    for n in range(1, NGRAMS + 1):
+        grams = np.maximum(0, length - n + 1)
+        problems[f"ngrams{n}"] = (numbers[f"ngrams{n}"] != np.maximum(1, grams),
+                                  f"is not nltk's {n}-gram count for the caption, "
+                                  f"max(1, length − {n - 1})")
+        problems[f"matches{n}"] = (~whole(numbers[f"matches{n}"], grams),
+                                   f"is not a number of matched {n}-grams, 0 to the caption's")
+    problems["ref_length"] = (~whole(numbers["ref_length"], MAX_WORDS),
+                              f"is not a number of words, 0 to {MAX_WORDS}")
+    wrong = np.logical_or.reduce([bad for bad, _ in problems.values()])
+    if not wrong.any():
+        return
+    row = int(np.argmax(wrong))
+    column = next(column for column, (bad, _) in problems.items() if bad[row])
+    rows = int(wrong.sum())
+    more = f"; {rows} rows hold such values" if rows > 1 else ""
+    raise PerImageError(f"{name}: data row {row + 1} (line {row + 2}), column {column}: "
+                        f"{table[column].iloc[row]!r} {problems[column][1]}{more} (not as the "
+                        "evaluate stage writes it: damaged or edited?)")
 
 
 def modes(table: pd.DataFrame) -> list[str]:
