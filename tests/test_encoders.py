@@ -60,8 +60,8 @@ def test_encoder_values():
 def test_params_take_their_choices_from_the_registry():
     with pytest.raises(ParamError, match=f"valid choices: {', '.join(ENCODERS)}$"):
         parse_params(merged({"encoder": "vgg16"}))
-    assert tuple(WEIGHTS) == ("none", "imagenet", "imagenet_v2")
-    with pytest.raises(ParamError, match=r"valid choices: none, imagenet, imagenet_v2$"):
+    assert tuple(WEIGHTS) == ("none", "imagenet", "imagenet_v2", "openai")
+    with pytest.raises(ParamError, match=r"valid choices: none, imagenet, imagenet_v2, openai$"):
         parse_params(merged({"features": {"weights": "places365"}}))
 
 
@@ -79,7 +79,7 @@ def test_unknown_names_and_weights_name_the_choices():
     with pytest.raises(ValueError, match="resnet18") as err:
         build_encoder("vgg16")
     assert all(name in str(err.value) for name in ENCODERS)
-    with pytest.raises(ValueError, match="none, imagenet, imagenet_v2"):
+    with pytest.raises(ValueError, match="none, imagenet, imagenet_v2, openai"):
         build_encoder("resnet18", "places365")
     with pytest.raises(ValueError, match=r"resnet18 has no imagenet_v2.*valid: none, imagenet$"):
         weights_enum("resnet18", "imagenet_v2")
