@@ -147,7 +147,8 @@ def test_without_dvc_outputs_it_says_what_to_run(tmp_path, capsys):
 
 def test_an_encoder_that_does_not_reproduce_the_features_is_refused(project, capsys,
                                                                     monkeypatch):
-    monkeypatch.setattr(captioner, "build_encoder", lambda name, weights, size: tiny_encoder(seed=99))
+    monkeypatch.setattr(captioner, "build_encoder",
+                        lambda name, weights, size: tiny_encoder(seed=99))
     status, _, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root", project)
     assert status == 1
     assert "does not reproduce the features" in err and "img0.png" in err

@@ -14,6 +14,7 @@ import torchvision
 from params_overrides import merged
 from PIL import Image
 
+from imcap.features import config, encoders
 from imcap.features.config import ENCODERS, WEIGHTS, weights_enum
 from imcap.features.encoders import (
     Encoder,
@@ -37,12 +38,19 @@ from imcap.params import ParamError, parse_params
     ("resnext50_32x4d", 64, 4, 2048),
     ("resnext101_32x8d", 64, 4, 2048),
     ("inception_v3", 139, 9, 2048),  # 3x3 at 139 px (8x8 at 299)
+    ("vit_b_16", 64, 16, 768),  # 4x4 patch tokens, the class token left out
+    ("vit_l_16", 64, 16, 1024),
+    ("swin_t", 64, 4, 768),
+    ("swin_b", 64, 4, 1024),
+    ("convnext_tiny", 64, 4, 768),
+    ("convnext_base", 64, 4, 1024),
+    ("efficientnet_v2_s", 64, 4, 1280),
 ])
 def test_every_encoder_grid_and_pooled_shapes(name, size, regions, channels):
     """On the meta device (shapes without arithmetic: initialising ResNet-152 or Inception
     takes seconds); `test_encoder_values` and the Inception weights test below run for real."""
     with torch.device("meta"):
-        encoder = build_encoder(name, "none")
+        encoder = build_encoder(name, "none", size)
         grid, pooled = encoder(torch.empty(2, 3, size, size))
     assert not encoder.training and encoder.feature_dim == channels
     assert grid.shape == (2, regions, channels)
@@ -55,6 +63,46 @@ def test_encoder_values():
         grid, pooled = encoder(torch.randn(2, 3, 64, 64))
     assert grid.shape == (2, 4, 512) and torch.isfinite(grid).all()
     assert torch.allclose(pooled, grid.mean(dim=1))
+
+
+@pytest.mark.parametrize(("name", "size"), [("vit_b_16", 32), ("swin_t", 64),
+                                           ("convnext_tiny", 64), ("efficientnet_v2_s", 64)])
+def test_pooled_vector_is_what_the_classifier_head_reads(name, size):
+    """The grid is the model's own last feature map (ViT: its patch tokens) and the pooled
+    vector what its head classifies: the head applied to `pooled` gives the model's logits."""
+    torch.manual_seed(0)
+    kwargs = {"image_size": size} if name == "vit_b_16" else {}
+    model = torchvision.models.get_model(name, num_classes=10, **kwargs).eval()
+    encoder = encoder_from_model(copy.deepcopy(model))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        grid, pooled = encoder(x)
+        heads = {"vit_b_16": lambda v: model.heads(v), "swin_t": lambda v: model.head(v),
+                 "convnext_tiny": lambda v: model.classifier(v[:, :, None, None]),
+                 "efficientnet_v2_s": lambda v: model.classifier(v)}
+        assert torch.allclose(heads[name](pooled), model(x), atol=1e-4)
+    regions = (size // 16) ** 2 if name == "vit_b_16" else (size // 32) ** 2
+    assert grid.shape == (2, regions, encoder.feature_dim)
+    if name == "vit_b_16":  # the class token is pooled, not a region
+        assert not any(torch.allclose(pooled, grid[:, r]) for r in range(regions))
+    else:
+        assert torch.allclose(pooled, grid.mean(dim=1), atol=1e-5)
+
+
+def test_vit_imagenet_weights_at_another_size_get_interpolated_position_embeddings(
+        monkeypatch):
+    """A ViT built for the store's input size takes its weights with the position embeddings
+    interpolated (torchvision's `interpolate_embeddings`); every other weight is the file's."""
+    torch.manual_seed(0)
+    state = torchvision.models.vit_b_16().state_dict()
+    monkeypatch.setattr(encoders, "load_weights", lambda url, what: dict(state))
+    encoder = build_encoder("vit_b_16", "imagenet", 64)
+    loaded = encoder.trunk.graph.state_dict()
+    assert loaded["encoder.pos_embedding"].shape == (1, 1 + 4 * 4, 768)
+    assert torch.equal(loaded["conv_proj.weight"], state["conv_proj.weight"])
+    with torch.no_grad():
+        grid, _ = encoder(torch.randn(1, 3, 64, 64))
+    assert grid.shape == (1, 16, 768) and torch.isfinite(grid).all()
 
 
 def test_params_take_their_choices_from_the_registry():
@@ -105,7 +153,11 @@ def test_preprocessing_comes_from_the_weights_metadata():
 
 @pytest.mark.parametrize(("name", "weights"), [("resnet101", "imagenet"),
                                                ("resnet50", "imagenet_v2"),
-                                               ("inception_v3", "imagenet")])
+                                               ("inception_v3", "imagenet"),
+                                               ("vit_b_16", "imagenet"),
+                                               ("swin_t", "imagenet"),
+                                               ("convnext_tiny", "imagenet"),
+                                               ("efficientnet_v2_s", "imagenet")])
 def test_transform_matches_torchvisions_reference_pipeline(name, weights):
     """Crop-then-resize equals torchvision's resize-then-crop up to a pixel of rounding."""
     y, x = np.mgrid[0:375, 0:500]
@@ -292,6 +344,10 @@ def test_traced_trunk_is_bit_identical_to_the_sliced_children(name, head, size):
     ({"num_workers": -2}, "resnet18", ">= -1"),
     ({"decode": "turbo"}, "resnet18", "valid choices: auto, pil, nvjpeg"),
     ({"processes": 0}, "resnet18", "processes must be > 0"),
+    ({"image_size": 100}, "vit_b_16", "100 is not a multiple of vit_b_16's 16 px patches"),
+    ({"image_size": 8}, "clip_vit_b_16", "too small for clip_vit_b_16"),
+    ({"weights": "openai"}, "resnet18", "resnet18 has no openai weights.*valid: none, imagenet$"),
+    ({"weights": "imagenet"}, "clip_vit_b_32", "has no imagenet weights; valid: none, openai$"),
 ])
 def test_feature_params_are_checked_up_front(features, encoder, message):
     with pytest.raises(ParamError, match=message):
@@ -302,3 +358,42 @@ def test_native_size_and_auto_values_are_valid_params():
     params = parse_params(merged({"encoder": "inception_v3", "features": {
         "weights": "imagenet", "image_size": 0, "batch_size": 0, "num_workers": -1}}))
     assert params.features.image_size == 0
+
+
+def test_a_clip_encoder_without_its_extra_names_the_install_command(monkeypatch):
+    find_spec = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "open_clip" else find_spec(name, *a))
+    with pytest.raises(ParamError) as err:
+        parse_params(merged({"encoder": "clip_vit_b_32", "features": {"weights": "openai"}}))
+    assert str(err.value) == ('params: encoder clip_vit_b_32 needs open_clip, which is not '
+                              'installed: pip install -e ".[clip]"')
+
+
+@pytest.mark.parametrize(("name", "size", "regions", "channels"), [
+    ("clip_vit_b_32", 64, 4, 512), ("clip_vit_b_16", 32, 4, 512), ("clip_vit_l_14", 28, 4, 768)])
+def test_clip_regions_are_patch_tokens_in_the_embedding_space(name, size, regions, channels):
+    """With open_clip installed (the `clip` extra; skipped without it): pooled is the tower's
+    image embedding, the regions its patch tokens projected by the same `proj`."""
+    open_clip = pytest.importorskip("open_clip")
+    encoder = build_encoder(name, "none", size)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        grid, pooled = encoder(x)
+        visual = encoder.trunk.visual
+        visual.output_tokens = False
+        assert torch.allclose(pooled, visual(x), atol=1e-5)
+    assert grid.shape == (2, regions, channels) and encoder.feature_dim == channels
+    assert isinstance(visual, open_clip.transformer.VisionTransformer)
+    assert preprocessing(name, "openai").interpolation.value == "bicubic"
+
+
+def test_clip_weights_offline_fail_saying_how_to_preseed_the_cache(monkeypatch):
+    open_clip = pytest.importorskip("open_clip")
+
+    def refuse(cfg, *args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", refuse)
+    with pytest.raises(WeightsUnavailableError, match=r"clip_vit_b_32 weights openai .*HF_HOME"):
+        build_encoder("clip_vit_b_32", "openai")

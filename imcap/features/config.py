@@ -92,9 +92,6 @@ def check_encoder(name: str, weights: str, image_size: int) -> None:
         if weights not in CLIP_WEIGHTS:
             raise ValueError(f"features.weights: encoder {name} has no {weights} weights; "
                              f"valid: {', '.join(CLIP_WEIGHTS)}")
-        if importlib.util.find_spec("open_clip") is None:
-            raise ValueError(f"encoder {name} needs open_clip, which is not installed: "
-                             f"{CLIP_INSTALL}")
     else:
         try:
             weights_enum(name, weights)
@@ -107,6 +104,9 @@ def check_encoder(name: str, weights: str, image_size: int) -> None:
     if image_size % patch:
         raise ValueError(f"features.image_size {image_size} is not a multiple of {name}'s "
                          f"{patch} px patches (0 = its native {NATIVE_SIZE[name]})")
+    if name in CLIP_MODELS and importlib.util.find_spec("open_clip") is None:
+        raise ValueError(f"encoder {name} needs open_clip, which is not installed: "
+                         f"{CLIP_INSTALL}")
 
 
 def _check_name(name: str) -> None:
