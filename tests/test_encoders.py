@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from params_overrides import merged
+from params_overrides import merged, write_params
 from PIL import Image
 
 from imcap.features import config, encoders
@@ -26,7 +26,8 @@ from imcap.features.encoders import (
     weights_cache_file,
 )
 from imcap.features.images import image_transform
-from imcap.params import ParamError, parse_params
+from imcap.params import ParamError, load_params, parse_params
+from imcap.stage import run_stage
 
 
 @pytest.mark.parametrize(("name", "size", "regions", "channels"), [
@@ -360,14 +361,20 @@ def test_native_size_and_auto_values_are_valid_params():
     assert params.features.image_size == 0
 
 
-def test_a_clip_encoder_without_its_extra_names_the_install_command(monkeypatch):
+def test_a_clip_encoder_without_its_extra_fails_at_check_naming_the_install_command(
+        monkeypatch, tmp_path, capsys):
     find_spec = config.importlib.util.find_spec
     monkeypatch.setattr(config.importlib.util, "find_spec",
                         lambda name, *a: None if name == "open_clip" else find_spec(name, *a))
-    with pytest.raises(ParamError) as err:
-        parse_params(merged({"encoder": "clip_vit_b_32", "features": {"weights": "openai"}}))
-    assert str(err.value) == ('params: encoder clip_vit_b_32 needs open_clip, which is not '
-                              'installed: pip install -e ".[clip]"')
+    write_params(tmp_path / "params.yaml", {"encoder": "clip_vit_b_32",
+                                            "features": {"weights": "openai"}})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("check", lambda: load_params("params.yaml"))
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        'check: params.yaml: encoder clip_vit_b_32 needs open_clip, which is not installed: '
+        'pip install -e ".[clip]"\n')
 
 
 @pytest.mark.parametrize(("name", "size", "regions", "channels"), [
