@@ -2,6 +2,12 @@
 
     python benchmarks/feature_extraction.py --device cuda --encoder resnet101 --images 20000
     python benchmarks/feature_extraction.py --device cpu --encoder resnet18 --images 256
+    python benchmarks/feature_extraction.py --device cpu --compare resnet101,vit_b_16,swin_t \
+        --images 16 --batch-size 8
+
+`--compare` runs only the pipeline, once per encoder on the same images (native size, one
+untimed warm-up batch each), and prints each encoder's grid and rate: the encoders against each
+other in one run, on one machine. CLIP encoders need the `clip` extra.
 
 Naive (the seed's way): PIL decodes and torchvision transforms each image in the main process,
 float32, batches of 32, features copied to host memory. Pipeline:
@@ -37,6 +43,7 @@ from imcap.features.config import ENCODERS, WEIGHTS, FeatureParams
 from imcap.features.encoders import build_encoder, preprocessing
 from imcap.features.extraction import Extraction
 from imcap.features.runtime import Runtime
+from imcap.features.store import FeatureStore
 
 
 def _write_jpeg(args: tuple[Path, int]) -> None:
@@ -92,6 +99,21 @@ def pipeline(paths: list[Path], encoder: torch.nn.Module, name: str, config: Fea
     return len(paths) / (time.perf_counter() - start)
 
 
+def compare(paths: list[Path], names: list[str], config: FeatureParams, runtime: Runtime,
+            tmp: Path) -> list[tuple[str, int, tuple[int, int], float]]:
+    """Each encoder's pipeline rate on `paths`: (name, input px, grid (R, C), img/s)."""
+    rows = []
+    for name in names:
+        spec = preprocessing(name, config.weights, config.image_size)
+        encoder = build_encoder(name, config.weights, spec.crop_size)
+        pipeline(paths[: runtime.batch_size], encoder, name, config, runtime, tmp / "warm.h5")
+        rate = pipeline(paths, encoder, name, config, runtime, tmp / f"{name}.h5")
+        rows.append((name, spec.crop_size, FeatureStore(tmp / f"{name}.h5").grid_shape, rate))
+        print(f"{name:18s} {spec.crop_size:4d} px  grid {rows[-1][2]}  {rate:8.2f} img/s",
+              flush=True)
+    return rows
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -101,6 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--encoder", default="resnet101", choices=ENCODERS)
+    parser.add_argument("--compare", default="",
+                        help="comma-separated encoders: the pipeline's rate of each, one run")
     parser.add_argument("--weights", default="none", choices=tuple(WEIGHTS))
     parser.add_argument("--image-size", type=int, default=0, help="0: the encoder's native")
     parser.add_argument("--images", type=int, default=0,
@@ -137,7 +161,16 @@ def main() -> None:
                   f"{time.perf_counter() - started:.0f} s")
         if len(paths) < count:
             sys.exit(f"{args.jpeg_dir}: only {len(paths)} *.jpg files, --images {count}")
-        encoder = build_encoder(args.encoder, args.weights)
+        if args.compare:
+            names = args.compare.split(",")
+            if unknown := sorted(set(names) - set(ENCODERS)):
+                sys.exit(f"--compare: unknown encoders {', '.join(unknown)}; valid: "
+                         f"{', '.join(ENCODERS)}")
+            print(f"{_where(runtime)}; weights {args.weights}, batch {runtime.batch_size}, "
+                  f"{count} images, {config.dtype} store")
+            compare(paths, names, config, runtime, Path(tmp))
+            return
+        encoder = build_encoder(args.encoder, args.weights, args.image_size)
         warm = paths[: min(count, 2 * runtime.batch_size)]
         pipeline(warm, encoder, args.encoder, config, runtime, Path(tmp) / "warm.h5")
         encoder.to(memory_format=torch.contiguous_format)  # the naive way: NCHW, float32
@@ -146,9 +179,7 @@ def main() -> None:
                      args.image_size, runtime.device)
         fast = pipeline(paths, encoder, args.encoder, config, runtime, Path(tmp) / "features.h5")
 
-    where = torch.cuda.get_device_name(runtime.device) if cuda else (
-        f"CPU, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads")
-    print(f"device: {where}; encoder {args.encoder} (weights {args.weights}), "
+    print(f"device: {_where(runtime)}; encoder {args.encoder} (weights {args.weights}), "
           f"input {preprocessing(args.encoder, args.weights, args.image_size).crop_size} px")
     print(f"naive    (PIL in the main process, float32, batch 32): {slow:8.1f} img/s "
           f"over {naive_count} images")
@@ -157,6 +188,12 @@ def main() -> None:
           f"{'bf16' if runtime.bfloat16 else 'float32'}, channels_last, {config.dtype} store): "
           f"{fast:8.1f} img/s over {count} images")
     print(f"ratio: {fast / slow:.2f}x")
+
+
+def _where(runtime: Runtime) -> str:
+    if runtime.device.type == "cuda":
+        return torch.cuda.get_device_name(runtime.device)
+    return f"CPU, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads"
 
 
 if __name__ == "__main__":

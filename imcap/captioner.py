@@ -102,7 +102,8 @@ class Captioner:
         self.device = device
         self.model = load_file(artifacts.checkpoint, partial(load_checkpoint, device=device))
         self.vocab = load_file(artifacts.vocab, Vocabulary.load)
-        self.encoder = build_encoder(artifacts.encoder, artifacts.weights).to(device)
+        self.encoder = build_encoder(artifacts.encoder, artifacts.weights,
+                                     artifacts.image_size).to(device)
         self.transform = image_transform(artifacts.image_size, artifacts.encoder,
                                          artifacts.weights)
         if self.encoder.feature_dim != self.model.config.encoder_channels:

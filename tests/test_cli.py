@@ -51,8 +51,8 @@ def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "
                  params: dict | None = None) -> Path:
     """data/dataset, data/vocab/vocab.json, data/features/features.h5, data/model/decoder.pt,
     and params.yaml: the repository's with `params` merged in."""
-    monkeypatch.setattr(features, "build_encoder", lambda name, weights: tiny_encoder())
-    monkeypatch.setattr(captioner, "build_encoder", lambda name, weights: tiny_encoder())
+    monkeypatch.setattr(features, "build_encoder", lambda name, weights, size: tiny_encoder())
+    monkeypatch.setattr(captioner, "build_encoder", lambda name, weights, size: tiny_encoder())
     images = write_images(root / IMAGES_DIR, 3)
     (root / CAPTION_FILE).write_text(json.dumps({"images": [], "image_root": "images"}))
     extract_features(root / IMAGES_DIR, [p.name for p in images], root / FEATURES_FILE,
@@ -147,7 +147,8 @@ def test_without_dvc_outputs_it_says_what_to_run(tmp_path, capsys):
 
 def test_an_encoder_that_does_not_reproduce_the_features_is_refused(project, capsys,
                                                                     monkeypatch):
-    monkeypatch.setattr(captioner, "build_encoder", lambda name, weights: tiny_encoder(seed=99))
+    monkeypatch.setattr(captioner, "build_encoder",
+                        lambda name, weights, size: tiny_encoder(seed=99))
     status, _, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root", project)
     assert status == 1
     assert "does not reproduce the features" in err and "img0.png" in err

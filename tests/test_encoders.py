@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from params_overrides import merged
+from params_overrides import merged, write_params
 from PIL import Image
 
+from imcap.features import config, encoders
 from imcap.features.config import ENCODERS, WEIGHTS, weights_enum
 from imcap.features.encoders import (
     Encoder,
@@ -25,7 +26,8 @@ from imcap.features.encoders import (
     weights_cache_file,
 )
 from imcap.features.images import image_transform
-from imcap.params import ParamError, parse_params
+from imcap.params import ParamError, load_params, parse_params
+from imcap.stage import run_stage
 
 
 @pytest.mark.parametrize(("name", "size", "regions", "channels"), [
@@ -37,12 +39,19 @@ from imcap.params import ParamError, parse_params
     ("resnext50_32x4d", 64, 4, 2048),
     ("resnext101_32x8d", 64, 4, 2048),
     ("inception_v3", 139, 9, 2048),  # 3x3 at 139 px (8x8 at 299)
+    ("vit_b_16", 64, 16, 768),  # 4x4 patch tokens, the class token left out
+    ("vit_l_16", 64, 16, 1024),
+    ("swin_t", 64, 4, 768),
+    ("swin_b", 64, 4, 1024),
+    ("convnext_tiny", 64, 4, 768),
+    ("convnext_base", 64, 4, 1024),
+    ("efficientnet_v2_s", 64, 4, 1280),
 ])
 def test_every_encoder_grid_and_pooled_shapes(name, size, regions, channels):
     """On the meta device (shapes without arithmetic: initialising ResNet-152 or Inception
     takes seconds); `test_encoder_values` and the Inception weights test below run for real."""
     with torch.device("meta"):
-        encoder = build_encoder(name, "none")
+        encoder = build_encoder(name, "none", size)
         grid, pooled = encoder(torch.empty(2, 3, size, size))
     assert not encoder.training and encoder.feature_dim == channels
     assert grid.shape == (2, regions, channels)
@@ -57,11 +66,51 @@ def test_encoder_values():
     assert torch.allclose(pooled, grid.mean(dim=1))
 
 
+@pytest.mark.parametrize(("name", "size"), [("vit_b_16", 32), ("swin_t", 64),
+                                           ("convnext_tiny", 64), ("efficientnet_v2_s", 64)])
+def test_pooled_vector_is_what_the_classifier_head_reads(name, size):
+    """The grid is the model's own last feature map (ViT: its patch tokens) and the pooled
+    vector what its head classifies: the head applied to `pooled` gives the model's logits."""
+    torch.manual_seed(0)
+    kwargs = {"image_size": size} if name == "vit_b_16" else {}
+    model = torchvision.models.get_model(name, num_classes=10, **kwargs).eval()
+    encoder = encoder_from_model(copy.deepcopy(model))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        grid, pooled = encoder(x)
+        heads = {"vit_b_16": lambda v: model.heads(v), "swin_t": lambda v: model.head(v),
+                 "convnext_tiny": lambda v: model.classifier(v[:, :, None, None]),
+                 "efficientnet_v2_s": lambda v: model.classifier(v)}
+        assert torch.allclose(heads[name](pooled), model(x), atol=1e-4)
+    regions = (size // 16) ** 2 if name == "vit_b_16" else (size // 32) ** 2
+    assert grid.shape == (2, regions, encoder.feature_dim)
+    if name == "vit_b_16":  # the class token is pooled, not a region
+        assert not any(torch.allclose(pooled, grid[:, r]) for r in range(regions))
+    else:
+        assert torch.allclose(pooled, grid.mean(dim=1), atol=1e-5)
+
+
+def test_vit_imagenet_weights_at_another_size_get_interpolated_position_embeddings(
+        monkeypatch):
+    """A ViT built for the store's input size takes its weights with the position embeddings
+    interpolated (torchvision's `interpolate_embeddings`); every other weight is the file's."""
+    torch.manual_seed(0)
+    state = torchvision.models.vit_b_16().state_dict()
+    monkeypatch.setattr(encoders, "load_weights", lambda url, what: dict(state))
+    encoder = build_encoder("vit_b_16", "imagenet", 64)
+    loaded = encoder.trunk.graph.state_dict()
+    assert loaded["encoder.pos_embedding"].shape == (1, 1 + 4 * 4, 768)
+    assert torch.equal(loaded["conv_proj.weight"], state["conv_proj.weight"])
+    with torch.no_grad():
+        grid, _ = encoder(torch.randn(1, 3, 64, 64))
+    assert grid.shape == (1, 16, 768) and torch.isfinite(grid).all()
+
+
 def test_params_take_their_choices_from_the_registry():
     with pytest.raises(ParamError, match=f"valid choices: {', '.join(ENCODERS)}$"):
         parse_params(merged({"encoder": "vgg16"}))
-    assert tuple(WEIGHTS) == ("none", "imagenet", "imagenet_v2")
-    with pytest.raises(ParamError, match=r"valid choices: none, imagenet, imagenet_v2$"):
+    assert tuple(WEIGHTS) == ("none", "imagenet", "imagenet_v2", "openai")
+    with pytest.raises(ParamError, match=r"valid choices: none, imagenet, imagenet_v2, openai$"):
         parse_params(merged({"features": {"weights": "places365"}}))
 
 
@@ -79,7 +128,7 @@ def test_unknown_names_and_weights_name_the_choices():
     with pytest.raises(ValueError, match="resnet18") as err:
         build_encoder("vgg16")
     assert all(name in str(err.value) for name in ENCODERS)
-    with pytest.raises(ValueError, match="none, imagenet, imagenet_v2"):
+    with pytest.raises(ValueError, match="none, imagenet, imagenet_v2, openai"):
         build_encoder("resnet18", "places365")
     with pytest.raises(ValueError, match=r"resnet18 has no imagenet_v2.*valid: none, imagenet$"):
         weights_enum("resnet18", "imagenet_v2")
@@ -105,7 +154,11 @@ def test_preprocessing_comes_from_the_weights_metadata():
 
 @pytest.mark.parametrize(("name", "weights"), [("resnet101", "imagenet"),
                                                ("resnet50", "imagenet_v2"),
-                                               ("inception_v3", "imagenet")])
+                                               ("inception_v3", "imagenet"),
+                                               ("vit_b_16", "imagenet"),
+                                               ("swin_t", "imagenet"),
+                                               ("convnext_tiny", "imagenet"),
+                                               ("efficientnet_v2_s", "imagenet")])
 def test_transform_matches_torchvisions_reference_pipeline(name, weights):
     """Crop-then-resize equals torchvision's resize-then-crop up to a pixel of rounding."""
     y, x = np.mgrid[0:375, 0:500]
@@ -292,6 +345,10 @@ def test_traced_trunk_is_bit_identical_to_the_sliced_children(name, head, size):
     ({"num_workers": -2}, "resnet18", ">= -1"),
     ({"decode": "turbo"}, "resnet18", "valid choices: auto, pil, nvjpeg"),
     ({"processes": 0}, "resnet18", "processes must be > 0"),
+    ({"image_size": 100}, "vit_b_16", "100 is not a multiple of vit_b_16's 16 px patches"),
+    ({"image_size": 8}, "clip_vit_b_16", "too small for clip_vit_b_16"),
+    ({"weights": "openai"}, "resnet18", "resnet18 has no openai weights.*valid: none, imagenet$"),
+    ({"weights": "imagenet"}, "clip_vit_b_32", "has no imagenet weights; valid: none, openai$"),
 ])
 def test_feature_params_are_checked_up_front(features, encoder, message):
     with pytest.raises(ParamError, match=message):
@@ -302,3 +359,48 @@ def test_native_size_and_auto_values_are_valid_params():
     params = parse_params(merged({"encoder": "inception_v3", "features": {
         "weights": "imagenet", "image_size": 0, "batch_size": 0, "num_workers": -1}}))
     assert params.features.image_size == 0
+
+
+def test_a_clip_encoder_without_its_extra_fails_at_check_naming_the_install_command(
+        monkeypatch, tmp_path, capsys):
+    find_spec = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "open_clip" else find_spec(name, *a))
+    write_params(tmp_path / "params.yaml", {"encoder": "clip_vit_b_32",
+                                            "features": {"weights": "openai"}})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("check", lambda: load_params("params.yaml"))
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        'check: params.yaml: encoder clip_vit_b_32 needs open_clip, which is not installed: '
+        'pip install -e ".[clip]"\n')
+
+
+@pytest.mark.parametrize(("name", "size", "regions", "channels"), [
+    ("clip_vit_b_32", 64, 4, 512), ("clip_vit_b_16", 32, 4, 512), ("clip_vit_l_14", 28, 4, 768)])
+def test_clip_regions_are_patch_tokens_in_the_embedding_space(name, size, regions, channels):
+    """With open_clip installed (the `clip` extra; skipped without it): pooled is the tower's
+    image embedding, the regions its patch tokens projected by the same `proj`."""
+    open_clip = pytest.importorskip("open_clip")
+    encoder = build_encoder(name, "none", size)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        grid, pooled = encoder(x)
+        visual = encoder.trunk.visual
+        visual.output_tokens = False
+        assert torch.allclose(pooled, visual(x), atol=1e-5)
+    assert grid.shape == (2, regions, channels) and encoder.feature_dim == channels
+    assert isinstance(visual, open_clip.transformer.VisionTransformer)
+    assert preprocessing(name, "openai").interpolation.value == "bicubic"
+
+
+def test_clip_weights_offline_fail_saying_how_to_preseed_the_cache(monkeypatch):
+    open_clip = pytest.importorskip("open_clip")
+
+    def refuse(cfg, *args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", refuse)
+    with pytest.raises(WeightsUnavailableError, match=r"clip_vit_b_32 weights openai .*HF_HOME"):
+        build_encoder("clip_vit_b_32", "openai")

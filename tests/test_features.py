@@ -66,6 +66,23 @@ def test_features_equal_the_encoder_on_the_transform_for_new_images(tmp_path):
     assert torch.allclose(pooled, torch.from_numpy(store.load(np.arange(3))[1]), atol=1e-5)
 
 
+def test_a_vit_store_holds_its_patch_tokens_at_the_input_size(tmp_path):
+    """A ViT is built for `features.image_size` (32 px: 2×2 patches of 16), and the store holds
+    what the encoder rebuilt for captioning gives on the same transform."""
+    names = _images(tmp_path / "img", 2)
+    extract_features(tmp_path / "img", names, tmp_path / "vit.h5", "vit_b_16",
+                     cpu_features(image_size=32, dtype="float32"))
+    store = FeatureStore(tmp_path / "vit.h5")
+    assert store.grid_shape == (4, 768) and store.attrs["image_size"] == 32
+    transform = image_transform(32, "vit_b_16", "none")
+    with torch.no_grad():
+        grid, pooled = build_encoder("vit_b_16", "none", 32)(torch.stack(
+            [transform(load_rgb(tmp_path / "img" / n)) for n in names]))
+    stored_grid, stored_pooled = store.load(np.arange(2))
+    assert torch.allclose(grid, torch.from_numpy(stored_grid), atol=1e-4)
+    assert torch.allclose(pooled, torch.from_numpy(stored_pooled), atol=1e-4)
+
+
 def test_native_size_is_recorded(tmp_path):
     names = _images(tmp_path / "img", 1)
     store = _extract(tmp_path, names, image_size=0)
@@ -92,8 +109,8 @@ def _patch_encoder_output(monkeypatch, change) -> None:
     """Make the extraction's encoder return `change(grid, pooled)` instead of its output."""
     real_build = features_module.build_encoder
 
-    def build(name, weights):
-        encoder = real_build(name, weights)
+    def build(name, weights, size):
+        encoder = real_build(name, weights, size)
         forward = encoder.forward
         encoder.forward = lambda images: change(*forward(images))
         return encoder

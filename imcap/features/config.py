@@ -8,6 +8,7 @@ code that builds it.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Any, Self
 
 import torchvision
@@ -17,8 +18,10 @@ from imcap.config import NonNegative, Positive, Section, choice
 from imcap.devices import DEVICES
 
 # The encoders `params.yaml` may name, in the order docs/features.md lists them. Any torchvision
-# classifier whose feature map feeds a global average pool `avgpool` and then an `fc` head fits
-# (`ClassifierTrunk`); a new one needs only its entries here and in the two tables below.
+# classifier whose feature map feeds a global average pool `avgpool` fits (`ClassifierTrunk`:
+# ResNets, Inception, Swin, ConvNeXt, EfficientNet); a torchvision ViT (`VITS`) gives its patch
+# tokens; CLIP's visual towers come from open_clip (`CLIP_MODELS`, the `clip` extra). A
+# new encoder needs only its entries here and in the tables below.
 ENCODERS: tuple[str, ...] = (
     "resnet18",
     "resnet34",
@@ -28,13 +31,38 @@ ENCODERS: tuple[str, ...] = (
     "resnext50_32x4d",
     "resnext101_32x8d",
     "inception_v3",
+    "vit_b_16",
+    "vit_l_16",
+    "swin_t",
+    "swin_b",
+    "convnext_tiny",
+    "convnext_base",
+    "efficientnet_v2_s",
+    "clip_vit_b_32",
+    "clip_vit_b_16",
+    "clip_vit_l_14",
 )
-# `features.weights` value -> torchvision weights enum member ("none": random initialisation).
-WEIGHTS = {"none": None, "imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
-# Input side the architectures were designed for (and their ImageNet weights trained at).
-NATIVE_SIZE = {name: 299 if name == "inception_v3" else 224 for name in ENCODERS}
-# Smallest input the trunk accepts (Inception's stem needs 75 px; ResNets downsample by 32).
-MIN_SIZE = {name: 75 if name == "inception_v3" else 32 for name in ENCODERS}
+# `encoder` -> open_clip's model name; these need `pip install -e ".[clip]"`.
+CLIP_MODELS = {"clip_vit_b_32": "ViT-B-32", "clip_vit_b_16": "ViT-B-16",
+               "clip_vit_l_14": "ViT-L-14"}
+CLIP_INSTALL = 'pip install -e ".[clip]"'
+# torchvision ViTs: built for the input size (their position embeddings are sized by it).
+VITS = ("vit_b_16", "vit_l_16")
+# `features.weights` value -> torchvision weights enum member, or open_clip pretrained tag
+# (`openai`, CLIP encoders only); "none": random initialisation.
+WEIGHTS = {"none": None, "imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2",
+           "openai": "openai"}
+CLIP_WEIGHTS = ("none", "openai")
+# Patch side of the transformers that cut the image into patches: their input must be a multiple
+# of it (torchvision's ViT asserts it; a CLIP tower would drop the remainder).
+PATCH = {"vit_b_16": 16, "vit_l_16": 16, "clip_vit_b_32": 32, "clip_vit_b_16": 16,
+         "clip_vit_l_14": 14}
+# Input side the architectures were designed for (and their pretrained weights trained at).
+NATIVE_SIZE = {name: {"inception_v3": 299, "efficientnet_v2_s": 384}.get(name, 224)
+               for name in ENCODERS}
+# Smallest input the trunk accepts (Inception's stem needs 75 px; CNNs and Swin downsample by
+# 32; a patch model needs one patch).
+MIN_SIZE = {name: 75 if name == "inception_v3" else PATCH.get(name, 32) for name in ENCODERS}
 
 
 def weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum | None:
@@ -43,6 +71,8 @@ def weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum | No
     if weights not in WEIGHTS:
         raise ValueError(f"unknown encoder weights {weights!r}; valid choices: "
                          f"{', '.join(WEIGHTS)}")
+    if name in CLIP_MODELS:
+        raise ValueError(f"encoder {name} comes from open_clip, not torchvision")
     if WEIGHTS[weights] is None:
         return None
     enum = torchvision.models.get_model_weights(name)
@@ -52,6 +82,31 @@ def weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum | No
         raise ValueError(f"encoder {name} has no {weights} weights "
                          f"({enum.__name__}.{WEIGHTS[weights]}); valid: {', '.join(available)}")
     return enum[WEIGHTS[weights]]
+
+
+def check_encoder(name: str, weights: str, image_size: int) -> None:
+    """Raise ValueError naming what to change if encoder `name` cannot run with `weights` at
+    `image_size` (0: native) here, e.g. a CLIP encoder without open_clip installed."""
+    _check_name(name)
+    if name in CLIP_MODELS:
+        if weights not in CLIP_WEIGHTS:
+            raise ValueError(f"features.weights: encoder {name} has no {weights} weights; "
+                             f"valid: {', '.join(CLIP_WEIGHTS)}")
+    else:
+        try:
+            weights_enum(name, weights)
+        except ValueError as err:
+            raise ValueError(f"features.weights: {err}") from None
+    smallest, patch = MIN_SIZE[name], PATCH.get(name, 1)
+    if 0 < image_size < smallest:
+        raise ValueError(f"features.image_size {image_size} is too small for {name} (at least "
+                         f"{smallest}; 0 = its native {NATIVE_SIZE[name]})")
+    if image_size % patch:
+        raise ValueError(f"features.image_size {image_size} is not a multiple of {name}'s "
+                         f"{patch} px patches (0 = its native {NATIVE_SIZE[name]})")
+    if name in CLIP_MODELS and importlib.util.find_spec("open_clip") is None:
+        raise ValueError(f"encoder {name} needs open_clip, which is not installed: "
+                         f"{CLIP_INSTALL}")
 
 
 def _check_name(name: str) -> None:
@@ -108,12 +163,5 @@ class FeatureStageParams(Section):
 
     @model_validator(mode="after")
     def _encoder_supports_features(self) -> Self:
-        try:
-            weights_enum(self.encoder, self.features.weights)
-        except ValueError as err:  # e.g. no imagenet_v2 weights for this encoder
-            raise ValueError(f"features.weights: {err}") from None
-        size, smallest = self.features.image_size, MIN_SIZE[self.encoder]
-        if 0 < size < smallest:
-            raise ValueError(f"features.image_size {size} is too small for {self.encoder} (at "
-                             f"least {smallest}; 0 = its native {NATIVE_SIZE[self.encoder]})")
+        check_encoder(self.encoder, self.features.weights, self.features.image_size)
         return self

@@ -1,15 +1,17 @@
-"""CNN encoders: a torchvision classifier without its pooling and classifier head.
+"""Encoders: a torchvision classifier without its pooling and classifier head, a torchvision
+ViT's tokens, or CLIP's visual tower (`imcap.features.clip`).
 
 The encoder maps images [B, 3, S, S] to a grid of region features [B, R, C] (what attention
-looks at; R = 7×7 for ResNets at 224 px, 8×8 for Inception v3 at 299 px) and a pooled vector
-[B, C] (the mean over regions, what initialises the decoder's LSTM state).
+looks at; R = 7×7 for ResNets at 224 px, 8×8 for Inception v3 at 299 px, 14×14 patch tokens for
+ViT-B/16) and a pooled vector [B, C] (what initialises the decoder's LSTM state: a CNN's mean
+over regions, a ViT's class token, CLIP's image embedding).
 
 Weights: `none` builds the architecture with a *seeded* random initialisation (the same
 features on every run and machine, so a `none` encoder can be rebuilt to caption new images);
 `imagenet` / `imagenet_v2` load torchvision's `IMAGENET1K_V1` / `IMAGENET1K_V2` enums, fetched
 into the torch cache once and checked against the sha256 prefix in their file names
 (`load_weights`). `IMAGENET1K_V1` is what torchvision's old `pretrained=True` loaded,
-i.e. the seed project's encoders.
+i.e. the seed project's encoders. `openai` loads CLIP's weights through open_clip.
 """
 
 from __future__ import annotations
@@ -22,10 +24,20 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.models.vision_transformer import interpolate_embeddings
 from torchvision.transforms import InterpolationMode
 
 from imcap.data.cache import file_sha256
-from imcap.features.config import MIN_SIZE, NATIVE_SIZE, weights_enum
+from imcap.features.clip import clip_preprocess_cfg, clip_trunk
+from imcap.features.config import (
+    CLIP_MODELS,
+    NATIVE_SIZE,
+    PATCH,
+    VITS,
+    WEIGHTS,
+    check_encoder,
+    weights_enum,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,15 +71,22 @@ def preprocessing(name: str, weights: str, image_size: int = 0) -> Preprocessing
 
     With pretrained weights a non-zero `image_size` replaces the crop size and scales the resize
     size in the weights' ratio (256/224 for IMAGENET1K_V1 ResNets), so `image_size` equal to
-    the native size reproduces `weights.transforms()` exactly.
+    the native size reproduces `weights.transforms()` exactly (CLIP: open_clip's preprocessing,
+    shorter side resized to the crop size).
     """
-    enum = weights_enum(name, weights)
-    if image_size and image_size < MIN_SIZE[name]:
-        raise ValueError(f"image_size {image_size} is too small for {name} "
-                         f"(at least {MIN_SIZE[name]} px; 0 = native {NATIVE_SIZE[name]} px)")
-    if enum is None:
+    check_encoder(name, weights, image_size)
+    if WEIGHTS[weights] is None:
         return Preprocessing(crop_size=image_size or NATIVE_SIZE[name], resize_size=None)
-    meta = enum.transforms()
+    if name in CLIP_MODELS:
+        cfg = clip_preprocess_cfg(name, WEIGHTS[weights])
+        if cfg["resize_mode"] != "shortest":
+            raise ValueError(f"{name} {weights}: open_clip resize_mode {cfg['resize_mode']!r} "
+                             "is not supported (only 'shortest')")
+        size = image_size or cfg["size"]
+        return Preprocessing(crop_size=size, resize_size=size, mean=tuple(cfg["mean"]),
+                             std=tuple(cfg["std"]),
+                             interpolation=InterpolationMode(cfg["interpolation"]))
+    meta = weights_enum(name, weights).transforms()
     crop, resize = meta.crop_size[0], meta.resize_size[0]
     if image_size:
         crop, resize = image_size, round(image_size * resize / crop)
@@ -76,23 +95,30 @@ def preprocessing(name: str, weights: str, image_size: int = 0) -> Preprocessing
 
 
 class Encoder(nn.Module):
-    """Convolutional trunk returning (grid [B, R, C], pooled [B, C]).
+    """Trunk returning (grid [B, R, C], pooled [B, C]).
 
-    `trunk` maps images to a feature map [B, C, H, W]. `transform_input`: Inception v3 with its
+    `trunk` maps images to a feature map [B, C, H, W] (its regions and their mean), or with
+    `tokens` to (grid, pooled) itself (a transformer's patch tokens and its own pooled vector).
+    `transform_input`: Inception v3 with its
     ImageNet weights expects torchvision's `Inception3._transform_input` (ImageNet normalisation
     re-expressed as (x - 0.5) / 0.5) before the stem; it is applied here, broadcast, so that a
     channels_last input stays channels_last (torchvision's version concatenates channels).
     """
 
-    def __init__(self, trunk: nn.Module, feature_dim: int, transform_input: bool = False) -> None:
+    def __init__(self, trunk: nn.Module, feature_dim: int, transform_input: bool = False,
+                 tokens: bool = False) -> None:
         super().__init__()
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.transform_input = transform_input
+        self.tokens = tokens
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform_input:
             images = _inception_transform_input(images)
+        if self.tokens:
+            grid, pooled = self.trunk(images)
+            return grid, pooled.float()
         fmap = self.trunk(images)  # [B, C, H, W]
         # permute + flatten: free for a channels_last fmap, equal to flatten(2).transpose(1, 2)
         grid = fmap.permute(0, 2, 3, 1).flatten(1, 2)  # [B, H*W, C]
@@ -122,31 +148,68 @@ class ClassifierTrunk(nn.Module):
         return self.graph(images)["feature_map"]
 
 
-def build_encoder(name: str, weights: str = "none") -> Encoder:
-    """The trunk of torchvision's `name` in eval mode: seeded random init, or ImageNet weights."""
-    enum = weights_enum(name, weights)
-    if enum is None:
-        kwargs = {"aux_logits": False, "init_weights": True} if name == "inception_v3" else {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(NONE_SEED)
+class TokenTrunk(nn.Module):
+    """A torchvision ViT's own forward, traced and cut at its final LayerNorm: the patch tokens
+    (class token left out) are the regions, the class token (what the head reads) is pooled."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.graph = create_feature_extractor(model, {"encoder.ln": "tokens"})
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.graph(images)["tokens"]  # [B, 1 + R, C], the class token first
+        return tokens[:, 1:], tokens[:, 0]
+
+
+def build_encoder(name: str, weights: str = "none", image_size: int = 0) -> Encoder:
+    """Encoder `name` in eval mode at `image_size` px (0: native; only patch models are built
+    for a size): seeded random init, or pretrained weights."""
+    check_encoder(name, weights, image_size)
+    size = image_size or NATIVE_SIZE[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(NONE_SEED)
+        if name in CLIP_MODELS:
+            return _clip_encoder(name, weights, size)
+        kwargs = {"image_size": size} if name in VITS else {}
+        enum = weights_enum(name, weights)
+        if enum is None:
+            if name == "inception_v3":
+                kwargs |= {"aux_logits": False, "init_weights": True}
             model = torchvision.models.get_model(name, weights=None, **kwargs)
-    else:
-        model = _pretrained(name, enum)
+        else:
+            model = _pretrained(name, enum, kwargs)
     return encoder_from_model(model)
+
+
+def _clip_encoder(name: str, weights: str, size: int) -> Encoder:
+    tag = WEIGHTS[weights]
+    try:
+        trunk = clip_trunk(name, tag, size)
+    except RuntimeError as err:
+        raise WeightsUnavailableError(
+            f"{name} weights {tag} are not in the Hugging Face cache and cannot be downloaded "
+            f"({_first_line(err)}). Offline, pre-seed the cache: build the encoder once where "
+            "the network is reachable and copy the Hugging Face cache directory ($HF_HOME, "
+            "default ~/.cache/huggingface) here") from err
+    return Encoder(trunk, trunk.visual.output_dim, tokens=True).eval()
 
 
 def encoder_from_model(model: nn.Module) -> Encoder:
     """The `Encoder` of a torchvision classifier; takes `model` over.
 
     Inception's auxiliary classifier (kept by torchvision when loading weights) is dropped, and
-    its `transform_input` moves from the traced forward into the `Encoder`.
+    its `transform_input` moves from the traced forward into the `Encoder`. The channels are
+    what the classification head (the last linear layer) reads.
     """
     transform_input = bool(getattr(model, "transform_input", False))
     if transform_input:
         model.transform_input = False
     if getattr(model, "AuxLogits", None) is not None:
         model.AuxLogits = None
-    return Encoder(ClassifierTrunk(model.eval()), model.fc.in_features, transform_input).eval()
+    channels = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].in_features
+    if isinstance(model, torchvision.models.VisionTransformer):
+        return Encoder(TokenTrunk(model.eval()), channels, tokens=True).eval()
+    return Encoder(ClassifierTrunk(model.eval()), channels, transform_input).eval()
 
 
 def weights_cache_file(enum: torchvision.models.WeightsEnum) -> Path:
@@ -158,15 +221,19 @@ def _cache_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
 
 
-def _pretrained(name: str, enum: torchvision.models.WeightsEnum) -> nn.Module:
+def _pretrained(name: str, enum: torchvision.models.WeightsEnum, kwargs: dict) -> nn.Module:
     """torchvision's `name` built as its builder builds it for `enum`, with `enum`'s weights
-    loaded by `load_weights` (never through torch.hub, which unpickles them unrestricted)."""
-    kwargs = {"num_classes": len(enum.meta["categories"])}
+    loaded by `load_weights` (never through torch.hub, which unpickles them unrestricted). A
+    ViT built for another size than its weights' gets their position embeddings interpolated
+    (torchvision's `interpolate_embeddings`)."""
+    kwargs = {**kwargs, "num_classes": len(enum.meta["categories"])}
     if name == "inception_v3":  # what torchvision's inception_v3() sets for its weights
         kwargs |= {"transform_input": True, "aux_logits": True, "init_weights": False}
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     what = f"{name} weights {type(enum).__name__}.{enum.name}"
     state = load_weights(enum.url, what)
+    if name in VITS and kwargs["image_size"] != enum.meta["min_size"][0]:
+        state = interpolate_embeddings(kwargs["image_size"], PATCH[name], state)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -46,7 +46,7 @@ def extract_features(images_dir: Path, filenames: Sequence[str], out_path: Path,
     shard = shard or Shard()
     runtime = Runtime.resolve(config, shard)
     spec = preprocessing(encoder_name, config.weights, config.image_size)
-    encoder = build_encoder(encoder_name, config.weights)
+    encoder = build_encoder(encoder_name, config.weights, spec.crop_size)
     attrs = {"encoder": encoder_name, "weights": config.weights, "image_size": spec.crop_size,
              "resize_size": spec.resize_size or 0, "mean": spec.mean, "std": spec.std,
              "interpolation": spec.interpolation.value,
