@@ -57,6 +57,8 @@ MODEL_TAG = "imcap.model_sha256"  # on the train run: the checkpoint it produced
 TRAIN_RUN_TAG = "imcap.train_run_id"  # on an evaluate run: the train run of its model
 MODEL_VERSION_TAG = "imcap.model_version"  # on an evaluate run: the registered version it scored
 MODEL_MD5_TAG = "imcap.model_md5"  # on a registered version: DVC's md5 of its checkpoint
+# on a registered version: the digest of all it serves with (imcap.serving.served_identity)
+MODEL_KEY_TAG = "imcap.model_key"
 PID_TAG, HOST_TAG = "imcap.pid", "imcap.host"  # who runs it: a gone process means killed
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: shows the evaluate run nested in the UI
 # MLflow's own: without it MLflow 3's UI opens the experiment in its GenAI view (traces, judges).
