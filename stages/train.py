@@ -43,7 +43,7 @@ from imcap.paths import (
 )
 from imcap.processes import lock_folder
 from imcap.sources import source_digests
-from imcap.tracking import mlflow_run
+from imcap.tracking import PUBLISHED_TAG, mlflow_run
 from imcap.training.config import TrainStageParams
 from imcap.training.loop import train_decoder
 from imcap.training.resume import EpochLog, claim_state_dir, fingerprint
@@ -111,15 +111,21 @@ def main() -> None:
         publish_model(STAGED_CHECKPOINT)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                   "averaged_epochs": result.averaged_epochs,
+                   "published": result.published, "averaged_epochs": result.averaged_epochs,
                    "model_val_bleu4": result.model_val_bleu4,
                    "train_seconds": round(time.perf_counter() - start, 1)}
+        if result.average_val_bleu4 is not None:  # the mean up to the best epoch, validated
+            summary["average_val_bleu4"] = result.average_val_bleu4
         if params.train.scst_epochs:
             summary |= {"scst_epochs_run": result.scst_epochs_run,
                         "scst_reward": result.scst_reward}
         tracker.log_metrics({"best_val_bleu4": result.best_val_bleu4,
                              "best_epoch": result.best_epoch,
-                             "model_val_bleu4": result.model_val_bleu4})
+                             "averaged_epochs": result.averaged_epochs,
+                             "model_val_bleu4": result.model_val_bleu4}
+                            | ({"average_val_bleu4": result.average_val_bleu4}
+                               if result.average_val_bleu4 is not None else {}))
+        tracker.set_tags({PUBLISHED_TAG: result.published})
         tracker.log_model(CHECKPOINT_FILE)
         tracker.log_artifact(VOCAB_FILE)
         write_json(TRAIN_METRICS, summary)

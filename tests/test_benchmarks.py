@@ -56,7 +56,7 @@ def test_the_seed_spread_benchmark_summarises_the_training_seeds(tmp_path):
         cwd=ROOT, check=True, capture_output=True, text=True)
     report = json.loads(out.read_text())
     assert [run["seed"] for run in report["runs"]] == [3, 4]
-    assert all(run["averaged_epochs"] == 2 for run in report["runs"])
+    assert all(run["averaged_epochs"] in (0, 2) for run in report["runs"])  # 0: best epoch
     summary = report["summary"]
     for metric in ("greedy.bleu4", "beam3.bleu4", "greedy.cider", "beam3.cider"):
         assert summary[metric]["min"] <= summary[metric]["mean"] <= summary[metric]["max"]

@@ -56,8 +56,9 @@ class TrainParams(Section):
     lr_decay: Annotated[float, Field(gt=0, le=1)]
     lr_decay_every: Positive
     lr_decay_start: NonNegative
-    # the published model: the mean of the weights at the end of the last `average_last` epochs
-    # trained (imcap.training.averaging); 0 = the epoch with the best validation BLEU-4
+    # the published model: the mean of the weights at the end of the `average_last` epochs
+    # ending at the best one by validation BLEU-4, or that best epoch when it validates higher
+    # (imcap.training.loop.publish); 0 = the best epoch
     average_last: NonNegative
     # self-critical training (imcap.training.self_critical): after the cross-entropy epochs and
     # from their published model, `scst_epochs` epochs of REINFORCE with reward CIDEr-D +

@@ -72,8 +72,9 @@ class Progress:
     stale: int = 0  # epochs since the best one
     history: list[EpochLog] = field(default_factory=list)
     # the published cross-entropy model, once the self-critical epochs began: (epochs averaged,
-    # its validation BLEU-4); then `epoch` is the cross-entropy epochs and `scst_epoch` the others
-    published: tuple[int, float] | None = None
+    # its validation BLEU-4, the average's: imcap.training.loop.publish); then `epoch` is the
+    # cross-entropy epochs and `scst_epoch` the others
+    published: tuple[int, float, float | None] | None = None
     scst_epoch: int = 0
 
 
