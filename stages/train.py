@@ -3,10 +3,11 @@
 Checkpoints go to a staging folder outside DVC's outputs (`.imcap/train/`); the best one is
 published as data/model/decoder.pt only when training ends, so a killed train never leaves a
 half-trained model where `evaluate` and `imcap caption` would use it. The same folder holds the
-resume state, written after every epoch: a killed train rerun with the same train params,
-inputs, code (the files below `imcap/` and `stages/` it runs, `imcap.sources`), library versions
-and number of processes continues from its last complete epoch, saying so; anything else starts
-over, saying why (`imcap.training.resume`). To start over by hand, delete `.imcap/train/`.
+resume state, written after every epoch: a killed train rerun with the same train params
+(speed-only ones aside), inputs, code (the files below `imcap/` and `stages/` it runs,
+`imcap.sources`), library versions and number of processes continues from its last complete
+epoch, saying so; anything else starts over, saying why (`imcap.training.resume`). To start
+over by hand, delete `.imcap/train/`.
 
 `train.processes` > 1 reruns this stage under torchrun, one process per GPU; started by torchrun
 directly it trains on every rank it is given (`imcap.training.runtime` for several machines).
@@ -82,10 +83,9 @@ def main() -> None:
         train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
                       STAGED_CHECKPOINT, seed=params.train.seed, state_dir=TRAIN_STAGING_DIR)
         return
-    read = {key: value for key, value in params.as_flat_dict().items()
-            if key.split(".")[0] in ("attention", "decoder", "seed", "model", "train")}
     inputs = [CAPTION_FILE, VOCAB_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, FEATURES_FILE]
-    key = fingerprint(read, inputs, source_digests("stages.train"), shard.world_size)
+    key = fingerprint(params.trained_params(), inputs, source_digests("stages.train"),
+                      shard.world_size)
     if why := claim_state_dir(TRAIN_STAGING_DIR, key):
         print(why, flush=True)
     history: list[EpochLog] = []
