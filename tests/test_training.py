@@ -175,3 +175,43 @@ def test_teacher_forcing_ratio_reaches_the_model(tmp_path):
                       seed=0, on_epoch=logs.append)
         losses[ratio] = logs[0].train_loss
     assert len(set(losses.values())) == 3
+
+
+def _wide_split(n, seed, channels=64):
+    """`_split`'s task on wider features, 5 captions per image: enough rows for the CPU
+    kernels that sum gradients over rows (LayerNorm's, the captions' into their image's) to
+    split the sums between threads."""
+    base = _split(n, seed)
+    grid = torch.randn(n, 4, channels, generator=torch.Generator().manual_seed(seed))
+    grid[:, :2, :8] += base.grid[:, :2] * 4
+    order = torch.arange(n).repeat(5)
+    return dataclasses.replace(base, grid=grid, pooled=grid.mean(dim=1),
+                               captions=base.captions[order], image_row=order)
+
+
+def test_train_cpu_threads_fixes_the_result_whatever_the_processs_thread_count(tmp_path):
+    """With `train.cpu_threads: 1`, a process started with 1 or 2 threads (OMP_NUM_THREADS, the
+    number of cores) trains bit-identical weights; with 0 (one thread per core) it does not:
+    the gradient sums split between threads round otherwise. The process's own count is
+    restored after training."""
+    config = dataclasses.replace(CONFIG, encoder_channels=64, projection_size=32,
+                                 hidden_size=32, attention_size=16)
+    train, val = _wide_split(64, 0), _wide_split(16, 1)
+
+    def weights(process_threads, cpu_threads):
+        before = torch.get_num_threads()
+        torch.set_num_threads(process_threads)
+        try:
+            path = tmp_path / f"{process_threads}-{cpu_threads}.pt"
+            train_decoder(config, cpu_training(epochs=1, batch_size=64, cpu_threads=cpu_threads),
+                          EMBEDDINGS, train, val, VOCAB, path, seed=0)
+            assert torch.get_num_threads() == process_threads
+        finally:
+            torch.set_num_threads(before)
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    def same(a, b):
+        return all(torch.equal(a[key], b[key]) for key in a)
+
+    assert same(weights(1, 1), weights(2, 1))
+    assert not same(weights(1, 0), weights(2, 0))

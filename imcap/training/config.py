@@ -53,6 +53,9 @@ class TrainParams(Section):
     num_workers: Annotated[NonNegative, SPEED_ONLY]
     processes: Positive  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
+    # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
+    # only at one thread count (imcap.training.runtime.cpu_threads)
+    cpu_threads: NonNegative
     precision: choice(PRECISIONS)
     compile: bool  # torch.compile the decoder
     # the learning rate of each epoch (imcap.training.schedule): constant | step (x lr_decay every

@@ -44,6 +44,7 @@ from imcap.training.runtime import (
     autocast_dtype,
     broadcast_from_leader,
     broadcast_weights,
+    cpu_threads,
     deterministic_algorithms,
     training_device,
 )
@@ -112,7 +113,8 @@ def train_decoder(
     """
     shard = Shard.from_env()
     device = training_device(settings.device, shard)
-    with process_group(shard, device), deterministic_algorithms(settings.deterministic):
+    with (process_group(shard, device), deterministic_algorithms(settings.deterministic),
+          cpu_threads(settings.cpu_threads)):
         seed_everything(seed)
         model = build_decoder(config, embeddings, settings.freeze_embeddings).to(device)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
