@@ -31,6 +31,16 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's gen
 PARAMS_FILE = Path("params.yaml")
 
 
+class SpeedOnly:
+    """Marks a field that changes how fast a stage runs and never what it computes
+    (`Annotated[int, SPEED_ONLY]`, each proven by a test that runs twice and compares): it is
+    not among its stage's `dvc.yaml` params, so changing it reruns nothing, nor in the train
+    stage's resume fingerprint."""
+
+
+SPEED_ONLY = SpeedOnly()
+
+
 class ParamError(ValueError):
     """A parameter is missing, unknown, of the wrong type or out of range."""
 
@@ -43,6 +53,24 @@ class Section(BaseModel):
     def as_flat_dict(self) -> dict[str, Any]:
         """`{"train.epochs": 20, ...}`: the form MLflow params and DVC `-S` use."""
         return flatten(self.model_dump(by_alias=True))
+
+    def result_params(self) -> dict[str, Any]:
+        """`as_flat_dict` without the speed-only keys: what can change a result."""
+        fast = speed_only_keys(type(self))
+        return {key: value for key, value in self.as_flat_dict().items() if key not in fast}
+
+
+def speed_only_keys(model: type[Section], prefix: str = "") -> set[str]:
+    """The flat keys (`train.num_workers`) of `model`'s fields marked `SPEED_ONLY`, in nested
+    sections too."""
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        if any(isinstance(meta, SpeedOnly) for meta in field.metadata):
+            keys.add(key)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            keys |= speed_only_keys(field.annotation, key + ".")
+    return keys
 
 
 def choice(values: Iterable[str]) -> object:

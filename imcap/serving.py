@@ -5,8 +5,12 @@ per-word attention maps).
 The model holds the decoder checkpoint and the vocabulary as artifacts, the encoder as its name,
 weights and image size and the decoding defaults (`eval`'s, `DecodingDefaults`) as its
 `model_config`, and this package as code (`code/imcap`), so a served model runs the code that
-made it. One registered version per trained model: an evaluate run of a checkpoint some version
-already holds (tag `imcap.model_md5`, DVC's md5) registers none and is tagged with that version.
+made it. One registered version per served model: a version is found by everything that defines
+what it answers (`served_identity`: the checkpoint, the vocabulary, the `model_config` with its
+decoding defaults, the code it runs and the pinned requirements; tag `imcap.model_key`), so an
+evaluate run that serves exactly what a version holds registers none and is tagged with that
+version, and one that changes any of it (`-S eval.length_penalty=0`: the checkpoint is the same)
+registers a new version. The checkpoint's md5 (DVC's) is tagged too (`imcap.model_md5`).
 
 The encoder is rebuilt when the model loads: `weights: none` is seeded and rebuilds anywhere;
 pretrained weights are torchvision's public files, fetched into the torch cache (or pre-seeded
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import math
 import tempfile
 from dataclasses import asdict
@@ -50,7 +56,14 @@ from imcap.captioner import Artifacts, Caption, Captioner, Decoding
 from imcap.devices import pick_device
 from imcap.evaluation.config import DecodingDefaults
 from imcap.features.images import ImageReadError
-from imcap.tracking import MODEL_MD5_TAG, MODEL_VERSION_TAG, REGISTERED_MODEL, file_md5
+from imcap.sources import source_digests
+from imcap.tracking import (
+    MODEL_KEY_TAG,
+    MODEL_MD5_TAG,
+    MODEL_VERSION_TAG,
+    REGISTERED_MODEL,
+    file_md5,
+)
 
 # What the served model imports (imcap.captioner's imports), pinned to the versions that logged it:
 # listed, because MLflow's inference of them would load the model in a subprocess (seconds).
@@ -149,37 +162,61 @@ def encode_image(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def log_captioner(checkpoint: Path, vocab: Path, encoder: str, weights: str, image_size: int,
-                  defaults: DecodingDefaults, example: Path) -> ModelInfo:
-    """Log the captioner to the active run as the pyfunc model `captioner`, with `example` (an
-    image file) as input example, and register it as a new version of `imcap`."""
+def model_config(encoder: str, weights: str, image_size: int,
+                 defaults: DecodingDefaults) -> dict[str, Any]:
+    """The served model's `model_config`: its encoder and its decoding defaults."""
+    return {"encoder": encoder, "weights": weights, "image_size": image_size} | asdict(defaults)
+
+
+def requirements() -> list[str]:
+    return [f"{name}=={version(name)}" for name in REQUIREMENTS]
+
+
+def served_identity(checkpoint: Path, vocab: Path, config: dict[str, Any]) -> str:
+    """SHA-256 of everything that defines what a served model answers: the checkpoint's and the
+    vocabulary's md5, `config` (encoder, decoding defaults), the digests of the repository code
+    the served model runs (`imcap.serving`'s imports) and its pinned requirements."""
+    identity = {"checkpoint": file_md5(checkpoint), "vocab": file_md5(vocab), "config": config,
+                "code": source_digests("imcap.serving"), "requirements": requirements()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def log_captioner(checkpoint: Path, vocab: Path, config: dict[str, Any], example: Path
+                  ) -> ModelInfo:
+    """Log the captioner to the active run as the pyfunc model `captioner` with `config`
+    (`model_config`), with `example` (an image file) as input example, and register it as a
+    new version of `imcap`."""
+    defaults = DecodingDefaults(config["beam"], config["length_penalty"], config["max_length"])
     return mlflow.pyfunc.log_model(
         name="captioner", python_model=CaptionModel(),
         artifacts={"decoder": str(checkpoint), "vocab": str(vocab)},
-        model_config={"encoder": encoder, "weights": weights, "image_size": image_size}
-        | asdict(defaults),
+        model_config=config,
         code_paths=[str(Path(imcap.__file__).parent)],
         signature=signature(defaults),
         input_example=pd.DataFrame({"image": [encode_image(example)]}),
-        pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
+        pip_requirements=requirements(),
         registered_model_name=REGISTERED_MODEL)
 
 
 def register_captioner(checkpoint: Path, vocab: Path, encoder: str, weights: str,
                        image_size: int, defaults: DecodingDefaults, example: Path
                        ) -> tuple[str, bool]:
-    """The version of `imcap` that holds `checkpoint`, and whether it is new: the version
-    registered before for the same checkpoint, else the captioner logged to the active run
-    (`log_captioner`) and registered now. The active run is tagged with the version."""
+    """The version of `imcap` that serves `checkpoint` with this encoder and these decoding
+    defaults, and whether it is new: the version registered before with the same
+    `served_identity`, else the captioner logged to the active run (`log_captioner`) and
+    registered now. The active run is tagged with the version."""
     client = mlflow.MlflowClient()
-    md5 = file_md5(checkpoint)
+    config = model_config(encoder, weights, image_size, defaults)
+    key = served_identity(checkpoint, vocab, config)
     found = client.search_model_versions(
-        f"name = '{REGISTERED_MODEL}' and tags.`{MODEL_MD5_TAG}` = '{md5}'")
+        f"name = '{REGISTERED_MODEL}' and tags.`{MODEL_KEY_TAG}` = '{key}'")
     if found:
         number, new = str(min(int(v.version) for v in found)), False
     else:
-        info = log_captioner(checkpoint, vocab, encoder, weights, image_size, defaults, example)
+        info = log_captioner(checkpoint, vocab, config, example)
         number, new = str(info.registered_model_version), True
-        client.set_model_version_tag(REGISTERED_MODEL, number, MODEL_MD5_TAG, md5)
+        client.set_model_version_tag(REGISTERED_MODEL, number, MODEL_KEY_TAG, key)
+        client.set_model_version_tag(REGISTERED_MODEL, number, MODEL_MD5_TAG,
+                                     file_md5(checkpoint))
     mlflow.set_tag(MODEL_VERSION_TAG, number)
     return number, new

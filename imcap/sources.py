@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,12 @@ def module_file(name: str, root: Path = REPO) -> Path | None:
 def imported_modules(path: Path, name: str) -> set[str]:
     """The modules of this repository that module `name` (file `path`) imports, anywhere in it;
     `from a import b` counts both `a` and `a.b` (`b` may be a module)."""
+    return {n for n in all_imports(path, name) if n.split(".")[0] in OWN_PACKAGES}
+
+
+def all_imports(path: Path, name: str) -> set[str]:
+    """Every module name that module `name` (file `path`) imports, anywhere in it, as
+    `imported_modules` counts them."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -41,7 +48,7 @@ def imported_modules(path: Path, name: str) -> set[str]:
             names.update(f"{base}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-    return {n for n in names if n.split(".")[0] in OWN_PACKAGES}
+    return names
 
 
 def stage_sources(entry: str, root: Path = REPO) -> list[str]:
@@ -59,6 +66,20 @@ def stage_sources(entry: str, root: Path = REPO) -> list[str]:
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
     return sorted(p.relative_to(root).as_posix() for p in seen)
+
+
+def third_party_imports(entry: str, root: Path = REPO) -> set[str]:
+    """The top-level names of the modules from outside this repository and the standard
+    library that the files `stage_sources` finds import (`torch`, `h5py`, ...)."""
+    names = {name.split(".")[0] for file in stage_sources(entry, root)
+             for name in all_imports(root / file, _module_name(file))}
+    return {name for name in names - set(OWN_PACKAGES)
+            if name and name not in sys.stdlib_module_names and name != "__future__"}
+
+
+def _module_name(file: str) -> str:
+    """`imcap/x/__init__.py` -> `imcap.x`, `imcap/x/y.py` -> `imcap.x.y`."""
+    return file.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 
 def source_digests(entry: str, root: Path = REPO) -> dict[str, str]:

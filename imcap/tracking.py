@@ -54,9 +54,12 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 REGISTERED_MODEL = "imcap"  # the registered model every evaluate run's captioner is a version of
 STAGE_TAG = "imcap.stage"
 MODEL_TAG = "imcap.model_sha256"  # on the train run: the checkpoint it produced
+PUBLISHED_TAG = "imcap.published"  # on the train run: which weights it published
 TRAIN_RUN_TAG = "imcap.train_run_id"  # on an evaluate run: the train run of its model
 MODEL_VERSION_TAG = "imcap.model_version"  # on an evaluate run: the registered version it scored
 MODEL_MD5_TAG = "imcap.model_md5"  # on a registered version: DVC's md5 of its checkpoint
+# on a registered version: the digest of all it serves with (imcap.serving.served_identity)
+MODEL_KEY_TAG = "imcap.model_key"
 PID_TAG, HOST_TAG = "imcap.pid", "imcap.host"  # who runs it: a gone process means killed
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: shows the evaluate run nested in the UI
 # MLflow's own: without it MLflow 3's UI opens the experiment in its GenAI view (traces, judges).
@@ -113,6 +116,10 @@ class Tracker:
                                               for k, v in metrics.items()])
 
         self._call("logging metrics", log)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._call("tagging the run", lambda client, run_id: [
+            client.set_tag(run_id, key, value) for key, value in tags.items()])
 
     def log_artifact(self, path: str | Path) -> None:
         self._call(f"logging {path}",

@@ -6,7 +6,7 @@ of the first test images; samples.
 Logged as an MLflow run of its own, nested under the train run of the model it scores: the
 headline metrics (greedy and the default beam, `run_metrics`), every score as the artifact
 `scores.csv`, and the captioner as a pyfunc model, registered as a version of `imcap` unless a
-version holds this checkpoint already (imcap/serving.py)."""
+version serves this checkpoint with these decoding defaults already (imcap/serving.py)."""
 
 from pathlib import Path
 
@@ -178,7 +178,8 @@ def main() -> None:
 
 
 def log_model(features: FeatureStore, example: Path, defaults: DecodingDefaults) -> None:
-    """The captioner's registered version: a new one for a checkpoint no version holds."""
+    """The captioner's registered version: a new one unless a version serves this checkpoint
+    with these defaults, encoder and code already."""
     from imcap.serving import REGISTERED_MODEL, register_captioner  # MLflow's model code: ~1.3 s
 
     version, new = register_captioner(

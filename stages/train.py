@@ -3,10 +3,11 @@
 Checkpoints go to a staging folder outside DVC's outputs (`.imcap/train/`); the best one is
 published as data/model/decoder.pt only when training ends, so a killed train never leaves a
 half-trained model where `evaluate` and `imcap caption` would use it. The same folder holds the
-resume state, written after every epoch: a killed train rerun with the same train params,
-inputs, code (the files below `imcap/` and `stages/` it runs, `imcap.sources`), library versions
-and number of processes continues from its last complete epoch, saying so; anything else starts
-over, saying why (`imcap.training.resume`). To start over by hand, delete `.imcap/train/`.
+resume state, written after every epoch: a killed train rerun with the same train params
+(speed-only ones aside), inputs, code (the files below `imcap/` and `stages/` it runs,
+`imcap.sources`), library versions and number of processes continues from its last complete
+epoch, saying so; anything else starts over, saying why (`imcap.training.resume`). To start
+over by hand, delete `.imcap/train/`.
 
 `train.processes` > 1 reruns this stage under torchrun, one process per GPU; started by torchrun
 directly it trains on every rank it is given (`imcap.training.runtime` for several machines).
@@ -43,7 +44,7 @@ from imcap.paths import (
 )
 from imcap.processes import lock_folder
 from imcap.sources import source_digests
-from imcap.tracking import mlflow_run
+from imcap.tracking import PUBLISHED_TAG, mlflow_run
 from imcap.training.config import TrainStageParams
 from imcap.training.loop import train_decoder
 from imcap.training.resume import EpochLog, claim_state_dir, fingerprint
@@ -82,10 +83,9 @@ def main() -> None:
         train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
                       STAGED_CHECKPOINT, seed=params.train.seed, state_dir=TRAIN_STAGING_DIR)
         return
-    read = {key: value for key, value in params.as_flat_dict().items()
-            if key.split(".")[0] in ("attention", "decoder", "seed", "model", "train")}
     inputs = [CAPTION_FILE, VOCAB_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, FEATURES_FILE]
-    key = fingerprint(read, inputs, source_digests("stages.train"), shard.world_size)
+    key = fingerprint(params.trained_params(), inputs, source_digests("stages.train"),
+                      shard.world_size)
     if why := claim_state_dir(TRAIN_STAGING_DIR, key):
         print(why, flush=True)
     history: list[EpochLog] = []
@@ -111,15 +111,21 @@ def main() -> None:
         publish_model(STAGED_CHECKPOINT)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                   "averaged_epochs": result.averaged_epochs,
+                   "published": result.published, "averaged_epochs": result.averaged_epochs,
                    "model_val_bleu4": result.model_val_bleu4,
                    "train_seconds": round(time.perf_counter() - start, 1)}
+        if result.average_val_bleu4 is not None:  # the mean up to the best epoch, validated
+            summary["average_val_bleu4"] = result.average_val_bleu4
         if params.train.scst_epochs:
             summary |= {"scst_epochs_run": result.scst_epochs_run,
                         "scst_reward": result.scst_reward}
         tracker.log_metrics({"best_val_bleu4": result.best_val_bleu4,
                              "best_epoch": result.best_epoch,
-                             "model_val_bleu4": result.model_val_bleu4})
+                             "averaged_epochs": result.averaged_epochs,
+                             "model_val_bleu4": result.model_val_bleu4}
+                            | ({"average_val_bleu4": result.average_val_bleu4}
+                               if result.average_val_bleu4 is not None else {}))
+        tracker.set_tags({PUBLISHED_TAG: result.published})
         tracker.log_model(CHECKPOINT_FILE)
         tracker.log_artifact(VOCAB_FILE)
         write_json(TRAIN_METRICS, summary)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imcap.params import STAGE_PARAMS
+from imcap.config import speed_only_keys
+from imcap.params import STAGE_PARAMS, Params, repo_params
 from imcap.sources import OWN_PACKAGES, stage_sources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,3 +46,24 @@ def test_each_stage_validates_the_params_it_declares(stage):
     lists under `params:` in dvc.yaml must be in that model, or a bad value there would pass."""
     declared = {str(key).split(".")[0] for key in dvc_stages()[stage]["params"]}
     assert declared <= set(STAGE_PARAMS[stage].model_fields)
+
+
+def _declared_keys(stage: str) -> set[str]:
+    """The flat params.yaml keys a stage's `params:` entries cover (a section: all its keys)."""
+    flat = repo_params().as_flat_dict()
+    declared = [str(key) for key in dvc_stages()[stage]["params"]]
+    return {key for key in flat for entry in declared
+            if key == entry or key.startswith(entry + ".")}
+
+
+@pytest.mark.parametrize("stage", list(STAGE_PARAMS))
+def test_no_stage_declares_a_speed_only_param(stage):
+    """Speed-only params (`imcap.config.SPEED_ONLY`, each proven to change no result) are no
+    stage's DVC params, so `-S train.num_workers=4` reruns nothing."""
+    assert not _declared_keys(stage) & speed_only_keys(Params)
+
+
+def test_train_declares_every_param_that_can_change_what_it_trains():
+    """Listed key by key (its section holds speed-only ones): exactly those in its resume
+    fingerprint, so a new result param added to `TrainParams` must be listed too."""
+    assert _declared_keys("train") == set(repo_params().trained_params())

@@ -93,6 +93,8 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert {"bleu1", "bleu2", "bleu3", "bleu4", "cider"} <= set(metrics["greedy"])
     assert (project / "metrics/samples.csv").read_text().startswith("image,caption,references")
+    trained = json.loads((project / "metrics/train.json").read_text())
+    assert trained["published"] in ("epoch 1", "epoch 2", "mean of epochs 1-2")
 
     again = _dvc(project, "repro")
     assert _ran(again) == set()
@@ -130,6 +132,8 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
         assert run.data.params["attention"] in ("I", "II")
         if run.data.tags["imcap.stage"] == "train":
             assert "val_bleu4" in run.data.metrics
+            assert re.fullmatch(r"epoch \d+|mean of epochs \d+-\d+",
+                                run.data.tags["imcap.published"])
         else:
             assert "test_greedy_bleu4" in run.data.metrics
             assert run.data.tags["imcap.train_run_id"] in {r.info.run_id for r in runs}

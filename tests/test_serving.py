@@ -4,6 +4,7 @@ and served by the real `mlflow models serve` on 127.0.0.1: captions equal `imcap
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,18 +54,9 @@ def logged(tmp_path_factory) -> Path:
     os.environ["DVC_ROOT"] = str(root)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("DVC_EXP_NAME", None)
-    vocab = Vocabulary(SPECIALS + WORDS)
-    vocab.save(root / "vocab.json")
-    torch.manual_seed(1)
-    config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, encoder_channels=512,
-                           projection_size=12, hidden_size=10, attention="I", attention_size=6,
-                           dropout=0.0)
-    save_checkpoint(root / "decoder.pt", CaptionDecoder(config).eval(), epoch=1, val_bleu4=0.0)
-    (root / "dataset.json").write_text(json.dumps({"images": [], "image_root": "images"}))
-    write_image(root / "example.png", seed=0)
-    params = parse_params(merged({"mlflow": {"enabled": True, "experiment": "imcap-test"}}))
+    write_outputs(root)
     try:
-        with mlflow_run(params, "evaluate", dataset=root / "dataset.json") as tracker:
+        with mlflow_run(PARAMS, "evaluate", dataset=root / "dataset.json") as tracker:
             start = time.perf_counter()
             tracker.in_run("logging the captioner model", lambda: register(root))
             (root / "log_seconds").write_text(str(time.perf_counter() - start))
@@ -79,10 +71,35 @@ def logged(tmp_path_factory) -> Path:
                 os.environ[key] = value
 
 
-def register(root: Path) -> tuple[str, bool]:
+def write_outputs(root: Path) -> None:
+    """What evaluate reads in `root`: vocabulary, checkpoint, caption file, an example image."""
+    vocab = Vocabulary(SPECIALS + WORDS)
+    vocab.save(root / "vocab.json")
+    torch.manual_seed(1)
+    config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, encoder_channels=512,
+                           projection_size=12, hidden_size=10, attention="I", attention_size=6,
+                           dropout=0.0)
+    save_checkpoint(root / "decoder.pt", CaptionDecoder(config).eval(), epoch=1, val_bleu4=0.0)
+    (root / "dataset.json").write_text(json.dumps({"images": [], "image_root": "images"}))
+    write_image(root / "example.png", seed=0)
+
+
+PARAMS = parse_params(merged({"mlflow": {"enabled": True, "experiment": "imcap-test"}}))
+
+
+def register(root: Path, defaults: DecodingDefaults = DEFAULTS) -> tuple[str, bool]:
     """What the evaluate stage does: the captioner of `root`'s checkpoint registered."""
     return register_captioner(root / "decoder.pt", root / "vocab.json", ENCODER, WEIGHTS,
-                              IMAGE_SIZE, DEFAULTS, root / "example.png")
+                              IMAGE_SIZE, defaults, root / "example.png")
+
+
+def evaluate_run(root: Path, defaults: DecodingDefaults = DEFAULTS) -> tuple[str, bool]:
+    """An evaluate run of `root`'s checkpoint registering its captioner with `defaults`."""
+    answers = []
+    with mlflow_run(PARAMS, "evaluate", dataset=root / "dataset.json") as tracker:
+        tracker.in_run("logging the captioner model",
+                       lambda: answers.append(register(root, defaults)))
+    return answers[0]
 
 
 @pytest.fixture
@@ -116,8 +133,7 @@ def test_the_model_is_a_registered_version_of_the_evaluate_run(store):
 
 def test_an_unchanged_model_registers_no_new_version(store):
     client = mlflow.MlflowClient(tracking_uri())
-    params = parse_params(merged({"mlflow": {"enabled": True, "experiment": "imcap-test"}}))
-    with mlflow_run(params, "evaluate", dataset=store / "dataset.json") as tracker:
+    with mlflow_run(PARAMS, "evaluate", dataset=store / "dataset.json") as tracker:
         answers = []
         tracker.in_run("logging the captioner model", lambda: answers.append(register(store)))
     assert answers == [("1", False)]
@@ -130,6 +146,43 @@ def test_an_unchanged_model_registers_no_new_version(store):
     assert {k: config[k] for k in ("beam", "length_penalty", "max_length")} == {
         "beam": DEFAULTS.beam, "length_penalty": DEFAULTS.length_penalty,
         "max_length": DEFAULTS.max_length}
+
+
+def test_an_evaluate_only_change_of_the_decoding_defaults_serves_a_new_version(
+        tmp_path, monkeypatch):
+    """`dvc exp run -S eval.length_penalty=0` reruns evaluate on the same checkpoint: the
+    version it registers decodes with 0, and the version of the old value still with that."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    write_outputs(tmp_path)
+    no_penalty = dataclasses.replace(DEFAULTS, length_penalty=0.0)
+    assert DEFAULTS.length_penalty != 0.0
+    assert evaluate_run(tmp_path) == ("1", True)
+    assert evaluate_run(tmp_path, no_penalty) == ("2", True)
+    assert evaluate_run(tmp_path, no_penalty) == ("2", False)  # the same again: found
+    assert evaluate_run(tmp_path) == ("1", False)
+    image = write_image(tmp_path / "mine.png", seed=5)
+    assert served_decoding("2", image) == dataclasses.replace(served_decoding("1", image),
+                                                              length_penalty=0.0)
+    assert served_decoding("1", image).length_penalty == DEFAULTS.length_penalty
+
+
+def served_decoding(version: str, image: Path) -> Decoding:
+    """The decoding the registered `version` captions `image` with when a request names no
+    param."""
+    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{version}")
+    captioner = served.unwrap_python_model().captioner
+    decodings, caption = [], captioner.caption
+
+    def recorded(images, decoding, **kwargs):
+        decodings.append(decoding)
+        return caption(images, decoding, **kwargs)
+
+    captioner.caption = recorded
+    served.predict(pd.DataFrame({"image": [encode_image(image)]}))
+    (decoding,) = decodings
+    return decoding
 
 
 @pytest.mark.parametrize("source", ["models:/imcap/1", "evaluate run"])

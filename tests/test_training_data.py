@@ -14,7 +14,7 @@ from test_training import VOCAB as TASK_VOCAB
 from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit, NoRegions, load_split
-from imcap.features.store import FeatureStore
+from imcap.features.store import FeatureStore, StoreRows
 from imcap.model.decoder import DecoderConfig
 from imcap.params import ParamError, parse_params
 from imcap.training.batches import Batch, epoch_loader, plan_epoch
@@ -210,3 +210,40 @@ def test_deterministic_algorithms_only_when_asked_and_only_while_training(tmp_pa
     train(True)
     assert not torch.are_deterministic_algorithms_enabled()
     assert seen == [False, True]
+
+
+# Speed-only train params (imcap.config.SPEED_ONLY) and a value that takes another code path
+# than the default's: each must train exactly the same weights.
+OTHER_SPEED_VALUES = {"train.num_workers": 2, "train.features_in_memory_gb": 0.0}
+
+
+def test_speed_only_params_train_exactly_the_same_weights(tmp_path):
+    """Workers reading the windows, and the store read lazily instead of from RAM: the same
+    epoch logs and bit-identical weights (with dropout: the same random draws too), so neither
+    reruns `train` nor invalidates a resume state."""
+    from imcap.config import speed_only_keys
+    from imcap.training.config import TrainStageParams
+
+    assert speed_only_keys(TrainStageParams) == set(OTHER_SPEED_VALUES)
+    names, encoded, dataset = _split_inputs()
+    write_store(tmp_path / "f.h5", len(names), names=names)
+    store = FeatureStore(tmp_path / "f.h5")
+    config = DecoderConfig(vocab_size=len(VOCAB), embed_dim=6, encoder_channels=8,
+                           projection_size=8, hidden_size=8, attention="I", attention_size=4,
+                           dropout=0.3)
+    embeddings = torch.randn(len(VOCAB), 6, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for name, changes in (("default", {}), ("other", OTHER_SPEED_VALUES)):
+        settings = cpu_training(epochs=3, batch_size=4, image_window=3, max_length=6,
+                                **{key.split(".")[1]: value for key, value in changes.items()})
+        in_memory = int(settings.features_in_memory_gb * 2**30)  # as the stages compute it
+        train, val = (load_split(split, encoded, store, dataset, in_memory)
+                      for split in ("train", "val"))
+        logs = []
+        train_decoder(config, settings, embeddings, train, val, VOCAB, tmp_path / f"{name}.pt",
+                      seed=0, on_epoch=logs.append)
+        runs[name] = logs, torch.load(tmp_path / f"{name}.pt", weights_only=True)["state_dict"]
+    assert isinstance(train.grid, StoreRows)  # the other run read the store lazily
+    (logs, weights), (other_logs, other_weights) = runs["default"], runs["other"]
+    assert logs == other_logs
+    assert all(torch.equal(weights[key], other_weights[key]) for key in weights)

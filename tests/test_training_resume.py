@@ -4,6 +4,7 @@ processes), and a state of another fingerprint, or one that cannot be read or do
 model, starts over, saying why."""
 
 import dataclasses
+from importlib.metadata import version
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from params_overrides import cpu_training
 from test_training import EMBEDDINGS, VOCAB, _split
 
 from imcap.model.decoder import DecoderConfig
+from imcap.params import repo_params
+from imcap.sources import third_party_imports
 from imcap.training.loop import train_decoder
 from imcap.training.resume import (
     FINGERPRINT_FILE,
@@ -123,9 +126,35 @@ def test_a_state_without_a_fingerprint_starts_over(tmp_path):
     assert (state / FINGERPRINT_FILE).is_file() and not (state / STATE_FILE).exists()
 
 
-def test_the_fingerprint_holds_the_code_and_the_numeric_libraries(tmp_path):
+# What the train stage imports that cannot change what it computes: tracking, the CSV of the
+# epoch logs, params parsing, progress bars.
+NO_RESULT_LIBRARIES = {"mlflow", "pandas", "pydantic", "pydantic_core", "tqdm", "yaml"}
+
+
+def test_the_fingerprint_holds_the_code_and_the_libraries_that_change_results(tmp_path):
     (tmp_path / "input").write_text("x")
     key = fingerprint({"seed": 1}, [tmp_path / "input"], {"stages/train.py": "aa"}, 2)
     assert key.code == {"stages/train.py": "aa"} and key.processes == 2
     assert key.libraries["torch"] == torch.__version__
+    assert key.libraries["nltk"] == version("nltk") and key.libraries["h5py"] == version("h5py")
     assert {"python", "numpy", "cuda"} <= key.libraries.keys()
+    # every library the stage imports is either in the fingerprint or can change no result
+    assert third_party_imports("stages.train") <= key.libraries.keys() | NO_RESULT_LIBRARIES
+
+
+def test_speed_only_params_keep_the_resume_state(tmp_path):
+    """`-S train.num_workers=4` on a killed run resumes it: the fingerprint holds only the
+    params that can change a result (tests/test_training_data.py proves these cannot)."""
+    (tmp_path / "input").write_text("x")
+
+    def key(**overrides):
+        return fingerprint(repo_params(**overrides).trained_params(), [tmp_path / "input"], {})
+
+    state = tmp_path / "train"
+    claim_state_dir(state, key())
+    (state / STATE_FILE).write_text("state")
+    assert claim_state_dir(state, key(**{"train.num_workers": 4,
+                                         "train.features_in_memory_gb": 0.0})) is None
+    assert (state / STATE_FILE).read_text() == "state"
+    assert "params changed (train.image_window" in claim_state_dir(
+        state, key(**{"train.image_window": 7}))

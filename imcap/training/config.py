@@ -3,11 +3,12 @@ stage reads."""
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, model_validator
 
 from imcap.config import (
+    SPEED_ONLY,
     Fraction,
     NonNegative,
     NonNegativeFloat,
@@ -20,6 +21,9 @@ from imcap.config import (
 from imcap.devices import DEVICES
 from imcap.model.config import ATTENTIONS, DECODERS, ModelParams, reads_regions
 
+# The sections of what the train stage reads that can change what it computes (the others name
+# and track its MLflow run)
+TRAINED_SECTIONS = ("attention", "decoder", "seed", "model", "train")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bfloat16 autocast on CUDA, else float32
 LR_SCHEDULES = ("constant", "step", "plateau", "cosine")  # imcap.training.schedule
 SCST_BASELINES = ("greedy", "mean")  # imcap.training.scst
@@ -38,15 +42,20 @@ class TrainParams(Section):
     patience: Positive  # stop after this many epochs without a better validation BLEU-4
     max_length: Positive  # most words in a validation caption (greedy decoding)
     device: choice(DEVICES)
-    features_in_memory_gb: NonNegativeFloat  # a split's features up to this size are held in RAM
+    # a split's features up to this size are held in RAM, larger ones read batch by batch
+    features_in_memory_gb: Annotated[NonNegativeFloat, SPEED_ONLY]
     # captions: shuffled one by one, each batch reads its images; images: windows of
     # `image_window` shuffled images, each read once per epoch, their captions shuffled together
     # into batches (a store read lazily from disk). imcap.training.batches
     batching: choice(("captions", "images"))
     image_window: Positive  # images per window (batching: images), read and on the device at once
-    num_workers: NonNegative  # DataLoader processes reading feature windows; 0: the main one
+    # DataLoader processes reading feature windows; 0: the main one
+    num_workers: Annotated[NonNegative, SPEED_ONLY]
     processes: Positive  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
+    # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
+    # only at one thread count (imcap.training.runtime.cpu_threads)
+    cpu_threads: NonNegative
     precision: choice(PRECISIONS)
     compile: bool  # torch.compile the decoder
     # the learning rate of each epoch (imcap.training.schedule): constant | step (x lr_decay every
@@ -56,8 +65,9 @@ class TrainParams(Section):
     lr_decay: Annotated[float, Field(gt=0, le=1)]
     lr_decay_every: Positive
     lr_decay_start: NonNegative
-    # the published model: the mean of the weights at the end of the last `average_last` epochs
-    # trained (imcap.training.averaging); 0 = the epoch with the best validation BLEU-4
+    # the published model: the mean of the weights at the end of the `average_last` epochs
+    # ending at the best one by validation BLEU-4, or that best epoch when it validates higher
+    # (imcap.training.loop.publish); 0 = the best epoch
     average_last: NonNegative
     # self-critical training (imcap.training.self_critical): after the cross-entropy epochs and
     # from their published model, `scst_epochs` epochs of REINFORCE with reward CIDEr-D +
@@ -101,6 +111,13 @@ class TrainStageParams(Section):
     @property
     def reads_regions(self) -> bool:
         return reads_regions(self.decoder, self.attention)
+
+    def trained_params(self) -> dict[str, Any]:
+        """What can change what training computes, flat (`{"train.epochs": 20, ...}`): the
+        `TRAINED_SECTIONS` without the speed-only keys. Exactly the train stage's `dvc.yaml`
+        params (tests/test_dvc_deps.py) and the params of its resume fingerprint."""
+        return {key: value for key, value in self.result_params().items()
+                if key.split(".")[0] in TRAINED_SECTIONS}
 
     @model_validator(mode="after")
     def _transformer_is_teacher_forced(self) -> Self:

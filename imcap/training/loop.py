@@ -1,9 +1,10 @@
 """Training the decoder: teacher forcing, Adam, gradient clipping, a learning rate per epoch
 (`imcap.training.schedule`), early stopping on validation BLEU-4, and as the published model
-the mean of the last epochs' weights (`train.average_last`) or the best epoch by validation
-BLEU-4; then, with `train.scst_epochs`, self-critical epochs from that model
-(`imcap.training.self_critical`), whose last weights are published. Resumable after every
-epoch (`imcap.training.resume`), on one or several processes (`imcap.training.runtime`).
+whichever validates higher of the best epoch by validation BLEU-4 and the mean of the weights of
+the `train.average_last` epochs ending at it; then, with `train.scst_epochs`, self-critical
+epochs from that model (`imcap.training.self_critical`), whose last weights are published.
+Resumable after every epoch (`imcap.training.resume`), on one or several processes
+(`imcap.training.runtime`).
 Seeded and repeatable on CPU."""
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from imcap.training.runtime import (
     autocast_dtype,
     broadcast_from_leader,
     broadcast_weights,
+    cpu_threads,
     deterministic_algorithms,
     training_device,
 )
@@ -56,10 +58,22 @@ class TrainResult:
     best_val_bleu4: float
     epochs_run: int
     stopped_early: bool
-    averaged_epochs: int  # epochs the cross-entropy model averages; 0: best_epoch
+    averaged_epochs: int  # epochs the cross-entropy model averages, ending at best_epoch; 0: it
     model_val_bleu4: float  # validation BLEU-4 of the published model
+    average_val_bleu4: float | None  # of the mean of the epochs ending at best_epoch (None: none)
     scst_epochs_run: int = 0  # self-critical epochs after the cross-entropy ones
     scst_reward: float = 0.0  # the mean reward of the last self-critical epoch's samples
+
+    @property
+    def published(self) -> str:
+        """Which weights the published model is: "mean of epochs 13-15", "epoch 15", and
+        with self-critical epochs "self-critical epoch 25 (from epoch 15)"."""
+        first = self.best_epoch - self.averaged_epochs + 1
+        model = (f"mean of epochs {first}-{self.best_epoch}" if self.averaged_epochs
+                 else f"epoch {self.best_epoch}")
+        if self.scst_epochs_run:
+            return f"self-critical epoch {self.epochs_run + self.scst_epochs_run} (from {model})"
+        return model
 
 
 def seed_everything(seed: int) -> None:
@@ -87,9 +101,9 @@ def train_decoder(
     on_epoch: Callable[[EpochLog], None] = lambda log: None,
     state_dir: Path | None = None,
 ) -> TrainResult:
-    """Train; the published model at `checkpoint_path`: the mean of the weights at the end of
-    the last `average_last` epochs trained (whether the run ends after its last epoch or stops
-    early), or with 0 the epoch with the best validation BLEU-4.
+    """Train; the published model at `checkpoint_path` (`publish`): the epoch with the best
+    validation BLEU-4, or the mean of the weights at the end of the `average_last` epochs that
+    end at it when that validates at least as high.
 
     With `state_dir`, the resume state is written there after every epoch and a run finding
     one continues from it (`on_epoch` first sees the epochs already done), printing from
@@ -99,7 +113,8 @@ def train_decoder(
     """
     shard = Shard.from_env()
     device = training_device(settings.device, shard)
-    with process_group(shard, device), deterministic_algorithms(settings.deterministic):
+    with (process_group(shard, device), deterministic_algorithms(settings.deterministic),
+          cpu_threads(settings.cpu_threads)):
         seed_everything(seed)
         model = build_decoder(config, embeddings, settings.freeze_embeddings).to(device)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
@@ -109,8 +124,8 @@ def train_decoder(
             seed_everything(rank_seed(seed, shard.rank))
         state_file = state_dir / STATE_FILE if state_dir is not None else None
         resumable = {"model": model, "optimizer": optimizer}
-        # With train.average_last, the published model is the mean of the weights at the end
-        # of the last epochs (imcap.training.averaging): less seed noise than one epoch.
+        # With train.average_last, the mean of the weights at the end of the epochs up to the
+        # best one may be published (imcap.training.averaging): less seed noise than one epoch.
         last_epochs = LastEpochs(settings.average_last)
         if settings.average_last:
             resumable["last_epochs"] = last_epochs
@@ -155,6 +170,7 @@ def train_decoder(
                     progress.best_bleu, progress.best_epoch, progress.stale = (
                         log.val_bleu4, epoch, 0)
                     save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
+                    last_epochs.keep_best()
                 else:
                     progress.stale += 1
             progress = end_epoch(progress, log if leader else None, resumable, state_file,
@@ -162,14 +178,14 @@ def train_decoder(
         if progress.scst_epoch:  # published before the self-critical epochs began
             published = progress.published
         else:
-            published = publish_average(model, last_epochs, checkpoint_path, progress,
-                                        val_data, vocab, device, settings.max_length
-                                        ) if leader else None
+            published = publish(model, last_epochs, checkpoint_path, progress, val_data,
+                                vocab, device, settings.max_length) if leader else None
             published = broadcast_from_leader(published, shard)  # one result on every rank
-        model_bleu4 = published[1] if published else progress.best_bleu
+        assert published is not None
+        model_bleu4 = published[1]
         if settings.scst_epochs:
             if not progress.scst_epoch:  # from the published model, the same on every rank
-                if leader and not published:
+                if leader:
                     model.load_state_dict(torch.load(checkpoint_path, weights_only=True,
                                                      map_location=device)["state_dict"])
                 broadcast_weights(model, shard)
@@ -184,27 +200,35 @@ def train_decoder(
     return TrainResult(progress.best_epoch, progress.best_bleu, progress.epoch,
                        stopped_early=(progress.stale >= settings.patience
                                       and progress.epoch < settings.epochs),
-                       averaged_epochs=published[0] if published else 0,
-                       model_val_bleu4=model_bleu4, scst_epochs_run=progress.scst_epoch,
+                       averaged_epochs=published[0], model_val_bleu4=model_bleu4,
+                       average_val_bleu4=published[2], scst_epochs_run=progress.scst_epoch,
                        scst_reward=progress.history[-1].scst_reward or 0.0)
 
 
-def publish_average(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: Path,
-                    progress: Progress, val_data: CaptionedSplit, vocab: Vocabulary,
-                    device: torch.device, max_length: int) -> tuple[int, float] | None:
-    """Rank 0, once training is over: `model` takes the mean of the last epochs' weights and,
-    validated, replaces the best epoch's checkpoint; (epochs averaged, their validation BLEU-4).
-    None with averaging off (the best epoch's checkpoint stays)."""
-    epochs = len(last_epochs)
-    if not epochs:
-        return None
-    model.load_state_dict(last_epochs.mean())
+def publish(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: Path,
+            progress: Progress, val_data: CaptionedSplit, vocab: Vocabulary,
+            device: torch.device, max_length: int) -> tuple[int, float, float | None]:
+    """Rank 0, once training is over: the published model at `checkpoint_path` is the best
+    epoch's (saved there when it was the best), unless the mean of the weights of the epochs
+    ending at it (`last_epochs.best`) validates at least as high: then that mean replaces it.
+    Says which; returns (epochs averaged, 0 for the best epoch alone; the published model's
+    validation BLEU-4; the mean's, None when there was none to validate). `model` is left
+    with any weights."""
+    best, count = progress.best_epoch, last_epochs.best_count
+    if count < 2:  # averaging off, or the best epoch was the first
+        tqdm.write(f"published: epoch {best}, val BLEU-4 {progress.best_bleu:.2f}")
+        return 0, progress.best_bleu, None
+    model.load_state_dict(last_epochs.best)
     bleu4 = evaluate_split(model, val_data, vocab, device, max_length).bleu["bleu4"]
-    save_checkpoint(checkpoint_path, model, progress.epoch, bleu4)
-    tqdm.write(f"published: the mean of the weights of epochs {progress.epoch - epochs + 1}-"
-               f"{progress.epoch}, val BLEU-4 {bleu4:.2f} (best single epoch "
-               f"{progress.best_epoch}: {progress.best_bleu:.2f})")
-    return epochs, bleu4
+    mean = f"the mean of the weights of epochs {best - count + 1}-{best}"
+    if bleu4 < progress.best_bleu:
+        tqdm.write(f"published: epoch {best}, val BLEU-4 {progress.best_bleu:.2f} (the best; "
+                   f"{mean}: {bleu4:.2f})")
+        return 0, progress.best_bleu, bleu4
+    save_checkpoint(checkpoint_path, model, best, bleu4)
+    tqdm.write(f"published: {mean}, val BLEU-4 {bleu4:.2f} (epoch {best} alone: "
+               f"{progress.best_bleu:.2f})")
+    return count, bleu4, bleu4
 
 
 def end_epoch(progress: Progress, log: EpochLog | None, resumable: dict[str, Stateful],

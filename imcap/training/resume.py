@@ -7,9 +7,10 @@ generator), gathered to rank 0. A rerun reads it on rank 0 and sends it to every
 ranks need no shared filesystem); each restores the parts and its own RNG states and continues
 with the next epoch; on CPU it ends with exactly the metrics of an uninterrupted run.
 
-The state directory belongs to one `Fingerprint`: the params training reads, its input files,
-the repository code the stage runs (`imcap.sources`), the versions of the libraries that change
-numerics, the number of processes. Any other fingerprint starts over in an emptied directory,
+The state directory belongs to one `Fingerprint`: the params training reads that can change a
+result (not the speed-only ones: `TrainStageParams.trained_params`), its input files, the
+repository code the stage runs (`imcap.sources`), the versions of the libraries that change
+results, the number of processes. Any other fingerprint starts over in an emptied directory,
 and so does a state that cannot be read or does not fit the model; both say why.
 """
 
@@ -22,6 +23,7 @@ import platform
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +37,10 @@ from imcap.training.runtime import all_ranks, broadcast_from_leader, gather_to_l
 STATE_FILE = "resume.pt"
 FINGERPRINT_FILE = "fingerprint.json"
 SHOWN = 3  # changed params or files named in a start-over line; the rest are counted
+# Besides Python and torch, the libraries the train stage imports that can change what it
+# computes: NumPy (RNG states), nltk (validation BLEU-4 decides early stopping and the published
+# model), h5py (reads the features). Its other imports cannot (tests/test_training_resume.py).
+RESULT_LIBRARIES = ("numpy", "nltk", "h5py")
 
 
 class Stateful(Protocol):
@@ -72,8 +78,9 @@ class Progress:
     stale: int = 0  # epochs since the best one
     history: list[EpochLog] = field(default_factory=list)
     # the published cross-entropy model, once the self-critical epochs began: (epochs averaged,
-    # its validation BLEU-4); then `epoch` is the cross-entropy epochs and `scst_epoch` the others
-    published: tuple[int, float] | None = None
+    # its validation BLEU-4, the average's: imcap.training.loop.publish); then `epoch` is the
+    # cross-entropy epochs and `scst_epoch` the others
+    published: tuple[int, float, float | None] | None = None
     scst_epoch: int = 0
 
 
@@ -116,11 +123,13 @@ def _names(names: list[str]) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Python, torch (with its CUDA and cuDNN) and NumPy: another version may compute other
-    numbers from the same state, or read the RNG states differently."""
+    """Python, torch (with its CUDA and cuDNN) and every `RESULT_LIBRARIES` one: another version
+    may compute other numbers from the same state, read the RNG states or the features
+    differently, or score validation (hence early stopping) otherwise."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "cuda": str(torch.version.cuda), "cudnn": str(cudnn), "numpy": np.__version__}
+            "cuda": str(torch.version.cuda), "cudnn": str(cudnn),
+            **{name: version(name) for name in RESULT_LIBRARIES}}
 
 
 def fingerprint(params: dict[str, Any], inputs: list[Path], code: dict[str, str],

@@ -1,4 +1,4 @@
-"""Where and how training runs: ranks (torchrun), device, precision, determinism.
+"""Where and how training runs: ranks (torchrun), device, CPU threads, precision, determinism.
 
 Several processes: `train.processes: N` relaunches the stage under torchrun on this host, or
 start it yourself, on one machine or several (the same command on every node):
@@ -78,6 +78,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bfloat16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return torch.float32
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """torch's intra-op CPU threads inside the block: `count` (0: as many as torch picks, one
+    per core); restored after. On the CPU, the gradient sums that parallel kernels split between
+    threads (the captions' gradients added into their image's, LayerNorm's weights) come out in
+    another order, so another rounding, with another thread count: training reproduces exactly
+    only at a fixed count."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager
