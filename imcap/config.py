@@ -12,6 +12,7 @@ default: `params.yaml` is the one place where defaults live.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,6 +30,23 @@ Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$")]  # "" = not chec
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators take
 
 PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: YAML 1.1 reads `1e-3`, `1E-3` and `5e-05`
+    (how `dvc exp run -S x=0.00005` writes the value back; DVC itself reads YAML 1.2) as
+    strings."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """`text` parsed as params.yaml is: every number DVC or a user writes is a number."""
+    return yaml.load(text, Loader=ParamsLoader)  # a SafeLoader
 
 
 class ParamError(ValueError):
@@ -65,7 +83,7 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The params file as a nested dict; `ParamError` naming the file if it is unreadable."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ParamError(f"{path}: no such params file") from None
     except yaml.YAMLError as err:
