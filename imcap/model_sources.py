@@ -19,6 +19,7 @@ from imcap.captioner import Artifacts, CaptionerError
 from imcap.config import PARAMS_FILE
 from imcap.data.karpathy import image_root
 from imcap.evaluation.config import DecodingDefaults
+from imcap.features.config import resolved_image_size
 from imcap.features.store import FeatureStore
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
 from imcap.tracking import (
@@ -97,8 +98,10 @@ def _trained(client: Any, run_id: str, dest: Path, root: Path) -> Artifacts:
         run_id=run_id, artifact_path=name, dst_path=str(dest), tracking_uri=client.tracking_uri))
         for name in (CHECKPOINT_FILE.name, VOCAB_FILE.name)]
     defaults = DecodingDefaults.from_logged(params) or _repo_defaults(root)
+    size = resolved_image_size(params["features.image_size"], params.get("dataset"),
+                               params.get("shapes.encoder_input_size"))
     return Artifacts(files[0], files[1], params["encoder"], params["features.weights"],
-                     int(params["features.image_size"]), defaults, train_run=run_id)
+                     int(size), defaults, train_run=run_id)
 
 
 def _evaluated(client: Any, run: Any, dest: Path, root: Path) -> Artifacts:

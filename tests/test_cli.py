@@ -181,10 +181,15 @@ def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
     assert status == 1 and message in err
 
 
-def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None) -> str:
+ENCODER_AS_LOGGED = {"encoder": "resnet18", "features.weights": "none",
+                     "features.image_size": IMAGE_SIZE}  # the project's features
+
+
+def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None,
+                  logged: dict = ENCODER_AS_LOGGED) -> str:
     """A run in a fresh SQLite store (MLFLOW_TRACKING_URI) holding what the train stage logs
-    for `imcap caption --run-id`: every param (the repository's with `params` merged in, the
-    encoder's as the project's features), decoder.pt and vocab.json."""
+    for `imcap caption --run-id`: every param (the repository's with `params` merged in, then
+    `logged`), decoder.pt and vocab.json."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -192,9 +197,7 @@ def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None) ->
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment) as active:
-        mlflow.log_params(flatten(merged(params or {}))
-                          | {"encoder": "resnet18", "features.weights": "none",
-                             "features.image_size": IMAGE_SIZE})
+        mlflow.log_params(flatten(merged(params or {})) | logged)
         mlflow.log_artifact(str(project / CHECKPOINT_FILE))
         mlflow.log_artifact(str(project / VOCAB_FILE))
     return active.info.run_id
@@ -209,6 +212,19 @@ def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
     assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
     status, _, err = run(capsys, "caption", image, "--run-id", "0" * 32)
     assert status == 1 and f"MLflow run {'0' * 32}" in err
+
+
+def test_a_train_run_of_the_default_params_captions(tmp_path, monkeypatch, capsys):
+    """The train stage logs params.yaml as it is: `features.image_size: auto` (the default),
+    which stands for `shapes.encoder_input_size` on shapes, as the features stage resolved it."""
+    params = {"shapes": {"encoder_input_size": IMAGE_SIZE}}  # the size of the project's features
+    project = make_project(tmp_path / "repo", monkeypatch, params=params)
+    run_id = log_model_run(project, tmp_path, monkeypatch, params=params, logged={})
+    image = project / IMAGES_DIR / "img1.png"
+    status, out, err = run(capsys, "caption", image, "--run-id", run_id,
+                           "--root", tmp_path / "elsewhere", "--beam", "3")
+    assert status == 0, err
+    assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
 
 
 SHORT = {"eval": {"beams": [1, 2], "max_length": 2, "length_penalty": 1.0}}  # default beam 2

@@ -59,6 +59,15 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown encoder {name!r}; valid choices: {', '.join(ENCODERS)}")
 
 
+def resolved_image_size(image_size: Any, dataset: Any, encoder_input_size: Any) -> Any:
+    """`features.image_size: auto`: `shapes.encoder_input_size` for the embedded dataset, else
+    0, the encoder's native preprocessing (ResNet 224, Inception 299, as the seed); any other
+    value as it is. Also for the params an MLflow run logged (strings)."""
+    if image_size != "auto":
+        return image_size
+    return encoder_input_size if dataset == "shapes" else 0
+
+
 class FeatureParams(Section):
     """`0`, `-1` and `auto` choose by device (docs/features.md)."""
 
@@ -96,13 +105,12 @@ class FeatureStageParams(Section):
     @model_validator(mode="before")
     @classmethod
     def _resolve_auto_image_size(cls, raw: Any) -> Any:
-        """`features.image_size: auto`: `shapes.encoder_input_size` for the embedded dataset,
-        else 0, the encoder's native preprocessing (ResNet 224, Inception 299, as the seed)."""
         features = raw.get("features") if isinstance(raw, dict) else None
-        if isinstance(features, dict) and features.get("image_size") == "auto":
+        if isinstance(features, dict):
             shapes = raw.get("shapes")
-            size = (shapes.get("encoder_input_size") if isinstance(shapes, dict) else None
-                    ) if raw.get("dataset") == "shapes" else 0
+            size = resolved_image_size(features.get("image_size"), raw.get("dataset"),
+                                       shapes.get("encoder_input_size")
+                                       if isinstance(shapes, dict) else None)
             raw = {**raw, "features": {**features, "image_size": size}}
         return raw
 
