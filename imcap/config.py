@@ -6,7 +6,8 @@ does each stage's model, the sections that stage reads (`FeatureStageParams`, ..
 imports, and so depends on, only its own sections' code. `imcap.params` assembles every stage's
 model into the whole file, which the pipeline's first stage (`check`) validates whenever
 `params.yaml` changes. Strict mode: YAML's `epochs: ten` or `epochs: true` fail instead of being
-coerced (an int is still accepted where a float is meant, `learning_rate: 1`). No field has a
+coerced (an int is still accepted where a float is meant, `learning_rate: 1`); `.inf` and `.nan`
+fail wherever a number is meant. No field has a
 default: `params.yaml` is the one place where defaults live.
 """
 
@@ -56,7 +57,7 @@ class ParamError(ValueError):
 class Section(BaseModel):
     """A `params.yaml` section: unknown keys, wrong types and missing keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     def as_flat_dict(self) -> dict[str, Any]:
         """`{"train.epochs": 20, ...}`: the form MLflow params and DVC `-S` use."""
@@ -146,7 +147,8 @@ def _describe(model: type[Section], error: dict[str, Any]) -> str:
               "string_too_short": "a non-empty string"}
     if kind in bounds:
         return f"{key} must be {bounds[kind].format(**ctx)}, got {value!r}"
-    names = {"int_type": "int", "float_type": "float", "string_type": "str",
+    names = {"int_type": "int", "float_type": "float", "finite_number": "a finite number",
+             "string_type": "str",
              "bool_type": "bool", "list_type": "a list", "string_pattern_mismatch":
              "empty or 64 hex digits"}
     return f"{key} must be {names.get(kind, error['msg'])}, got {value!r}"

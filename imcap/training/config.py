@@ -25,13 +25,16 @@ LR_SCHEDULES = ("constant", "step", "plateau", "cosine")  # imcap.training.sched
 SCST_BASELINES = ("greedy", "mean")  # imcap.training.scst
 
 
+LearningRate = Annotated[float, Field(gt=0, le=1)]  # Adam's: above 1 it only diverges
+
+
 class TrainParams(Section):
     # the decoder's initialisation, dropout and batch order; the data (generated images, splits,
     # vectors of words without one) come from the top-level `seed`
     seed: Seed
     epochs: Positive
     batch_size: Positive  # captions per optimizer step (all ranks together)
-    learning_rate: PositiveFloat
+    learning_rate: LearningRate
     grad_clip: PositiveFloat
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
     freeze_embeddings: bool  # keep the pretrained vectors fixed (seed v1)
@@ -64,7 +67,7 @@ class TrainParams(Section):
     # scst_bleu_weight x BLEU-4, `scst_samples` captions drawn per image, baseline the greedy
     # caption's reward or the mean of the image's other samples; fresh Adam at its own rate
     scst_epochs: NonNegative  # 0 = off
-    scst_learning_rate: PositiveFloat
+    scst_learning_rate: LearningRate
     scst_batch_size: Positive  # images per optimizer step (all ranks together)
     scst_samples: Positive
     scst_baseline: choice(SCST_BASELINES)
