@@ -8,6 +8,7 @@ two evaluated models' test scores image by image (imcap/evaluation/compare.py)."
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,12 +22,16 @@ from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
 from imcap.evaluation.config import DEFAULT_BEAM, DecodingDefaults
 from imcap.features.images import ImageReadError, load_rgb
-from imcap.model_sources import find_artifacts
+from imcap.model_sources import find_artifacts, store_errors_named
 from imcap.stage import is_user_error
+from imcap.tracking import tracking_uri
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
 DEFAULTED = ("beam", "length_penalty", "max_length")  # None: the model's DecodingDefaults
+# Sampling's: 0.001 samples as greedy decoding does, 1000 all but uniformly; beyond them (inf,
+# or 1e-40: logits / temperature overflow) sampling draws from NaN.
+TEMPERATURES = (0.001, 1000.0)
 
 
 def with_defaults(args: argparse.Namespace, defaults: DecodingDefaults) -> argparse.Namespace:
@@ -40,8 +45,11 @@ def decoding_from_args(args: argparse.Namespace, device: torch.device) -> Decodi
     problems = [f"--{name.replace('_', '-')} must be {rule}, got {value}"
                 for name, value, ok, rule in (
                     ("beam", args.beam, args.beam >= 1, ">= 1"),
-                    ("length_penalty", args.length_penalty, args.length_penalty >= 0, ">= 0"),
-                    ("temperature", args.temperature, args.temperature > 0, "> 0"),
+                    ("length_penalty", args.length_penalty,
+                     0 <= args.length_penalty < math.inf, "a finite number >= 0"),
+                    ("temperature", args.temperature,
+                     TEMPERATURES[0] <= args.temperature <= TEMPERATURES[1],
+                     "between {} and {}".format(*TEMPERATURES)),
                     ("top_k", args.top_k, args.top_k >= 0, ">= 0"),
                     ("max_length", args.max_length, args.max_length >= 1, ">= 1"),
                     ("min_length", args.min_length,
@@ -147,7 +155,9 @@ def demo_command(args: argparse.Namespace) -> None:
 def compare_command(args: argparse.Namespace) -> None:
     from imcap.evaluation.compare import compare_command as compare_sides
 
-    print(compare_sides(args.a, args.b, Path(args.root)))
+    root = Path(args.root)
+    with store_errors_named(tracking_uri(root.resolve())):  # for MLflow run ids
+        print(compare_sides(args.a, args.b, root))
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:

@@ -173,7 +173,11 @@ def test_sampling_is_repeatable_with_a_seed(project, capsys):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--beam", "0"], "--beam must be >= 1"),
-    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--temperature", "0"], "--temperature must be between 0.001 and 1000.0, got 0.0"),
+    (["--sample", "--temperature", "inf"], "--temperature must be between 0.001 and 1000.0"),
+    (["--sample", "--temperature", "nan"], "--temperature must be between 0.001 and 1000.0"),
+    (["--sample", "--temperature", "1e-40"], "--temperature must be between 0.001 and 1000.0"),
+    (["--length-penalty", "inf"], "--length-penalty must be a finite number >= 0, got inf"),
     (["--min-length", "5", "--max-length", "3"], "--min-length must be between 0 and"),
 ])
 def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
@@ -322,6 +326,23 @@ def test_a_damaged_model_file_fails_in_one_line_naming_it(project, capsys, name,
     assert (status, out) == (1, "")
     [line] = err.splitlines()
     assert line.startswith(f"imcap caption: error: {path}: ")
+
+
+@pytest.mark.parametrize("command", [["caption", "IMAGE", "--run-id", "models:/imcap/1"],
+                                     ["caption", "IMAGE", "--run-id", "0" * 32],
+                                     ["compare", "0" * 32, "1" * 32]],
+                         ids=["caption models:/", "caption run", "compare"])
+def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path, monkeypatch, capsys, command):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)  # a header, then garbage
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    image = write_images(tmp_path / "mine", 1)[0]
+    status, out, err = run(capsys, *(image if arg == "IMAGE" else arg for arg in command),
+                           "--root", tmp_path)
+    assert (status, out) == (1, "")
+    assert err == (f"imcap {command[0]}: error: the MLflow store sqlite:///{store} cannot be "
+                   "read ((sqlite3.DatabaseError) file is not a database); repair it or move "
+                   "it aside, or set MLFLOW_TRACKING_URI to a working store\n")
 
 
 @pytest.mark.parametrize("configured", [False, True])
