@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_options(caption, beam="beam size; 1 with --length-penalty 0 is greedy")
     caption.add_argument("--sample", action="store_true",
                          help="sample words instead of beam search")
-    caption.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    caption.add_argument("--temperature", type=float, default=1.0,
+                         help="sampling temperature, 0.001 to 1000 (default 1)")
     caption.add_argument("--top-k", type=int, default=0,
                          help="sample from the K most likely words only (0 = all)")
     caption.add_argument("--seed", type=int, default=0, help="sampling seed")
