@@ -114,10 +114,7 @@ def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
 
 
 def caption_command(args: argparse.Namespace) -> None:
-    try:
-        device = pick_device(args.device)
-    except RuntimeError as err:
-        raise CaptionerError(str(err)) from err
+    device = pick_device(args.device, "--device")
     images = image_files(args.images)
     outs = attention_outputs(Path(args.attention_map), images) if args.attention_map else []
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:

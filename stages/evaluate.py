@@ -117,7 +117,7 @@ def main() -> None:
                       int(params.train.features_in_memory_gb * 2**30),
                       regions=params.reads_regions)
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
-    device = pick_device(params.train.device)
+    device = pick_device(params.train.device, "train.device")
     model = load_checkpoint(CHECKPOINT_FILE, device)
 
     # Started first: METEOR's Java process loads its tables while the captions are decoded.

@@ -63,10 +63,7 @@ def describe(source: str, artifacts: Artifacts, captioner: Captioner) -> dict[st
 
 
 def demo_app(args: argparse.Namespace) -> FastAPI:
-    try:
-        device = pick_device(args.device)
-    except RuntimeError as err:
-        raise CaptionerError(str(err)) from err
+    device = pick_device(args.device, "--device")
     check(args)
     root = Path(args.root)
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
