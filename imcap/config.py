@@ -29,6 +29,17 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$")]  # "" = not checked
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators take
+# Bounds far above any real setting that refuse a typo (`processes: 1000`, `image_size: 100000`)
+# before it starts a thousand processes or allocates gigabytes per image.
+MAX_PROCESSES = 64  # processes or workers of one machine (one process per GPU)
+MAX_PIXELS = 1024  # the side of an image generated or fed to an encoder
+MAX_BATCH = 65536  # captions or images in one batch
+MAX_WORDS = 500  # words in a caption
+Processes = Annotated[int, Field(gt=0, le=MAX_PROCESSES)]
+Workers = Annotated[int, Field(ge=0, le=MAX_PROCESSES)]  # 0: the process itself
+Pixels = Annotated[int, Field(gt=0, le=MAX_PIXELS)]
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH)]
+Words = Annotated[int, Field(gt=0, le=MAX_WORDS)]
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -126,7 +137,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _describe(model: type[Section], error: dict[str, Any]) -> str:
     """One pydantic error as a line that names the key, the value and what was expected."""
-    key = ".".join(str(part) for part in error["loc"])
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                  for part in error["loc"]).removeprefix(".")  # eval.beams[1]
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "extra_forbidden":
         section = key.rpartition(".")[0]

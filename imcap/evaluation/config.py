@@ -13,10 +13,11 @@ import yaml
 from pydantic import Field, model_validator
 
 from imcap.config import (
+    BatchSize,
     NonNegative,
     NonNegativeFloat,
-    Positive,
     Section,
+    Words,
     choice,
     load_stage_params,
 )
@@ -34,11 +35,11 @@ def default_beam(beams: list[int]) -> int:
 
 
 class EvalParams(Section):
-    max_length: Positive  # most words in a caption (one more step may only end it with EOS)
-    batch_size: Positive
+    max_length: Words  # most words in a caption (one more step may only end it with EOS)
+    batch_size: BatchSize
     num_samples: NonNegative  # test images written to metrics/samples.csv
     # Beam sizes swept; beam 1 equals greedy only at length_penalty 0 (tests/test_decode_beam.py).
-    beams: Annotated[list[Positive], Field(min_length=1)]
+    beams: Annotated[list[Annotated[int, Field(gt=0, le=100)]], Field(min_length=1)]
     # Beam search scores each caption as it finishes by log P / length**length_penalty
     # (length = words + EOS, Hugging Face's form); 0 = raw log P.
     length_penalty: NonNegativeFloat

@@ -8,13 +8,17 @@ from typing import Annotated, Self
 from pydantic import Field, model_validator
 
 from imcap.config import (
+    BatchSize,
     Fraction,
     NonNegative,
     NonNegativeFloat,
     Positive,
     PositiveFloat,
+    Processes,
     Section,
     Seed,
+    Words,
+    Workers,
     choice,
 )
 from imcap.devices import DEVICES
@@ -33,13 +37,13 @@ class TrainParams(Section):
     # vectors of words without one) come from the top-level `seed`
     seed: Seed
     epochs: Positive
-    batch_size: Positive  # captions per optimizer step (all ranks together)
+    batch_size: BatchSize  # captions per optimizer step (all ranks together)
     learning_rate: LearningRate
     grad_clip: PositiveFloat
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
     freeze_embeddings: bool  # keep the pretrained vectors fixed (seed v1)
     patience: Positive  # stop after this many epochs without a better validation BLEU-4
-    max_length: Positive  # most words in a validation caption (greedy decoding)
+    max_length: Words  # most words in a validation caption (greedy decoding)
     device: choice(DEVICES)
     features_in_memory_gb: NonNegativeFloat  # a split's features up to this size are held in RAM
     # captions: shuffled one by one, each batch reads its images; images: windows of
@@ -47,8 +51,8 @@ class TrainParams(Section):
     # into batches (a store read lazily from disk). imcap.training.batches
     batching: choice(("captions", "images"))
     image_window: Positive  # images per window (batching: images), read and on the device at once
-    num_workers: NonNegative  # DataLoader processes reading feature windows; 0: the main one
-    processes: Positive  # > 1: DistributedDataParallel under torchrun, one process per GPU
+    num_workers: Workers  # DataLoader processes reading feature windows; 0: the main one
+    processes: Processes  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     precision: choice(PRECISIONS)
     compile: bool  # torch.compile the decoder
@@ -68,8 +72,8 @@ class TrainParams(Section):
     # caption's reward or the mean of the image's other samples; fresh Adam at its own rate
     scst_epochs: NonNegative  # 0 = off
     scst_learning_rate: LearningRate
-    scst_batch_size: Positive  # images per optimizer step (all ranks together)
-    scst_samples: Positive
+    scst_batch_size: BatchSize  # images per optimizer step (all ranks together)
+    scst_samples: Annotated[int, Field(gt=0, le=100)]  # captions drawn per image (usually 5)
     scst_baseline: choice(SCST_BASELINES)
     scst_bleu_weight: NonNegativeFloat
 
