@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -78,8 +79,20 @@ def image_files(arguments: Sequence[str]) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise CaptionerError(f"{path}: no such file or directory")
+            raise CaptionerError(f"{path}: {not_a_file(path)}")
     return paths
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path`, neither a file nor a directory, cannot be read as an image, as the system
+    says it: no such file, a symlink loop, a FIFO, ..."""
+    try:
+        kind = stat.S_IFMT(path.stat().st_mode)
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+    names = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character "
+             "device", stat.S_IFBLK: "a block device"}
+    return f"not a regular file ({names.get(kind, 'of another kind')})"
 
 
 def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
@@ -99,7 +112,8 @@ def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
 
 def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
     """The figure files for `--attention-map out`, refused before any work where a file cannot
-    be: an existing directory (never replaced), a parent that is not a directory."""
+    be: an existing directory (never replaced), a parent that is not a directory or is missing
+    (never created: a typo in it would otherwise make a new folder)."""
     if out.is_dir():
         raise CaptionerError(
             f"--attention-map {out}: is a directory; name the figure file (OUT.png)")
@@ -110,6 +124,8 @@ def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
     folder = next(p for p in out.absolute().parents if p.exists())
     if not folder.is_dir():
         raise CaptionerError(f"--attention-map {out}: {folder} is not a directory")
+    if folder != out.absolute().parent:
+        raise CaptionerError(f"--attention-map {out}: no directory {out.parent}; create it first")
     return paths
 
 

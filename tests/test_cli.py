@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,7 @@ def test_attention_maps_one_file_per_image(project, tmp_path, capsys):
     assert f"attention map: {tmp_path / 'att.png'}" in err
     with Image.open(tmp_path / "att.png") as figure:  # one row of panels: one per word
         assert figure.format == "PNG" and figure.width > 2 * figure.height > 0
+    (tmp_path / "out").mkdir()
     status, _, err = run(capsys, "caption", *images, "--root", project, "--max-length", "3",
                          "--attention-map", tmp_path / "out" / "att.png")
     assert status == 0, err
@@ -131,6 +133,10 @@ def test_a_file_that_is_not_an_image_fails_naming_it(project, tmp_path, capsys):
 @pytest.mark.parametrize(("make", "message"), [
     (lambda tmp: tmp / "missing.jpg", "missing.jpg: no such file or directory"),
     (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "empty: directory holds no images"),
+    (lambda tmp: (tmp / "loop.jpg").symlink_to("loop.jpg") or tmp / "loop.jpg",
+     "loop.jpg: too many levels of symbolic links"),
+    (lambda tmp: os.mkfifo(tmp / "pipe.jpg") or tmp / "pipe.jpg",
+     "pipe.jpg: not a regular file (a FIFO)"),
 ])
 def test_missing_files_and_empty_directories_fail_clearly(project, tmp_path, capsys, make,
                                                           message):
@@ -283,6 +289,16 @@ def test_an_attention_map_where_no_file_can_be_fails_in_one_line(project, capsys
     assert err == f"imcap caption: error: --attention-map {out}: /dev/null is not a directory\n"
 
 
+def test_an_attention_map_in_a_missing_directory_is_refused_not_made(project, tmp_path, capsys):
+    out = tmp_path / "nonexistent_dir" / "x.png"
+    status, captions, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root",
+                                project, "--attention-map", out)
+    assert (status, captions) == (1, "")
+    assert err == (f"imcap caption: error: --attention-map {out}: no directory {out.parent}; "
+                   "create it first\n")
+    assert not out.parent.exists()
+
+
 def test_unreadable_files_are_listed_and_the_others_captioned(project, tmp_path, capsys):
     """A macOS `._x.jpg` (AppleDouble metadata) or a broken file must not abort the batch."""
     folder = tmp_path / "mine"
@@ -292,6 +308,7 @@ def test_unreadable_files_are_listed_and_the_others_captioned(project, tmp_path,
     for path in bad[1:]:
         path.write_bytes(good[0].read_bytes()[:60])  # truncated PNGs
     # In batches of 2: [._img0, img0] [img0a, img0b] [img1, img2] [zz]
+    (tmp_path / "maps").mkdir()
     status, out, err = run(capsys, "caption", folder, "--root", project, "--batch-size", "2",
                            "--beam", "2", "--attention-map", tmp_path / "maps" / "att.png")
     assert status == 1

@@ -24,6 +24,10 @@ SPECIALS = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 
 
+class EmptyVocabularyError(ValueError):
+    """No training word is frequent enough to enter the vocabulary: the message says why."""
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     words: tuple[str, ...]  # index -> word, specials first
@@ -69,10 +73,18 @@ class Vocabulary:
 
 
 def build_vocabulary(captions: Iterable[Sequence[str]], min_count: int) -> Vocabulary:
-    """Words seen at least `min_count` times, most frequent first (ties alphabetical)."""
-    counts = Counter(token for caption in captions for token in caption)
-    kept = sorted((w for w, n in counts.items() if n >= min_count and w not in SPECIALS),
+    """Words seen at least `min_count` times, most frequent first (ties alphabetical); none is
+    an `EmptyVocabularyError`."""
+    counts = Counter(token for caption in captions for token in caption
+                     if token not in SPECIALS)
+    kept = sorted((w for w, n in counts.items() if n >= min_count),
                   key=lambda w: (-counts[w], w))
+    if not kept:
+        top = max(counts.items(), key=lambda item: (item[1], item[0]), default=None)
+        raise EmptyVocabularyError(
+            f"vocab.min_count {min_count}: no word of the training captions is seen that often "
+            f"(the most frequent, {top[0]!r}, {top[1]} times); lower vocab.min_count" if top else
+            "the training captions hold no word")
     return Vocabulary(SPECIALS + tuple(kept))
 
 
