@@ -24,7 +24,7 @@ from imcap.evaluation.attention_maps import draw_attention, encoder_view
 from imcap.evaluation.config import DEFAULT_BEAM, DecodingDefaults
 from imcap.features.images import ImageReadError, load_rgb
 from imcap.model_sources import find_artifacts, store_errors_named
-from imcap.stage import is_user_error
+from imcap.stage import is_user_error, out_of_memory
 from imcap.tracking import tracking_uri
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
@@ -251,9 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except Exception as err:
-        if not is_user_error(err):
+        message = out_of_memory(err, "--batch-size") if args.command == "caption" else None
+        if message is None and not is_user_error(err):
             raise
-        print(f"imcap {args.command}: error: {err}", file=sys.stderr)
+        print(f"imcap {args.command}: error: {message or err}", file=sys.stderr)
         return 1
     return 0
 

@@ -8,6 +8,9 @@ library's own error) keeps its traceback. Recognising them by the module that de
 rather than importing each class here, keeps this module import-free: it adds no code to any
 stage's DVC dependencies.
 
+The GPU running out of memory (torch's `OutOfMemoryError`) is such a problem too: one line
+naming the batch size to lower (`out_of_memory`).
+
 Interrupted — Ctrl-C (SIGINT) or SIGTERM — a stage prints one line `<stage>: interrupted` and
 exits 130 or 143, after every `with` has unwound: its temporaries are removed, its MLflow run
 ended KILLED. A second SIGTERM ends it at once. An interruption that lands in a finalizer or a
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import re
 import signal
 import sys
 import threading
@@ -45,9 +49,10 @@ def is_user_error(error: BaseException) -> bool:
     return type(error).__module__.partition(".")[0] == PACKAGE
 
 
-def run_stage(name: str, main: Callable[[], None]) -> None:
+def run_stage(name: str, main: Callable[[], None], batch_size: str | None = None) -> None:
     """Run a stage's `main`; a user error is printed as one line and exits with status 1, an
-    interruption as `<name>: interrupted` with status 130 (Ctrl-C) or 143 (SIGTERM)."""
+    interruption as `<name>: interrupted` with status 130 (Ctrl-C) or 143 (SIGTERM). A stage
+    that uses the GPU names its `batch_size` param, to lower when the GPU runs out of memory."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     previous_hook = sys.unraisablehook
@@ -61,14 +66,26 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(143 if isinstance(interrupt, Terminated) else 130)
     except Exception as error:
-        if not is_user_error(error):
+        message = out_of_memory(error, batch_size) if batch_size else None
+        if message is None and not is_user_error(error):
             raise
-        print(f"{name}: {error}", file=sys.stderr)
+        print(f"{name}: {message or error}", file=sys.stderr)
         sys.exit(1)
     finally:
         sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def out_of_memory(error: BaseException, lower: str) -> str | None:
+    """The one line for torch's out-of-memory error on the GPU (`torch.OutOfMemoryError`, known
+    by its name: this module imports no torch), saying to lower `lower`; None for any other."""
+    kind = type(error)
+    if kind.__name__ != "OutOfMemoryError" or kind.__module__.partition(".")[0] != "torch":
+        return None
+    tried = re.search(r"Tried to allocate [\d.]+ \w+", str(error))
+    return (f"out of GPU memory{f' ({tried[0]})' if tried else ''}; lower {lower}, or free the "
+            "GPU of other processes")
 
 
 @contextmanager

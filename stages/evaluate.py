@@ -211,4 +211,4 @@ def log_model(features: FeatureStore, example: Path, defaults: DecodingDefaults)
 if __name__ == "__main__":
     from imcap.stage import run_stage
 
-    run_stage("evaluate", main)
+    run_stage("evaluate", main, batch_size="eval.batch_size")

@@ -131,4 +131,5 @@ def main() -> None:
 if __name__ == "__main__":
     from imcap.stage import run_stage
 
-    run_stage("train", main)
+    run_stage("train", main, batch_size="train.batch_size (train.scst_batch_size in the "
+                                          "self-critical epochs)")

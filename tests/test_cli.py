@@ -362,6 +362,20 @@ def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path, monkeypatch, cap
                    "it aside, or set MLFLOW_TRACKING_URI to a working store\n")
 
 
+def test_a_gpu_out_of_memory_says_which_batch_size_to_lower(project, monkeypatch, capsys):
+    """Raised while the checkpoint moves to the device (injected: no GPU here): not taken for a
+    damaged file."""
+    def no_memory(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has "
+                                     "a total capacity of 79.19 GiB of which 1.2 GiB is free.")
+
+    monkeypatch.setattr(CaptionDecoder, "to", no_memory)
+    status, out, err = run(capsys, "caption", project / IMAGES_DIR, "--root", project)
+    assert (status, out) == (1, "")
+    assert err == ("imcap caption: error: out of GPU memory (Tried to allocate 2.00 GiB); lower "
+                   "--batch-size, or free the GPU of other processes\n")
+
+
 @pytest.mark.parametrize("configured", [False, True])
 def test_run_id_without_a_store_creates_none(tmp_path, monkeypatch, capsys, configured):
     monkeypatch.chdir(tmp_path)

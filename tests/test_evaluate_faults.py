@@ -1,5 +1,6 @@
-"""The evaluate stage interrupted or out of disk space, on a tiny trained project: one line, and
-no output of the failed run in the workspace (what is there is what `dvc.lock` describes)."""
+"""The evaluate stage interrupted, out of disk space or of GPU memory, on a tiny trained project:
+one line, and no output of the failed run in the workspace (what is there is what `dvc.lock`
+describes)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from test_e2e_dvc import TINY
 
 from imcap.paths import ATTENTION_DIR, BEAM_SWEEP, EVAL_CAPTIONS, EVAL_METRICS, EVAL_SAMPLES
 from imcap.stage import run_stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 OUTPUTS = (EVAL_METRICS, EVAL_CAPTIONS, BEAM_SWEEP, EVAL_SAMPLES, ATTENTION_DIR)
 
@@ -66,6 +71,33 @@ def test_an_evaluate_interrupted_after_writing_its_first_outputs_leaves_none(pro
         run_stage("evaluate", evaluate.main)
     assert exit_.value.code == 143
     assert capsys.readouterr().err.endswith("evaluate: interrupted\n")
+    assert new_outputs(project) == []
+
+
+# Loaded before the stage (a sitecustomize module): the GPU runs out of memory when the model
+# moves to its device. No GPU needed.
+NO_GPU_MEMORY = """\
+import torch
+
+def no_memory(self, *args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
+                                 "total capacity of 79.19 GiB of which 1.2 GiB is free.")
+
+torch.nn.Module.to = no_memory
+"""
+
+
+def test_out_of_gpu_memory_says_which_batch_size_to_lower(project, tmp_path):
+    """The real `python -m stages.evaluate`; the checkpoint is fine: never "damaged, rerun"."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(NO_GPU_MEMORY)
+    env = {k: v for k, v in os.environ.items() if k not in ("DVC_ROOT", "DVC_STAGE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "inject"), str(REPO)])
+    result = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr) == (
+        1, "evaluate: out of GPU memory (Tried to allocate 2.00 GiB); lower eval.batch_size, or "
+           "free the GPU of other processes\n")
     assert new_outputs(project) == []
 
 

@@ -68,8 +68,14 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         """The vocabulary `save` wrote; missing or damaged: an `OutputFileError` naming it."""
-        return read_output(path, lambda p: cls(tuple(json.loads(p.read_text())["words"])),
-                           stage="vocab")
+        def read(path: Path) -> Vocabulary:
+            words = json.loads(path.read_text(encoding="utf-8"))
+            words = words.get("words") if isinstance(words, dict) else None
+            if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+                raise ValueError('expected {"words": [...]}')
+            return cls(tuple(words))
+
+        return read_output(path, read, stage="vocab")
 
 
 def build_vocabulary(captions: Iterable[Sequence[str]], min_count: int) -> Vocabulary:
@@ -106,9 +112,11 @@ class EncodedCaptions:
     def load(cls, path: str | Path) -> EncodedCaptions:
         """The captions `save` wrote; missing or damaged: an `OutputFileError` naming it."""
         def read(path: Path) -> EncodedCaptions:
+            keys = ("filenames", "splits", "tokens", "image_index")
             with np.load(path, allow_pickle=False) as data:
-                return cls(**{key: data[key] for key in ("filenames", "splits", "tokens",
-                                                         "image_index")})
+                if missing := [key for key in keys if key not in data.files]:
+                    raise ValueError(f"no {', '.join(missing)} in it")
+                return cls(**{key: data[key] for key in keys})
 
         return read_output(path, read, stage="vocab")
 
