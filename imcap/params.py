@@ -24,7 +24,7 @@ from imcap.config import (
 from imcap.data.config import DATASETS, DownloadStageParams, ShapesParams, VocabStageParams
 from imcap.evaluation.config import EvalStageParams
 from imcap.features.config import ENCODERS, FeatureStageParams
-from imcap.training.config import TrainStageParams
+from imcap.training.config import TrainParams, TrainStageParams
 
 __all__ = ["REPO_PARAMS", "ParamError", "Params", "load_params", "parse_params", "repo_params"]
 
@@ -43,6 +43,7 @@ class Params(DownloadStageParams, VocabStageParams, FeatureStageParams, TrainSta
     dataset: choice(DATASETS)
     encoder: choice(ENCODERS)
     shapes: ShapesParams
+    train: TrainParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Self
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from imcap.config import (
     BatchSize,
@@ -21,8 +21,9 @@ from imcap.config import (
     choice,
     load_stage_params,
 )
+from imcap.devices import DEVICES
 from imcap.model.config import ATTENTIONS, DECODERS, reads_regions
-from imcap.training.config import MlflowParams, TrainParams
+from imcap.training.config import MlflowParams
 
 DEFAULT_BEAM = 3  # the seed's beam size
 LOGGED_KEYS = ("eval.beams", "eval.length_penalty", "eval.max_length")
@@ -63,15 +64,24 @@ class EvalSection(Section):
     eval: EvalParams
 
 
+class EvalTrainParams(Section):
+    """The keys of the `train` section the evaluate stage reads, where the test split goes
+    (`check` validates the rest): declared for it in dvc.yaml, they rerun it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    device: choice(DEVICES)
+    features_in_memory_gb: NonNegativeFloat
+
+
 class EvalStageParams(Section):
-    """What the `evaluate` stage reads (`train.device` and `train.features_in_memory_gb` say
-    where the test split goes; `dataset` and `encoder` only name its MLflow run)."""
+    """What the `evaluate` stage reads (`dataset` and `encoder` only name its MLflow run)."""
 
     dataset: str
     encoder: str
     attention: choice(ATTENTIONS)
     decoder: choice(DECODERS)
-    train: TrainParams
+    train: EvalTrainParams
     eval: EvalParams
     mlflow: MlflowParams
 
