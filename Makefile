@@ -41,14 +41,14 @@ show: setup
 	dvc exp show --drop '.*' --keep 'Experiment|Created|^dataset$$|^encoder$$|^embeddings$$|^attention$$|^decoder$$|greedy\.bleu4$$|beam3\.bleu4$$|greedy\.cider$$|beam3\.cider$$'
 
 # One row over several training seeds through DVC's queue (each reruns train + evaluate only),
-# then one table of mean ± std per setting (README, "Several seeds in one command"):
+# then one table of mean ± std of the setting ARGS runs (README, "Several seeds in one command"):
 #   make seeds ARGS="-S attention=II" SEEDS="0 1 2 3 4" JOBS=1
 SEEDS ?= 0 1 2 3 4
 JOBS ?= 1
 seeds: setup
 	for s in $(SEEDS); do dvc exp run --queue -S train.seed=$$s $(ARGS) || exit 1; done
 	dvc queue start -j $(JOBS)
-	$(PY) scripts/seed_table.py --wait
+	$(PY) scripts/seed_table.py --wait $(ARGS)
 
 # The table alone, from the experiments DVC already has.
 seed-table: setup

@@ -7,6 +7,9 @@ killed before it could remove that folder leaves it behind; the next write of th
 removes it once that process is gone (only folders of this host: another machine sharing the
 disk may still be using its own).
 
+A write that runs out of disk space (or quota) is one line naming the output and the space
+left (`DiskFullError`), not the library's traceback; its temporary goes with it.
+
 An existing directory is replaced only when the caller says it is its own output
 (`replace_dir=True`, e.g. a stage's output folder): anything else at that name may be the
 user's, and is never deleted.
@@ -19,6 +22,7 @@ training it), and the temporaries killed writers left anywhere under `data/`, `m
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -42,6 +46,14 @@ class TargetIsDirectoryError(IsADirectoryError):
 
 class FolderNotWritableError(PermissionError):
     """An output folder that cannot take a new file; the message names it."""
+
+
+class DiskFullError(OSError):
+    """No space left to write the output `path`; the message names it and the space left."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def prepare_outputs(*outputs: str | Path) -> None:
@@ -115,8 +127,31 @@ def atomic_path(target: str | Path, *, replace_dir: bool = False) -> Iterator[Pa
             # name; it goes with the temporary folder.
             os.replace(target, tmp / f"{target.name}.replaced")
         os.replace(staged, target)
+    except OSError as err:
+        if not _out_of_space_in(tmp, err):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # first: the space left counts it freed
+        raise DiskFullError(f"{target}: no space left on the device "
+                            f"({_free_space(target.parent)} free there); free some and rerun",
+                            target) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _out_of_space_in(tmp: Path, err: OSError) -> bool:
+    """Whether `err` is the disk running full while writing into `tmp` (also where a nested
+    `atomic_path` there already said so: the outer target is the one to name)."""
+    if isinstance(err, DiskFullError):
+        return tmp in err.path.parents
+    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    return f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.1f} MB"
 
 
 def remove_stale_temporaries(target: str | Path) -> list[Path]:

@@ -4,13 +4,11 @@ features (found by `imcap.model_sources`), captioning image files in batches. Us
 
 from __future__ import annotations
 
-import pickle
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,11 +25,6 @@ from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
 
 ENCODER_TOLERANCE = 1e-2  # relative difference of pooled features still taken as "the same"
-# What loading a damaged file raises: truncated zip (RuntimeError, OSError), empty (EOFError),
-# bad pickle, bad JSON or encoding (ValueError), wrong structure (KeyError, TypeError).
-DAMAGED_FILE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError,
-                       TypeError, RuntimeError)
-T = TypeVar("T")
 
 
 class CaptionerError(Exception):
@@ -85,23 +78,13 @@ class Decoding:
                             length_penalty=self.length_penalty)
 
 
-def load_file(path: Path, load: Callable[[Path], T]) -> T:
-    """`load(path)`, a damaged file reported in one line that names it."""
-    try:
-        return load(path)
-    except DAMAGED_FILE_ERRORS as err:
-        detail = next(iter(str(err).splitlines()), "")  # torch's messages run to paragraphs
-        raise CaptionerError(f"{path}: damaged or incomplete ({type(err).__name__}: {detail}); "
-                       "rerun the stage that writes it") from err
-
-
 class Captioner:
     """Encoder + decoder + vocabulary on one device."""
 
     def __init__(self, artifacts: Artifacts, device: torch.device) -> None:
         self.device = device
-        self.model = load_file(artifacts.checkpoint, partial(load_checkpoint, device=device))
-        self.vocab = load_file(artifacts.vocab, Vocabulary.load)
+        self.model = load_checkpoint(artifacts.checkpoint, device)  # damaged: one line
+        self.vocab = Vocabulary.load(artifacts.vocab)
         self.encoder = build_encoder(artifacts.encoder, artifacts.weights,
                                      artifacts.image_size).to(device)
         self.transform = image_transform(artifacts.image_size, artifacts.encoder,

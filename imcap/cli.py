@@ -8,6 +8,8 @@ two evaluated models' test scores image by image (imcap/evaluation/compare.py)."
 from __future__ import annotations
 
 import argparse
+import math
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,12 +23,16 @@ from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
 from imcap.evaluation.config import DEFAULT_BEAM, DecodingDefaults
 from imcap.features.images import ImageReadError, load_rgb
-from imcap.model_sources import find_artifacts
-from imcap.stage import is_user_error
+from imcap.model_sources import find_artifacts, store_errors_named
+from imcap.stage import is_user_error, out_of_memory
+from imcap.tracking import tracking_uri
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
 DEFAULTED = ("beam", "length_penalty", "max_length")  # None: the model's DecodingDefaults
+# Sampling's: 0.001 samples as greedy decoding does, 1000 all but uniformly; beyond them (inf,
+# or 1e-40: logits / temperature overflow) sampling draws from NaN.
+TEMPERATURES = (0.001, 1000.0)
 
 
 def with_defaults(args: argparse.Namespace, defaults: DecodingDefaults) -> argparse.Namespace:
@@ -40,8 +46,11 @@ def decoding_from_args(args: argparse.Namespace, device: torch.device) -> Decodi
     problems = [f"--{name.replace('_', '-')} must be {rule}, got {value}"
                 for name, value, ok, rule in (
                     ("beam", args.beam, args.beam >= 1, ">= 1"),
-                    ("length_penalty", args.length_penalty, args.length_penalty >= 0, ">= 0"),
-                    ("temperature", args.temperature, args.temperature > 0, "> 0"),
+                    ("length_penalty", args.length_penalty,
+                     0 <= args.length_penalty < math.inf, "a finite number >= 0"),
+                    ("temperature", args.temperature,
+                     TEMPERATURES[0] <= args.temperature <= TEMPERATURES[1],
+                     "between {} and {}".format(*TEMPERATURES)),
                     ("top_k", args.top_k, args.top_k >= 0, ">= 0"),
                     ("max_length", args.max_length, args.max_length >= 1, ">= 1"),
                     ("min_length", args.min_length,
@@ -70,8 +79,20 @@ def image_files(arguments: Sequence[str]) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise CaptionerError(f"{path}: no such file or directory")
+            raise CaptionerError(f"{path}: {not_a_file(path)}")
     return paths
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path`, neither a file nor a directory, cannot be read as an image, as the system
+    says it: no such file, a symlink loop, a FIFO, ..."""
+    try:
+        kind = stat.S_IFMT(path.stat().st_mode)
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+    names = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character "
+             "device", stat.S_IFBLK: "a block device"}
+    return f"not a regular file ({names.get(kind, 'of another kind')})"
 
 
 def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
@@ -91,7 +112,8 @@ def map_paths(out: Path, images: Sequence[Path]) -> list[Path]:
 
 def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
     """The figure files for `--attention-map out`, refused before any work where a file cannot
-    be: an existing directory (never replaced), a parent that is not a directory."""
+    be: an existing directory (never replaced), a parent that is not a directory or is missing
+    (never created: a typo in it would otherwise make a new folder)."""
     if out.is_dir():
         raise CaptionerError(
             f"--attention-map {out}: is a directory; name the figure file (OUT.png)")
@@ -102,14 +124,13 @@ def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
     folder = next(p for p in out.absolute().parents if p.exists())
     if not folder.is_dir():
         raise CaptionerError(f"--attention-map {out}: {folder} is not a directory")
+    if folder != out.absolute().parent:
+        raise CaptionerError(f"--attention-map {out}: no directory {out.parent}; create it first")
     return paths
 
 
 def caption_command(args: argparse.Namespace) -> None:
-    try:
-        device = pick_device(args.device)
-    except RuntimeError as err:
-        raise CaptionerError(str(err)) from err
+    device = pick_device(args.device, "--device")
     images = image_files(args.images)
     outs = attention_outputs(Path(args.attention_map), images) if args.attention_map else []
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
@@ -147,9 +168,10 @@ def demo_command(args: argparse.Namespace) -> None:
 def compare_command(args: argparse.Namespace) -> None:
     from imcap.evaluation.compare import compare_command as compare_sides
 
-    print(compare_sides(args.a, args.b, Path(args.root),
-                        html=Path(args.html) if args.html else None, html_mode=args.html_mode,
-                        html_images=args.html_images))
+    root = Path(args.root)
+    with store_errors_named(tracking_uri(root.resolve())):  # for MLflow run ids
+        print(compare_sides(args.a, args.b, root, html=Path(args.html) if args.html else None,
+                            html_mode=args.html_mode, html_images=args.html_images))
 
 
 def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
@@ -183,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_options(caption, beam="beam size; 1 with --length-penalty 0 is greedy")
     caption.add_argument("--sample", action="store_true",
                          help="sample words instead of beam search")
-    caption.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    caption.add_argument("--temperature", type=float, default=1.0,
+                         help="sampling temperature, 0.001 to 1000 (default 1)")
     caption.add_argument("--top-k", type=int, default=0,
                          help="sample from the K most likely words only (0 = all)")
     caption.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -239,9 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except Exception as err:
-        if not is_user_error(err):
+        message = out_of_memory(err, "--batch-size") if args.command == "caption" else None
+        if message is None and not is_user_error(err):
             raise
-        print(f"imcap {args.command}: error: {err}", file=sys.stderr)
+        print(f"imcap {args.command}: error: {message or err}", file=sys.stderr)
         return 1
     return 0
 

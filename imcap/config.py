@@ -6,12 +6,14 @@ does each stage's model, the sections that stage reads (`FeatureStageParams`, ..
 imports, and so depends on, only its own sections' code. `imcap.params` assembles every stage's
 model into the whole file, which the pipeline's first stage (`check`) validates whenever
 `params.yaml` changes. Strict mode: YAML's `epochs: ten` or `epochs: true` fail instead of being
-coerced (an int is still accepted where a float is meant, `learning_rate: 1`). No field has a
+coerced (an int is still accepted where a float is meant, `learning_rate: 1`); `.inf` and `.nan`
+fail wherever a number is meant. No field has a
 default: `params.yaml` is the one place where defaults live.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -27,6 +29,17 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Sha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$")]  # "" = not checked
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators take
+# Bounds far above any real setting that refuse a typo (`processes: 1000`, `image_size: 100000`)
+# before it starts a thousand processes or allocates gigabytes per image.
+MAX_PROCESSES = 64  # processes or workers of one machine (one process per GPU)
+MAX_PIXELS = 1024  # the side of an image generated or fed to an encoder
+MAX_BATCH = 65536  # captions or images in one batch
+MAX_WORDS = 500  # words in a caption
+Processes = Annotated[int, Field(gt=0, le=MAX_PROCESSES)]
+Workers = Annotated[int, Field(ge=0, le=MAX_PROCESSES)]  # 0: the process itself
+Pixels = Annotated[int, Field(gt=0, le=MAX_PIXELS)]
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH)]
+Words = Annotated[int, Field(gt=0, le=MAX_WORDS)]
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -41,6 +54,23 @@ class SpeedOnly:
 SPEED_ONLY = SpeedOnly()
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: YAML 1.1 reads `1e-3`, `1E-3` and `5e-05`
+    (how `dvc exp run -S x=0.00005` writes the value back; DVC itself reads YAML 1.2) as
+    strings."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """`text` parsed as params.yaml is: every number DVC or a user writes is a number."""
+    return yaml.load(text, Loader=ParamsLoader)  # a SafeLoader
+
+
 class ParamError(ValueError):
     """A parameter is missing, unknown, of the wrong type or out of range."""
 
@@ -48,7 +78,7 @@ class ParamError(ValueError):
 class Section(BaseModel):
     """A `params.yaml` section: unknown keys, wrong types and missing keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     def as_flat_dict(self) -> dict[str, Any]:
         """`{"train.epochs": 20, ...}`: the form MLflow params and DVC `-S` use."""
@@ -93,7 +123,7 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """The params file as a nested dict; `ParamError` naming the file if it is unreadable."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ParamError(f"{path}: no such params file") from None
     except yaml.YAMLError as err:
@@ -135,7 +165,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _describe(model: type[Section], error: dict[str, Any]) -> str:
     """One pydantic error as a line that names the key, the value and what was expected."""
-    key = ".".join(str(part) for part in error["loc"])
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                  for part in error["loc"]).removeprefix(".")  # eval.beams[1]
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "extra_forbidden":
         section = key.rpartition(".")[0]
@@ -156,7 +187,8 @@ def _describe(model: type[Section], error: dict[str, Any]) -> str:
               "string_too_short": "a non-empty string"}
     if kind in bounds:
         return f"{key} must be {bounds[kind].format(**ctx)}, got {value!r}"
-    names = {"int_type": "int", "float_type": "float", "string_type": "str",
+    names = {"int_type": "int", "float_type": "float", "finite_number": "a finite number",
+             "string_type": "str",
              "bool_type": "bool", "list_type": "a list", "string_pattern_mismatch":
              "empty or 64 hex digits"}
     return f"{key} must be {names.get(kind, error['msg'])}, got {value!r}"

@@ -1,7 +1,12 @@
 """Reading a stage's output back (in a later stage, `imcap caption`, the served model): a file
 that is missing or damaged (truncated by a full disk or a copy, edited by hand) ends in one line
 that names it and the command that writes it again, instead of the traceback of whichever
-library choked on it (`PytorchStreamReader failed…`, `BadZipFile`, `JSONDecodeError`)."""
+library choked on it (`PytorchStreamReader failed…`, `BadZipFile`, `JSONDecodeError`).
+
+Only what decoding a file raises means "damaged": a loader checks the structure it reads and
+raises `ValueError` for the wrong one, and turns its library's decoding errors into one (torch's
+are `RuntimeError`s). Anything else — a CUDA out-of-memory or driver error, a bug — keeps its
+own message: never "damaged, rerun the stage" for a file that is fine."""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-# What loading a damaged file raises: a truncated zip (torch: RuntimeError; numpy: BadZipFile,
-# zlib.error, OSError), an empty or cut file (EOFError, ValueError), bad pickle, bad JSON or
-# encoding (ValueError), the wrong structure (KeyError, TypeError).
-DAMAGED_FILE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError,
-                       TypeError, RuntimeError, zipfile.BadZipFile, zlib.error)
+# What decoding a damaged file raises: a truncated zip (numpy: BadZipFile, zlib.error, OSError;
+# torch: OSError), an empty or cut file (EOFError, ValueError), bad pickle, bad JSON or encoding
+# (ValueError), the wrong structure (the loader's ValueError).
+DAMAGED_FILE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, zipfile.BadZipFile,
+                       zlib.error)
 T = TypeVar("T")
 
 
@@ -48,5 +53,5 @@ def read_json(path: str | Path, *, stage: str) -> dict[str, Any]:
 def _json_object(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise TypeError(f"expected a JSON object, found {type(data).__name__}")
+        raise ValueError(f"expected a JSON object, found {type(data).__name__}")
     return data

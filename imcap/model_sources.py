@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from imcap.captioner import Artifacts, CaptionerError
 from imcap.config import PARAMS_FILE
 from imcap.data.karpathy import image_root
 from imcap.evaluation.config import DecodingDefaults
+from imcap.features.config import resolved_image_size
 from imcap.features.store import FeatureStore
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
 from imcap.tracking import (
@@ -64,17 +67,18 @@ def mlflow_artifacts(source: str, dest: Path, root: Path) -> Artifacts:
 
     uri = tracking_uri()
     require_store(uri)
-    client = mlflow.MlflowClient(uri)
-    try:
-        version = MODEL_URI.fullmatch(source)
-        if version:
-            return _registered(client, version.group(1), version.group(2), dest, root)
-        run = client.get_run(source)
-        if run.data.tags.get(STAGE_TAG) != "evaluate":
-            return _trained(client, source, dest, root)
-        found = _evaluated(client, run, dest, root)
-    except MlflowException as err:
-        raise CaptionerError(f"MLflow {_named(source)} in {uri}: {err.message}") from err
+    with store_errors_named(uri):
+        client = mlflow.MlflowClient(uri)
+        try:
+            version = MODEL_URI.fullmatch(source)
+            if version:
+                return _registered(client, version.group(1), version.group(2), dest, root)
+            run = client.get_run(source)
+            if run.data.tags.get(STAGE_TAG) != "evaluate":
+                return _trained(client, source, dest, root)
+            found = _evaluated(client, run, dest, root)
+        except MlflowException as err:
+            raise CaptionerError(f"MLflow {_named(source)} in {uri}: {err.message}") from err
     defaults = DecodingDefaults.from_logged(run.data.params) or found.defaults
     return Artifacts(found.checkpoint, found.vocab, found.encoder, found.weights,
                      found.image_size, defaults, train_run=found.train_run)
@@ -97,8 +101,10 @@ def _trained(client: Any, run_id: str, dest: Path, root: Path) -> Artifacts:
         run_id=run_id, artifact_path=name, dst_path=str(dest), tracking_uri=client.tracking_uri))
         for name in (CHECKPOINT_FILE.name, VOCAB_FILE.name)]
     defaults = DecodingDefaults.from_logged(params) or _repo_defaults(root)
+    size = resolved_image_size(params["features.image_size"], params.get("dataset"),
+                               params.get("shapes.encoder_input_size"))
     return Artifacts(files[0], files[1], params["encoder"], params["features.weights"],
-                     int(params["features.image_size"]), defaults, train_run=run_id)
+                     int(size), defaults, train_run=run_id)
 
 
 def _evaluated(client: Any, run: Any, dest: Path, root: Path) -> Artifacts:
@@ -161,6 +167,21 @@ def logged_train_run(checkpoint: Path, root: Path) -> str | None:
     except Exception:  # a corrupt or unreachable store: no run to name
         return None
     return runs[0].info.run_id if runs else None
+
+
+@contextmanager
+def store_errors_named(uri: str) -> Iterator[None]:
+    """A damaged store (`file is not a database`: SQLAlchemy's error, from deep inside MLflow)
+    read in the block is a `CaptionerError` naming it, in one line."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__module__.partition(".")[0] not in ("sqlalchemy", "sqlite3"):
+            raise
+        cause = next(iter(str(err).strip().splitlines()), "")[:200] or type(err).__name__
+        raise CaptionerError(f"the MLflow store {uri} cannot be read ({cause}); repair it or "
+                             "move it aside, or set MLFLOW_TRACKING_URI to a working store"
+                             ) from None
 
 
 def require_store(uri: str) -> None:

@@ -13,13 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from imcap.config import PARAMS_FILE, ParamError, choice, read_params_file, validate_params
+from imcap.config import (
+    PARAMS_FILE,
+    ParamError,
+    choice,
+    load_yaml,
+    read_params_file,
+    validate_params,
+)
 from imcap.data.config import DATASETS, DownloadStageParams, ShapesParams, VocabStageParams
 from imcap.evaluation.config import EvalStageParams
 from imcap.features.config import ENCODERS, FeatureStageParams
-from imcap.training.config import TrainStageParams
+from imcap.training.config import TrainParams, TrainStageParams
 
 __all__ = ["REPO_PARAMS", "ParamError", "Params", "load_params", "parse_params", "repo_params"]
 
@@ -38,6 +43,7 @@ class Params(DownloadStageParams, VocabStageParams, FeatureStageParams, TrainSta
     dataset: choice(DATASETS)
     encoder: choice(ENCODERS)
     shapes: ShapesParams
+    train: TrainParams
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -53,7 +59,7 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
 def repo_params(**overrides: Any) -> Params:
     """The repository's `params.yaml` with dotted-key overrides, `dvc exp run -S` style
     (`repo_params(**{"train.epochs": 2})`): for tests and scripts that need a full config."""
-    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    raw = load_yaml(REPO_PARAMS.read_text())
     for key, value in overrides.items():
         *sections, name = key.split(".")
         node = raw

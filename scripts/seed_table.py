@@ -6,14 +6,19 @@ the top-level `seed`):
 
     for s in 0 1 2 3 4; do dvc exp run --queue -S train.seed=$s -S attention=II; done
     dvc queue start -j 1               # workers run in the background (`dvc queue status`)
-    python scripts/seed_table.py --wait  # waits for the queue, then prints the table
+    python scripts/seed_table.py --wait -S attention=II  # waits for the queue, then the table
 
 (`make seeds ARGS="-S attention=II"` does all three.) Experiments are grouped by their params
-with the seed keys left out (`--seed-key`, default `train.seed`): one group per setting, shown
-by the params that differ between the groups, with the number of runs, their seeds and
-mean ± std (n - 1) of each metric. Only finished experiments count (not the commits they start
-from: the committed baseline is one seed's run, and a queued seed 0 restores the same result).
-Experiments of different commits are kept apart (`--all-commits` shows them all).
+with the seed keys left out (`--seed-key`, default `train.seed`): one group per setting, with the
+number of seeds, the seeds and mean ± std (n - 1) of each metric. `-S key=value` keeps the
+experiments with that value (the setting just run) and always shows the key. A setting is shown
+by what tells it apart: the params it changed from the commit it started from, among those that
+differ between the printed settings (every such param when the commit's are unknown), long
+values cut short, wrapped to `--width` columns. One experiment counts per setting and seed (an
+experiment restored from DVC's run-cache repeats one). Only finished experiments count (not the
+commits they start from: the committed baseline is one seed's run, and a queued seed 0 restores
+the same result). Experiments of different commits are kept apart (`--all-commits` shows them
+all).
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ import math
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imcap.config import load_yaml
+
 METRICS = ("greedy.bleu4", "beam3.bleu4", "greedy.cider", "beam3.cider", "best_epoch")
+WIDTH = 100  # columns of the printed table
+VALUE_CHARS = 32  # a longer param value (a URL) is cut to this many characters
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,20 @@ def finished_runs(exp_show: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
+def commit_params(exp_show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The params of each commit experiments start from, by its short hash (what an
+    experiment's setting is told apart from)."""
+    return {baseline["rev"][:7]: _files((baseline.get("data") or {}).get("params"))
+            for baseline in exp_show if baseline.get("rev") != "workspace"}
+
+
+def selected(runs: Iterable[Run], settings: dict[str, Any]) -> list[Run]:
+    """The runs whose params hold every `key: value` of `settings` (`-S key=value`)."""
+    return [run for run in runs
+            if all(key in run.params and run.params[key] == value
+                   for key, value in settings.items())]
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -84,29 +108,34 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def group(runs: Iterable[Run], seed_keys: tuple[str, ...]) -> dict[tuple, list[Run]]:
-    """Runs by (commit, params without the seed keys), in order of first appearance."""
+    """Runs by (commit, params without the seed keys), in order of first appearance; one run
+    per seed (a second, say restored from the run-cache, repeats the first)."""
     groups: dict[tuple, list[Run]] = {}
+    seen: set[tuple] = set()
     for run in runs:
         setting = tuple(sorted((k, json.dumps(v)) for k, v in run.params.items()
                                if k not in seed_keys))
-        groups.setdefault((run.commit, setting), []).append(run)
+        seeds = tuple(json.dumps(run.params.get(k)) for k in seed_keys)
+        if (run.commit, setting, seeds) not in seen:
+            seen.add((run.commit, setting, seeds))
+            groups.setdefault((run.commit, setting), []).append(run)
     return groups
 
 
 def table(runs: list[Run], seed_keys: tuple[str, ...] = ("train.seed",),
-          metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
-    """One row per setting: the params that tell the settings apart, n, the seeds, and per
-    metric its mean and std over the runs that report it."""
+          metrics: tuple[str, ...] = METRICS, *, baselines: dict[str, dict[str, Any]] | None = None,
+          shown: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per setting: what tells it apart (`describe`), n, the seeds, and per metric its
+    mean and std over the runs that report it."""
     groups = group(runs, seed_keys)
     settings = [dict(setting) for _, setting in groups]
     differing = sorted({k for s in settings for k in s if any(o.get(k) != s[k] for o in settings)})
     commits = {commit for commit, _ in groups}
     rows = []
     for (commit, setting), members in groups.items():
-        values = dict(setting)
-        row: dict[str, Any] = {"setting": " ".join(f"{k}={json.loads(values[k])}"
-                                                   for k in differing if k in values)
-                               or "(all runs)"}
+        values = {k: json.loads(v) for k, v in setting}
+        row: dict[str, Any] = {"setting": describe(values, differing, (baselines or {}).get(commit),
+                                                   shown)}
         if len(commits) > 1:
             row["commit"] = commit
         row["n"] = len(members)
@@ -119,16 +148,58 @@ def table(runs: list[Run], seed_keys: tuple[str, ...] = ("train.seed",),
     return rows
 
 
-def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> str:
+def describe(values: dict[str, Any], differing: list[str], baseline: dict[str, Any] | None,
+             shown: tuple[str, ...]) -> str:
+    """`key=value` for the `shown` keys, then for each key that differs between the settings
+    and that this one changed from its commit's params `baseline` (every such key without
+    them); long values cut short. `(the commit's params)` for a setting that changed none."""
+    keys = [*shown, *(k for k in differing if k not in shown and k in values
+                      and (not baseline or baseline.get(k) != values[k]))]
+    return " ".join(f"{k}={_short(values.get(k))}" for k in keys) or (
+        "(the commit's params)" if baseline else "(all runs)")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS - 1] + "…"
+
+
+def seed_list(seeds: list[Any]) -> str:
+    """`0-4`, `0,2,5`: the seeds, consecutive ones as a range."""
+    if not seeds or not all(isinstance(seed, int) for seed in seeds):
+        return ",".join(map(str, seeds))
+    parts, ordered = [], sorted(seeds)
+    start = previous = ordered[0]
+    for seed in [*ordered[1:], None]:
+        if seed is not None and seed == previous + 1:
+            previous = seed
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = seed
+    return ",".join(parts)
+
+
+def format_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS,
+                 width: int = WIDTH) -> str:
+    """The rows aligned in columns, one line each; when a setting does not fit in `width`
+    columns beside the numbers, every setting takes a line of its own (wrapped) above them."""
     if not rows:
         return "no finished experiments (dvc exp show lists none with metrics)"
     head = [k for k in rows[0] if k not in metrics]
     cells = [[*head, *metrics]]
     for row in rows:
-        cells.append([str(row[k]) for k in head] + [
+        cells.append([seed_list(row[k]) if k == "seeds" else str(row[k]) for k in head] + [
             "—" if row[m] is None else
             f"{row[m][0]:.2f}" + ("" if math.isnan(row[m][1]) else f" ± {row[m][1]:.2f}")
             for m in metrics])
+    if sum(max(len(line[i]) for line in cells) + 2 for i in range(len(cells[0]))) - 2 <= width:
+        return _aligned(cells)
+    numbers = _aligned([line[1:] for line in cells]).splitlines()
+    return "\n".join(part for line, row in zip(cells, numbers, strict=True)
+                     for part in (*textwrap.wrap(line[0], width), "  " + row))
+
+
+def _aligned(cells: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in cells)
@@ -156,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path,
                         help="read this `dvc exp show --json` output instead of running it")
+    parser.add_argument("-S", "--set-param", action="append", dest="settings", default=[],
+                        metavar="KEY=VALUE",
+                        help="only experiments with this param value, shown in every row (as "
+                             "`dvc exp run -S`; `make seeds` passes its ARGS)")
     parser.add_argument("--seed-key", action="append", dest="seed_keys",
                         help="a param whose runs are seeds of one setting (default train.seed;"
                              " repeat for several, e.g. --seed-key train.seed --seed-key seed)")
@@ -165,16 +240,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="experiments of every commit (dvc exp show -A)")
     parser.add_argument("--wait", action="store_true",
                         help="first wait until DVC's queue has no queued or running task")
+    parser.add_argument("--width", type=int, default=WIDTH,
+                        help=f"columns of the table (default {WIDTH})")
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # other `dvc exp run` options of ARGS: not ours
+    settings = dict(setting.partition("=")[::2] for setting in args.settings)
+    settings = {key: load_yaml(value) for key, value in settings.items()}  # as DVC reads them
     if args.wait:
         wait_for_queue()
     text = (args.input.read_text() if args.input else
             dvc("exp", "show", "--json", *(["-A"] if args.all_commits else [])))
     seed_keys = tuple(args.seed_keys or ("train.seed",))
     metrics = tuple(args.metrics or METRICS)
-    rows = table(finished_runs(json.loads(text)), seed_keys, metrics)
-    print(format_table(rows, metrics))
+    exp_show = json.loads(text)
+    rows = table(selected(finished_runs(exp_show), settings), seed_keys, metrics,
+                 baselines=commit_params(exp_show), shown=tuple(settings))
+    print(format_table(rows, metrics, args.width))
     if args.json:
         args.json.write_text(json.dumps([as_json(row, metrics) for row in rows], indent=1))
 

@@ -8,6 +8,8 @@ headline metrics (greedy and the default beam, `run_metrics`), every score as th
 `scores.csv`, and the captioner as a pyfunc model, registered as a version of `imcap` unless a
 version serves this checkpoint with these decoding defaults already (imcap/serving.py)."""
 
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +46,7 @@ from imcap.paths import (
     FEATURES_FILE,
     VOCAB_FILE,
 )
+from imcap.stage import interruption_held
 from imcap.tracking import mlflow_run
 
 Captions = list[list[str]]
@@ -78,30 +81,28 @@ def beam_captions(model: CaptionDecoder, test: CaptionedSplit, vocab: Vocabulary
 
 
 def draw_figures(figures: list[DecodedCaption], images: list[Path], label: str,
-                 features: FeatureStore) -> list[Path]:
-    """The attention figures, written together (atomically) as ATTENTION_DIR; each image is
-    drawn as the encoder of `features` saw it (its centre crop, for a pretrained one)."""
+                 features: FeatureStore, folder: Path) -> list[Path]:
+    """The attention figures, written into the new `folder`; each image is drawn as the
+    encoder of `features` saw it (its centre crop, for a pretrained one)."""
     spec = preprocessing(str(features.attrs["encoder"]), str(features.attrs["weights"]),
                          int(features.attrs["image_size"]))
-    with atomic_path(ATTENTION_DIR, replace_dir=True) as staging:
-        staging.mkdir()
-        for caption, image in zip(figures, images, strict=False):
-            labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
-            draw_attention(encoder_view(load_rgb(image), spec), labels, maps,
-                           staging / f"attention_{image.stem}.png", title=f"{image.name} ({label})")
-    return sorted(ATTENTION_DIR.glob("*.png"))
+    folder.mkdir()
+    for caption, image in zip(figures, images, strict=False):
+        labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
+        draw_attention(encoder_view(load_rgb(image), spec), labels, maps,
+                       folder / f"attention_{image.stem}.png", title=f"{image.name} ({label})")
+    return sorted(folder.glob("*.png"))
 
 
-def write_samples(test_files: list[str], test: CaptionedSplit, captions: dict[str, Captions],
-                  best: int, count: int) -> None:
+def write_samples(path: Path, test_files: list[str], test: CaptionedSplit,
+                  captions: dict[str, Captions], best: int, count: int) -> None:
     samples = pd.DataFrame({
         "image": test_files,
         "caption": [" ".join(c) for c in captions["greedy"]],
         "references": [" | ".join(" ".join(r) for r in refs) for refs in test.references],
         f"beam{best}": [" ".join(c) for c in captions[f"beam{best}"]],
     }).head(count)
-    with atomic_path(EVAL_SAMPLES) as tmp:
-        samples.to_csv(tmp, index=False)
+    samples.to_csv(path, index=False)
 
 
 def main() -> None:
@@ -116,7 +117,7 @@ def main() -> None:
                       int(params.train.features_in_memory_gb * 2**30),
                       regions=params.reads_regions)
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
-    device = pick_device(params.train.device)
+    device = pick_device(params.train.device, "train.device")
     model = load_checkpoint(CHECKPOINT_FILE, device)
 
     # Started first: METEOR's Java process loads its tables while the captions are decoded.
@@ -147,22 +148,43 @@ def main() -> None:
     metrics = {mode: {k: round(v, 4) for k, v in values.items()} for mode, values in scores.items()}
     metrics |= {"test_loss": round(loss, 4), "constant_caption_bleu4": round(constant_bleu4, 4),
                 "test_images": len(test.references), "skipped_metrics": coco.skipped}
-    write_json(EVAL_METRICS, metrics)
-    write_table(EVAL_CAPTIONS, per_image)
     sweep = pd.DataFrame([{"beam": k, "bleu4": scores[f"beam{k}"]["bleu4"],
                            "cider": scores[f"beam{k}"]["cider"]} for k in settings.beams])
-    with atomic_path(BEAM_SWEEP) as tmp:
-        sweep.to_csv(tmp, index=False, float_format="%.4f")
     best = max(settings.beams, key=lambda k: (scores[f"beam{k}"]["bleu4"], -k))
-    write_samples(test_files, test, captions, best, settings.num_samples)
     root = image_root(CAPTION_FILE)
-    drawn = draw_figures(figures[best], [root / name for name in test_files], f"beam {best}",
-                         store)
 
+    # Every output is written under its temporary name, logged, and only then renamed into
+    # place, all together: a failure or an interruption before that leaves none of them new.
+    # Each is staged just before it is written: a full disk names the one being written.
+    writers: dict[Path, Callable[[Path], object]] = {
+        EVAL_METRICS: lambda path: write_json(path, metrics),
+        EVAL_CAPTIONS: lambda path: write_table(path, per_image),
+        BEAM_SWEEP: lambda path: sweep.to_csv(path, index=False, float_format="%.4f"),
+        EVAL_SAMPLES: lambda path: write_samples(path, test_files, test, captions, best,
+                                                 settings.num_samples)}
+    with ExitStack() as outputs:
+        files = []
+        for target, write in writers.items():
+            files.append(outputs.enter_context(atomic_path(target)))
+            write(files[-1])
+        files += draw_figures(figures[best], [root / name for name in test_files],
+                              f"beam {best}", store,
+                              outputs.enter_context(atomic_path(ATTENTION_DIR, replace_dir=True)))
+        log_run(params, scores, metrics, sweep, files,
+                lambda: log_model(store, root / test_files[0],
+                                  DecodingDefaults.from_eval(settings)))
+        with interruption_held():
+            outputs.close()
+
+
+def log_run(params: EvalStageParams, scores: Scores, metrics: dict, sweep: pd.DataFrame,
+            files: list[Path], log_captioner: Callable[[], None]) -> None:
+    """The evaluate run in MLflow: headline metrics, every score as `scores.csv`, the beam
+    sweep as curves, the output `files`, and the captioner model (`log_captioner`)."""
     with mlflow_run(params, "evaluate", dataset=CAPTION_FILE,
                     evaluates=CHECKPOINT_FILE) as tracker:
         tracker.log_params(flatten(read_params_file()))  # evaluate runs compare by their own params
-        tracker.log_metrics(run_metrics(scores, settings.default_beam)
+        tracker.log_metrics(run_metrics(scores, params.eval.default_beam)
                             | {"test_constant_caption_bleu4": metrics["constant_caption_bleu4"],
                                "test_loss": metrics["test_loss"]})
         tracker.log_text(pd.DataFrame.from_dict(scores, orient="index").rename_axis("mode")
@@ -170,11 +192,9 @@ def main() -> None:
         for row in sweep.itertuples():  # the sweep as curves over "step" = beam size
             tracker.log_metrics({"test_beam_bleu4": round(row.bleu4, 4),
                                  "test_beam_cider": round(row.cider, 4)}, step=int(row.beam))
-        for path in (EVAL_SAMPLES, EVAL_METRICS, EVAL_CAPTIONS, BEAM_SWEEP, *drawn):
+        for path in files:
             tracker.log_artifact(path)
-        tracker.in_run("logging the captioner model",
-                       lambda: log_model(store, root / test_files[0],
-                                         DecodingDefaults.from_eval(settings)))
+        tracker.in_run("logging the captioner model", log_captioner)
 
 
 def log_model(features: FeatureStore, example: Path, defaults: DecodingDefaults) -> None:
@@ -192,4 +212,4 @@ def log_model(features: FeatureStore, example: Path, defaults: DecodingDefaults)
 if __name__ == "__main__":
     from imcap.stage import run_stage
 
-    run_stage("evaluate", main)
+    run_stage("evaluate", main, batch_size="eval.batch_size")

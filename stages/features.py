@@ -30,4 +30,4 @@ def main() -> None:
 if __name__ == "__main__":
     from imcap.stage import run_stage
 
-    run_stage("features", main)
+    run_stage("features", main, batch_size="features.batch_size")

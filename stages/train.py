@@ -24,6 +24,7 @@ from imcap.atomic import atomic_path, prepare_outputs, write_json
 from imcap.config import flatten, load_stage_params, read_params_file
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary, load_embedding_matrix
+from imcap.devices import pick_device
 from imcap.distributed import Shard, launch
 from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
@@ -59,6 +60,7 @@ def publish_model(staged: Path) -> None:
 
 def main() -> None:
     params = load_stage_params(TrainStageParams)
+    pick_device(params.train.device, "train.device")  # refused before any MLflow run is opened
     prepare_outputs(CHECKPOINT_FILE, TRAIN_LOG, TRAIN_METRICS, TRAIN_STAGING_DIR, STAGED_CHECKPOINT)
     shard = Shard.from_env()
     if shard.rank == 0:  # one training per state folder (its torchrun workers share it)
@@ -135,4 +137,5 @@ def main() -> None:
 if __name__ == "__main__":
     from imcap.stage import run_stage
 
-    run_stage("train", main)
+    run_stage("train", main, batch_size="train.batch_size (train.scst_batch_size in the "
+                                          "self-critical epochs)")

@@ -74,7 +74,7 @@ def test_evaluate_stage_draws_the_crop_of_a_pretrained_encoder(tmp_path, monkeyp
     caption = DecodedCaption(["a", "b"], torch.full((3, 16), 1 / 16), ended=True)
     store = SimpleNamespace(attrs={"encoder": "resnet18", "weights": "imagenet",
                                    "image_size": 32, "resize_size": 37})
-    drawn = stage.draw_figures([caption], [image], "beam 3", store)
+    drawn = stage.draw_figures([caption], [image], "beam 3", store, ATTENTION_DIR)
     assert [p.name for p in drawn] == ["attention_wide.png"]
     assert red_pixels(tmp_path / drawn[0]) == 0 and green_pixels(tmp_path / drawn[0]) > 10_000
 

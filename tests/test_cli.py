@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,7 @@ def test_attention_maps_one_file_per_image(project, tmp_path, capsys):
     assert f"attention map: {tmp_path / 'att.png'}" in err
     with Image.open(tmp_path / "att.png") as figure:  # one row of panels: one per word
         assert figure.format == "PNG" and figure.width > 2 * figure.height > 0
+    (tmp_path / "out").mkdir()
     status, _, err = run(capsys, "caption", *images, "--root", project, "--max-length", "3",
                          "--attention-map", tmp_path / "out" / "att.png")
     assert status == 0, err
@@ -131,6 +133,10 @@ def test_a_file_that_is_not_an_image_fails_naming_it(project, tmp_path, capsys):
 @pytest.mark.parametrize(("make", "message"), [
     (lambda tmp: tmp / "missing.jpg", "missing.jpg: no such file or directory"),
     (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "empty: directory holds no images"),
+    (lambda tmp: (tmp / "loop.jpg").symlink_to("loop.jpg") or tmp / "loop.jpg",
+     "loop.jpg: too many levels of symbolic links"),
+    (lambda tmp: os.mkfifo(tmp / "pipe.jpg") or tmp / "pipe.jpg",
+     "pipe.jpg: not a regular file (a FIFO)"),
 ])
 def test_missing_files_and_empty_directories_fail_clearly(project, tmp_path, capsys, make,
                                                           message):
@@ -174,7 +180,11 @@ def test_sampling_is_repeatable_with_a_seed(project, capsys):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--beam", "0"], "--beam must be >= 1"),
-    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--temperature", "0"], "--temperature must be between 0.001 and 1000.0, got 0.0"),
+    (["--sample", "--temperature", "inf"], "--temperature must be between 0.001 and 1000.0"),
+    (["--sample", "--temperature", "nan"], "--temperature must be between 0.001 and 1000.0"),
+    (["--sample", "--temperature", "1e-40"], "--temperature must be between 0.001 and 1000.0"),
+    (["--length-penalty", "inf"], "--length-penalty must be a finite number >= 0, got inf"),
     (["--min-length", "5", "--max-length", "3"], "--min-length must be between 0 and"),
 ])
 def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
@@ -182,10 +192,15 @@ def test_bad_settings_fail_before_any_work(project, capsys, flags, message):
     assert status == 1 and message in err
 
 
-def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None) -> str:
+ENCODER_AS_LOGGED = {"encoder": "resnet18", "features.weights": "none",
+                     "features.image_size": IMAGE_SIZE}  # the project's features
+
+
+def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None,
+                  logged: dict = ENCODER_AS_LOGGED) -> str:
     """A run in a fresh SQLite store (MLFLOW_TRACKING_URI) holding what the train stage logs
-    for `imcap caption --run-id`: every param (the repository's with `params` merged in, the
-    encoder's as the project's features), decoder.pt and vocab.json."""
+    for `imcap caption --run-id`: every param (the repository's with `params` merged in, then
+    `logged`), decoder.pt and vocab.json."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -193,9 +208,7 @@ def log_model_run(project, tmp_path, monkeypatch, params: dict | None = None) ->
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment) as active:
-        mlflow.log_params(flatten(merged(params or {}))
-                          | {"encoder": "resnet18", "features.weights": "none",
-                             "features.image_size": IMAGE_SIZE})
+        mlflow.log_params(flatten(merged(params or {})) | logged)
         mlflow.log_artifact(str(project / CHECKPOINT_FILE))
         mlflow.log_artifact(str(project / VOCAB_FILE))
     return active.info.run_id
@@ -210,6 +223,19 @@ def test_model_from_an_mlflow_run(project, tmp_path, monkeypatch, capsys):
     assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
     status, _, err = run(capsys, "caption", image, "--run-id", "0" * 32)
     assert status == 1 and f"MLflow run {'0' * 32}" in err
+
+
+def test_a_train_run_of_the_default_params_captions(tmp_path, monkeypatch, capsys):
+    """The train stage logs params.yaml as it is: `features.image_size: auto` (the default),
+    which stands for `shapes.encoder_input_size` on shapes, as the features stage resolved it."""
+    params = {"shapes": {"encoder_input_size": IMAGE_SIZE}}  # the size of the project's features
+    project = make_project(tmp_path / "repo", monkeypatch, params=params)
+    run_id = log_model_run(project, tmp_path, monkeypatch, params=params, logged={})
+    image = project / IMAGES_DIR / "img1.png"
+    status, out, err = run(capsys, "caption", image, "--run-id", run_id,
+                           "--root", tmp_path / "elsewhere", "--beam", "3")
+    assert status == 0, err
+    assert out == f"{image}\t{expected_captions(project, [image], 3)[0]}\n"
 
 
 SHORT = {"eval": {"beams": [1, 2], "max_length": 2, "length_penalty": 1.0}}  # default beam 2
@@ -264,6 +290,16 @@ def test_an_attention_map_where_no_file_can_be_fails_in_one_line(project, capsys
     assert err == f"imcap caption: error: --attention-map {out}: /dev/null is not a directory\n"
 
 
+def test_an_attention_map_in_a_missing_directory_is_refused_not_made(project, tmp_path, capsys):
+    out = tmp_path / "nonexistent_dir" / "x.png"
+    status, captions, err = run(capsys, "caption", project / IMAGES_DIR / "img0.png", "--root",
+                                project, "--attention-map", out)
+    assert (status, captions) == (1, "")
+    assert err == (f"imcap caption: error: --attention-map {out}: no directory {out.parent}; "
+                   "create it first\n")
+    assert not out.parent.exists()
+
+
 def test_unreadable_files_are_listed_and_the_others_captioned(project, tmp_path, capsys):
     """A macOS `._x.jpg` (AppleDouble metadata) or a broken file must not abort the batch."""
     folder = tmp_path / "mine"
@@ -273,6 +309,7 @@ def test_unreadable_files_are_listed_and_the_others_captioned(project, tmp_path,
     for path in bad[1:]:
         path.write_bytes(good[0].read_bytes()[:60])  # truncated PNGs
     # In batches of 2: [._img0, img0] [img0a, img0b] [img1, img2] [zz]
+    (tmp_path / "maps").mkdir()
     status, out, err = run(capsys, "caption", folder, "--root", project, "--batch-size", "2",
                            "--beam", "2", "--attention-map", tmp_path / "maps" / "att.png")
     assert status == 1
@@ -307,6 +344,37 @@ def test_a_damaged_model_file_fails_in_one_line_naming_it(project, capsys, name,
     assert (status, out) == (1, "")
     [line] = err.splitlines()
     assert line.startswith(f"imcap caption: error: {path}: ")
+
+
+@pytest.mark.parametrize("command", [["caption", "IMAGE", "--run-id", "models:/imcap/1"],
+                                     ["caption", "IMAGE", "--run-id", "0" * 32],
+                                     ["compare", "0" * 32, "1" * 32]],
+                         ids=["caption models:/", "caption run", "compare"])
+def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path, monkeypatch, capsys, command):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)  # a header, then garbage
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    image = write_images(tmp_path / "mine", 1)[0]
+    status, out, err = run(capsys, *(image if arg == "IMAGE" else arg for arg in command),
+                           "--root", tmp_path)
+    assert (status, out) == (1, "")
+    assert err == (f"imcap {command[0]}: error: the MLflow store sqlite:///{store} cannot be "
+                   "read ((sqlite3.DatabaseError) file is not a database); repair it or move "
+                   "it aside, or set MLFLOW_TRACKING_URI to a working store\n")
+
+
+def test_a_gpu_out_of_memory_says_which_batch_size_to_lower(project, monkeypatch, capsys):
+    """Raised while the checkpoint moves to the device (injected: no GPU here): not taken for a
+    damaged file."""
+    def no_memory(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has "
+                                     "a total capacity of 79.19 GiB of which 1.2 GiB is free.")
+
+    monkeypatch.setattr(CaptionDecoder, "to", no_memory)
+    status, out, err = run(capsys, "caption", project / IMAGES_DIR, "--root", project)
+    assert (status, out) == (1, "")
+    assert err == ("imcap caption: error: out of GPU memory (Tried to allocate 2.00 GiB); lower "
+                   "--batch-size, or free the GPU of other processes\n")
 
 
 @pytest.mark.parametrize("configured", [False, True])

@@ -4,6 +4,7 @@ command that writes it again: a truncated `decoder.pt` for evaluate; a truncated
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +75,20 @@ LOADERS: dict[str, tuple[Callable[[Path], Path], Callable[[Path], None], Callabl
                                EncodedCaptions.load, "damaged or incomplete (", "vocab"),
     "vocab.json truncated": (lambda r: vocab_file(r, VOCAB_FILE), truncated, Vocabulary.load,
                              "damaged or incomplete (JSONDecodeError", "vocab"),
+    "vocab.json of another structure": (lambda r: vocab_file(r, VOCAB_FILE),
+                                        lambda p: p.write_text('{"words": 3}'), Vocabulary.load,
+                                        "damaged or incomplete (ValueError", "vocab"),
+    "captions.npz without tokens": (lambda r: vocab_file(r, CAPTIONS_FILE),
+                                    lambda p: p.write_bytes(npz(filenames=np.array(["a"]))),
+                                    EncodedCaptions.load, "damaged or incomplete (ValueError: no "
+                                    "splits, tokens, image_index in it)", "vocab"),
 }
+
+
+def npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(("make", "damage", "load", "message", "stage"), LOADERS.values(),
@@ -109,6 +123,21 @@ def test_the_train_stage_says_which_input_is_damaged_in_one_line(tmp_path, monke
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"train: {damaged}: damaged or incomplete (")
     assert line.endswith("`dvc repro -f -s vocab`")
+
+
+def test_a_cuda_error_while_loading_a_checkpoint_is_not_taken_for_damage(tmp_path,
+                                                                          monkeypatch):
+    """The file is read on the CPU, then moved: running out of GPU memory (or a driver fault)
+    there is the GPU's problem, never "damaged, rerun the stage"."""
+    path = checkpoint(tmp_path)
+
+    def no_memory(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has "
+                                     "a total capacity of 79.19 GiB of which 1.2 GiB is free.")
+
+    monkeypatch.setattr(CaptionDecoder, "to", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        load_checkpoint(path, "cuda")
 
 
 def test_a_good_checkpoint_still_loads(tmp_path):

@@ -47,6 +47,17 @@ def test_figures_have_one_panel_per_word(tmp_path):
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
 
 
+def test_an_empty_caption_draws_the_image_alone(tmp_path):
+    """A caption of no words that never ended (max_length steps of padding, or a diverged
+    model): one panel, the image, no map."""
+    image = Image.new("RGB", (60, 40), "navy")
+    labels, maps = caption_steps([], torch.empty(0, 4), ended=False)
+    empty = draw_attention(image, labels, maps, tmp_path / "empty.png")
+    plain = draw_attention(image, ["a"], None, tmp_path / "plain.png")
+    with Image.open(empty) as figure, Image.open(plain) as one_panel:
+        assert figure.format == "PNG" and figure.size == one_panel.size
+
+
 def test_words_and_maps_must_match(tmp_path):
     with pytest.raises(ValueError, match="3 words but 2 attention maps"):
         draw_attention(Image.new("RGB", (8, 8)), ["a", "b", "c"], np.ones((2, 4)) / 4,

@@ -149,7 +149,10 @@ def test_a_model_without_attention_shows_no_maps(tmp_path, monkeypatch):
      "nothing/data/model/decoder.pt: not found; run `dvc repro` first, or pass --run-id"),
     (["--beam", "0", "--port", "70000"],
      "--beam must be >= 1, got 0; --port must be between 1 and 65535, got 70000"),
-    (["--max-upload-mb", "0"], "--max-upload-mb must be > 0, got 0.0"),
+    (["--max-upload-mb", "0"], "--max-upload-mb must be a finite number > 0, got 0.0"),
+    (["--max-upload-mb", "inf", "--length-penalty", "inf"],
+     "--length-penalty must be a finite number >= 0, got inf; --max-upload-mb must be a finite "
+     "number > 0, got inf"),
 ])
 def test_what_cannot_be_served_is_one_line(tmp_path, capsys, argv, message):
     status, out, err = run(capsys, "demo", "--device", "cpu",

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imcap.config import speed_only_keys
+from imcap.config import Section, speed_only_keys
 from imcap.params import STAGE_PARAMS, Params, repo_params
 from imcap.sources import OWN_PACKAGES, stage_sources
+from imcap.tracking import TrackedParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,3 +68,37 @@ def test_train_declares_every_param_that_can_change_what_it_trains():
     """Listed key by key (its section holds speed-only ones): exactly those in its resume
     fingerprint, so a new result param added to `TrainParams` must be listed too."""
     assert _declared_keys("train") == set(repo_params().trained_params())
+
+
+# Read by `imcap.tracking.mlflow_run` to name and route a stage's MLflow run: no output changes
+# with them, so they rerun nothing (a stage that computes with one declares it, as features
+# does `dataset` and `encoder`).
+TRACKING_ONLY = frozenset(TrackedParams.__annotations__)
+
+
+def readable_params(model: type[Section]) -> list[str]:
+    """What a stage's params model lets it read: each section or value, and of a section it
+    reads in part (a model ignoring the other keys, as `EvalTrainParams`), each key it has."""
+    keys = []
+    for name, field in model.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, Section) and (
+                section.model_config.get("extra") == "ignore"):
+            keys += [f"{name}.{key}" for key in section.model_fields]
+        else:
+            keys.append(name)
+    return keys
+
+
+@pytest.mark.parametrize("stage", list(STAGE_PARAMS))
+def test_every_param_a_stage_reads_is_declared_for_it(stage):
+    """A param a stage reads but dvc.yaml does not list for it would never rerun it: evaluate
+    read `train.device` (the device it decodes on) undeclared. A stage reads its params through
+    its own model only (`imcap.config.load_stage_params`), so the model's keys are what it can
+    read."""
+    flat = repo_params().as_flat_dict()
+    readable = {key for entry in readable_params(STAGE_PARAMS[stage]) for key in flat
+                if key == entry or key.startswith(entry + ".")}
+    undeclared = sorted(key for key in readable - _declared_keys(stage) - speed_only_keys(Params)
+                        if key.split(".")[0] not in TRACKING_ONLY)
+    assert not undeclared, f"{stage} reads {undeclared}, not declared for it in dvc.yaml"

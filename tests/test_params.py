@@ -102,3 +102,39 @@ def test_flat_keys_are_the_params_file_keys():
 
     assert set(load_params(REPO / "params.yaml").as_flat_dict()) == set(leaves(DEFAULTS))
     assert yaml.safe_load((REPO / "params.yaml").read_text()) == DEFAULTS
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train": {"processes": 1000}}, "train.processes must be <= 64, got 1000"),
+    ({"features": {"processes": 1000}}, "features.processes must be <= 64, got 1000"),
+    ({"train": {"num_workers": 1000}}, "train.num_workers must be <= 64, got 1000"),
+    ({"features": {"num_workers": 1000}}, "features.num_workers must be <= 64, got 1000"),
+    ({"shapes": {"image_size": 100_000}}, "shapes.image_size must be <= 1024, got 100000"),
+    ({"features": {"image_size": 100_000}}, "features.image_size must be <= 1024, got 100000"),
+    ({"shapes": {"num_images": 10**9}}, "shapes.num_images must be <= 1000000, got 1000000000"),
+    ({"train": {"scst_samples": 10**9}}, "train.scst_samples must be <= 100, got 1000000000"),
+    ({"train": {"batch_size": 10**9}}, "train.batch_size must be <= 65536, got 1000000000"),
+    ({"eval": {"beams": [3, 10**6]}}, "eval.beams[1] must be <= 100, got 1000000"),
+    ({"eval": {"max_length": 10**6}}, "eval.max_length must be <= 500, got 1000000"),
+    ({"train": {"learning_rate": 1e30}}, "train.learning_rate must be <= 1.0, got 1e+30"),
+])
+def test_sizes_that_would_take_the_machine_down_are_refused_naming_the_bound(raw, message):
+    with pytest.raises(ParamError) as err:
+        parse_params(merged(raw))
+    assert str(err.value) == f"params: {message}"
+
+
+@pytest.mark.parametrize(("shapes", "message"), [
+    ({"num_images": 3}, "shapes.num_images 3 leaves the val split without an image; at least 6 "
+                        "give every split one"),
+    ({"num_images": 2, "val_fraction": 0.45, "test_fraction": 0.45},
+     "shapes.num_images 2 leaves the train split without an image; at least 3 give every split "
+     "one"),
+    ({"test_fraction": 0.0}, "shapes.test_fraction is 0: the test split would have no image "
+                             "(train validates on val, evaluate scores test)"),
+])
+def test_a_split_without_an_image_is_refused_before_any_stage_runs(shapes, message):
+    """Train failed on it (`split 'val' has no images`) after download, vocab and features."""
+    with pytest.raises(ParamError) as err:
+        parse_params(merged({"shapes": shapes}))
+    assert str(err.value) == f"params: {message}"

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from params_overrides import write_params
 
 from imcap.data.karpathy import DatasetFormatError
@@ -35,7 +37,11 @@ BAD_PARAMS = {
     "mlflow.enabled=maybe": ({"mlflow": {"enabled": "maybe"}},
                              "mlflow.enabled must be bool, got 'maybe'"),
     "NaN": ({"train": {"learning_rate": float("nan")}},
-            "train.learning_rate must be > 0.0, got nan"),
+            "train.learning_rate must be a finite number, got nan"),
+    "learning_rate: .inf": ({"train": {"learning_rate": float("inf")}},
+                            "train.learning_rate must be a finite number, got inf"),
+    "length_penalty: .inf": ({"eval": {"length_penalty": float("inf")}},
+                             "eval.length_penalty must be a finite number, got inf"),
     "seed=-1": ({"seed": -1}, "seed must be >= 0, got -1"),
     "seed=2**32": ({"seed": 2**32}, "seed must be <= 4294967295, got 4294967296"),
     "model.hidden_size=1e8": ({"model": {"hidden_size": 100_000_000}},
@@ -73,6 +79,27 @@ def test_every_stage_reports_a_bad_value_it_reads_in_one_line(tmp_path, stage):
     assert result.returncode == 1
     assert result.stderr.startswith(f"{stage}: params.yaml: {message}")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("stage", "param"), [("check", "train.device"),
+                                             ("check", "features.device"),
+                                             ("train", "train.device")])
+def test_cuda_without_a_usable_gpu_is_one_line_before_any_work(tmp_path, monkeypatch, capsys,
+                                                              stage, param):
+    """Refused by `check` (which a run-cache restore may skip) and by the stage itself, before
+    it opens an MLflow run."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    for variable in ("DVC_ROOT", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    section, key = param.split(".")
+    write_params(tmp_path / "params.yaml", {section: {key: "cuda"}})  # MLflow on
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(stage, importlib.import_module(f"stages.{stage}").main)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (f"{stage}: {param} is cuda, but torch sees no usable CUDA "
+                                       "GPU on this machine; set it to auto or cpu\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_the_check_stage_writes_the_same_bytes_for_any_valid_params(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -154,6 +155,72 @@ def test_a_stage_never_outlives_its_dvc_process(tmp_path, shell):
         dvc.wait()
     assert dvc.stderr.read().endswith("download: interrupted\n")
     assert list((tmp_path / "data").glob(".*.tmp")) == []
+
+
+# A stage whose SIGTERM lands in a finalizer (Python prints "Exception ignored" and carries on):
+# here a `__del__`; under `dvc repro`, a WeakKeyDictionary's callback mid-evaluate.
+SWALLOWING_STAGE = """\
+import os, signal, time
+from pathlib import Path
+from imcap.stage import run_stage
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # SIGTERM's handler runs here, inside the finalizer
+
+def main():
+    Finalised()
+    time.sleep(5)
+    Path("finished").write_text("the stage went on")
+
+run_stage("evaluate", main)
+"""
+
+
+def test_an_interruption_swallowed_by_a_finalizer_still_stops_the_stage(tmp_path):
+    (tmp_path / "stage.py").write_text(SWALLOWING_STAGE)
+    result = subprocess.run([sys.executable, "stage.py"], cwd=tmp_path, env=stage_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (143, "evaluate: interrupted\n")
+    assert not (tmp_path / "finished").exists()
+
+
+# A stage module in the `stages` package that is still importing (torch takes seconds) when
+# its DVC process goes.
+SLOW_IMPORTS = """\
+print("importing", flush=True)
+import time
+time.sleep(3)
+""" + SLOW_STAGE
+
+
+def test_a_stage_stops_with_its_dvc_process_gone_while_it_is_still_importing(tmp_path):
+    """The parent is recorded as the `stages` package is imported, before the stage's own
+    imports: recorded after them, it was already init, and the orphan never stopped."""
+    package = tmp_path / "code" / "stages"
+    package.mkdir(parents=True)
+    if (REPO / "stages" / "__init__.py").is_file():
+        shutil.copy(REPO / "stages" / "__init__.py", package)
+    (package / "slow.py").write_text(SLOW_IMPORTS)
+    fake_dvc = ("import subprocess, sys, time\n"
+                "from pathlib import Path\n"
+                "out = Path('stage.out')\n"
+                "stage = subprocess.Popen([sys.executable, '-m', 'stages.slow'], "
+                "stdout=out.open('w'), stderr=subprocess.STDOUT)\n"
+                "print(stage.pid, flush=True)\n"
+                "while not out.read_text():\n"
+                "    time.sleep(0.01)\n")  # then exits, the stage still importing
+    env = stage_env(DVC_STAGE="download",
+                    PYTHONPATH=os.pathsep.join([str(tmp_path / "code"), str(REPO)]))
+    dvc = subprocess.run([sys.executable, "-c", fake_dvc], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    child = int(dvc.stdout)
+    stopped = wait_gone(child, 15)
+    if not stopped:
+        os.kill(child, signal.SIGKILL)
+    assert stopped, "the stage went on without its dvc process"
+    assert list(tmp_path.glob("data/.*.tmp")) == []
 
 
 def test_one_training_per_state_folder(tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ from imcap.data.vocab import (
     PAD_ID,
     SPECIALS,
     UNK_ID,
+    EmptyVocabularyError,
     EncodedCaptions,
     Vocabulary,
     build_vocabulary,
@@ -27,6 +28,18 @@ def test_vocabulary_keeps_words_seen_min_count_times_after_the_specials():
     vocab = build_vocabulary(captions, min_count=2)
     assert vocab.words == (*SPECIALS, "a", "circle", "red")
     assert vocab.id("square") == UNK_ID
+
+
+def test_a_vocabulary_without_a_word_says_why():
+    """Not, later, that none of its words has a pretrained vector."""
+    captions = [["a", "red", "circle"], ["a", "blue", "circle"], ["a"]]
+    with pytest.raises(EmptyVocabularyError) as err:
+        build_vocabulary(captions, min_count=10**9)
+    assert str(err.value) == ("vocab.min_count 1000000000: no word of the training captions is "
+                              "seen that often (the most frequent, 'a', 3 times); lower "
+                              "vocab.min_count")
+    with pytest.raises(EmptyVocabularyError, match=r"^the training captions hold no word$"):
+        build_vocabulary([[], []], min_count=1)
 
 
 def test_encode_decode_round_trip_with_truncation():

@@ -10,6 +10,8 @@ from imcap.data.vocab import BOS_ID, EOS_ID, SPECIALS, Vocabulary
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.decoder import DecoderConfig
+from imcap.stage import run_stage
+from imcap.training import loop
 from imcap.training.loop import train_decoder
 from imcap.training.resume import STATE_FILE
 
@@ -68,6 +70,21 @@ def _scripted_validation(monkeypatch, scores):
     values = iter(scores)
     monkeypatch.setattr(training, "evaluate_split",
                         lambda *args, **kwargs: SplitEvaluation(1.0, {"bleu4": next(values)}, []))
+def test_a_loss_no_longer_finite_stops_training_in_one_line_naming_the_epoch(
+        tmp_path, monkeypatch, capsys):
+    """Before it is validated, saved or published: a model that trained to `loss nan` captions
+    nonsense (or, empty captions)."""
+    losses = iter([2.5, float("nan"), 2.0])
+    monkeypatch.setattr(loop, "train_epoch", lambda *args, **kwargs: next(losses))
+    logs = []
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("train", lambda: _train(tmp_path, "model.pt", epochs=3, on_epoch=logs.append))
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        "train: epoch 2: the training loss is nan: training diverged, most likely from a "
+        "learning rate too high for this model (0.02); lower train.learning_rate (or "
+        "train.grad_clip) and rerun\n")
+    assert [log.epoch for log in logs] == [1]
 
 
 @pytest.mark.parametrize("config", [CONFIG, TRANSFORMER], ids=["lstm", "transformer"])

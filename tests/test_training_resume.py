@@ -93,6 +93,28 @@ def test_a_state_it_cannot_use_starts_over_saying_why(tmp_path, capsys, fault):
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+def test_the_gpu_out_of_memory_while_resuming_keeps_the_state(tmp_path, monkeypatch):
+    """Not "starting over" (which throws the finished epochs away): the error, and the state
+    as it was, to resume once the GPU has room."""
+    with pytest.raises(Killed):
+        _train(tmp_path / "state", tmp_path / "a.pt", _die_after_epoch(2))
+    state = tmp_path / "state" / STATE_FILE
+    saved = state.read_bytes()
+
+    load_state_dict, calls = torch.nn.Module.load_state_dict, []
+
+    def no_memory_once(self: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        calls.append(self)
+        if len(calls) == 1:  # the state's weights into the model; later ones have room
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        return load_state_dict(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", no_memory_once)
+    with pytest.raises(torch.OutOfMemoryError):
+        _train(tmp_path / "state", tmp_path / "a.pt", lambda log: None)
+    assert state.read_bytes() == saved
+
+
 KEY = Fingerprint(params={"model.dropout": 0.3}, inputs={"data/vocab/vocab.json": [10, 1]},
                   code={"imcap/model/decoder.py": "aa", "stages/train.py": "bb"},
                   libraries={"torch": "2.5.1", "numpy": "2.1.0"}, processes=1)

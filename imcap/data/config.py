@@ -12,7 +12,16 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from imcap.config import Fraction, NonNegative, Positive, Section, Seed, Sha256, choice
+from imcap.config import (
+    Fraction,
+    Pixels,
+    Positive,
+    Section,
+    Seed,
+    Sha256,
+    Words,
+    choice,
+)
 
 # `shapes` is generated; the others are read by their loader in `imcap.data.datasets`.
 DATASETS = ("shapes", "flickr8k", "flickr30k", "coco2014", "karpathy", "folder")
@@ -39,19 +48,45 @@ ZIP_VECTORS = {
 EMBEDDINGS = (RANDOM, OFFLINE_GLOVE, *ZIP_VECTORS)
 
 
+MAX_SHAPES = 1_000_000  # shapes.num_images (COCO has 123,287 images)
+
+
 class ShapesParams(Section):
     """The embedded synthetic dataset (`dataset: shapes`)."""
 
-    num_images: Positive
-    image_size: Positive
+    num_images: Annotated[int, Field(gt=0, le=MAX_SHAPES)]
+    image_size: Pixels
     val_fraction: Fraction
     test_fraction: Fraction
-    encoder_input_size: Positive  # `features.image_size: auto` on shapes (96: a 3x3 grid)
+    encoder_input_size: Pixels  # `features.image_size: auto` on shapes (96: a 3x3 grid)
 
     @model_validator(mode="after")
     def _fractions_leave_a_train_split(self) -> Self:
         _check_fractions(self.val_fraction, self.test_fraction, "shapes")
         return self
+
+    @model_validator(mode="after")
+    def _every_split_has_an_image(self) -> Self:
+        """Known here, before download, vocab and features have run for a train stage that
+        has no validation image (or an evaluate without a test image)."""
+        sizes = self.split_sizes(self.num_images)
+        empty = next((split for split, size in sizes.items() if not size), None)
+        if empty is None:
+            return self
+        if empty != "train" and not getattr(self, f"{empty}_fraction"):
+            raise ValueError(f"shapes.{empty}_fraction is 0: the {empty} split would have no "
+                             "image (train validates on val, evaluate scores test)")
+        least = next((n for n in range(self.num_images, MAX_SHAPES + 1)
+                      if all(self.split_sizes(n).values())), None)
+        raise ValueError(f"shapes.num_images {self.num_images} leaves the {empty} split without "
+                         "an image; " + (f"at least {least} give every split one" if least
+                                         else f"raise shapes.{empty}_fraction"))
+
+    def split_sizes(self, num_images: int) -> dict[str, int]:
+        """Images per split out of `num_images` (the last ones test, those before them val)."""
+        test = round(num_images * self.test_fraction)
+        val = round(num_images * self.val_fraction)
+        return {"train": num_images - val - test, "val": val, "test": test}
 
 
 class Flickr8kParams(Section):
@@ -104,7 +139,7 @@ class DownloadParams(Section):
     on_bad_image: choice(("fail", "skip"))  # skip: drop missing/corrupt images, list them
     restval: choice(("train", "drop"))  # Karpathy COCO `restval` images
     keep_archives: bool
-    check_workers: NonNegative  # processes decoding every image once; 0 = all CPUs
+    check_workers: Annotated[int, Field(ge=0, le=1024)]  # decoding every image once; 0 = all CPUs
     splits_url: str  # caption_datasets.zip (Karpathy splits)
     splits_sha256: Sha256
     flickr8k: Flickr8kParams
@@ -116,14 +151,14 @@ class DownloadParams(Section):
 
 class VocabParams(Section):
     min_count: Positive  # words seen fewer times in training captions become <unk>
-    truncate_length: Positive  # training captions are cut to this many words
+    truncate_length: Words  # training captions are cut to this many words
     restrict_to_embeddings: bool  # keep only words that have a pretrained vector (seed v1)
 
 
 class WordVectorParams(Section):
     """Where the pretrained vectors `embeddings` names come from, and the `random` size."""
 
-    dim: Positive  # size of `random` embeddings; pretrained ones take their file's size
+    dim: Annotated[int, Field(gt=0, le=4096)]  # `random` embeddings; pretrained: their file's
     glove_url: str
     glove_sha256: Sha256
     fasttext_url: str

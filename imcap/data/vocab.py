@@ -24,6 +24,10 @@ SPECIALS = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 
 
+class EmptyVocabularyError(ValueError):
+    """No training word is frequent enough to enter the vocabulary: the message says why."""
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     words: tuple[str, ...]  # index -> word, specials first
@@ -64,15 +68,29 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         """The vocabulary `save` wrote; missing or damaged: an `OutputFileError` naming it."""
-        return read_output(path, lambda p: cls(tuple(json.loads(p.read_text())["words"])),
-                           stage="vocab")
+        def read(path: Path) -> Vocabulary:
+            words = json.loads(path.read_text(encoding="utf-8"))
+            words = words.get("words") if isinstance(words, dict) else None
+            if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+                raise ValueError('expected {"words": [...]}')
+            return cls(tuple(words))
+
+        return read_output(path, read, stage="vocab")
 
 
 def build_vocabulary(captions: Iterable[Sequence[str]], min_count: int) -> Vocabulary:
-    """Words seen at least `min_count` times, most frequent first (ties alphabetical)."""
-    counts = Counter(token for caption in captions for token in caption)
-    kept = sorted((w for w, n in counts.items() if n >= min_count and w not in SPECIALS),
+    """Words seen at least `min_count` times, most frequent first (ties alphabetical); none is
+    an `EmptyVocabularyError`."""
+    counts = Counter(token for caption in captions for token in caption
+                     if token not in SPECIALS)
+    kept = sorted((w for w, n in counts.items() if n >= min_count),
                   key=lambda w: (-counts[w], w))
+    if not kept:
+        top = max(counts.items(), key=lambda item: (item[1], item[0]), default=None)
+        raise EmptyVocabularyError(
+            f"vocab.min_count {min_count}: no word of the training captions is seen that often "
+            f"(the most frequent, {top[0]!r}, {top[1]} times); lower vocab.min_count" if top else
+            "the training captions hold no word")
     return Vocabulary(SPECIALS + tuple(kept))
 
 
@@ -94,9 +112,11 @@ class EncodedCaptions:
     def load(cls, path: str | Path) -> EncodedCaptions:
         """The captions `save` wrote; missing or damaged: an `OutputFileError` naming it."""
         def read(path: Path) -> EncodedCaptions:
+            keys = ("filenames", "splits", "tokens", "image_index")
             with np.load(path, allow_pickle=False) as data:
-                return cls(**{key: data[key] for key in ("filenames", "splits", "tokens",
-                                                         "image_index")})
+                if missing := [key for key in keys if key not in data.files]:
+                    raise ValueError(f"no {', '.join(missing)} in it")
+                return cls(**{key: data[key] for key in keys})
 
         return read_output(path, read, stage="vocab")
 

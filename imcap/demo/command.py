@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import socket
 import tempfile
 from dataclasses import replace
@@ -29,9 +30,11 @@ def check(args: argparse.Namespace) -> None:
     problems = [f"--{name} must be {rule}, got {value}" for name, value, ok, rule in (
         ("beam", args.beam, args.beam is None or args.beam >= 1, ">= 1"),
         ("length-penalty", args.length_penalty,
-         args.length_penalty is None or args.length_penalty >= 0, ">= 0"),
+         args.length_penalty is None or 0 <= args.length_penalty < math.inf,
+         "a finite number >= 0"),
         ("max-length", args.max_length, args.max_length is None or args.max_length >= 1, ">= 1"),
-        ("max-upload-mb", args.max_upload_mb, args.max_upload_mb > 0, "> 0"),
+        ("max-upload-mb", args.max_upload_mb, 0 < args.max_upload_mb < math.inf,
+         "a finite number > 0"),
         ("port", args.port, 1 <= args.port <= 65535, "between 1 and 65535"))
         if not ok]
     if problems:
@@ -60,10 +63,7 @@ def describe(source: str, artifacts: Artifacts, captioner: Captioner) -> dict[st
 
 
 def demo_app(args: argparse.Namespace) -> FastAPI:
-    try:
-        device = pick_device(args.device)
-    except RuntimeError as err:
-        raise CaptionerError(str(err)) from err
+    device = pick_device(args.device, "--device")
     check(args)
     root = Path(args.root)
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:

@@ -48,12 +48,15 @@ def upsample(alpha: np.ndarray, size: int) -> np.ndarray:
 def draw_attention(image: Image.Image, words: Sequence[str], alphas: np.ndarray | None,
                    out_path: str | Path, title: str | None = None) -> Path:
     """Write a PNG with one panel per word (`alphas` [len(words), R]); without attention
-    (`alphas` None) a single panel with the whole caption. `image` is shown squashed to a
-    square, as the maps are: pass it through `encoder_view` first. Written atomically."""
+    (`alphas` None), or without words, a single panel with the whole caption. `image` is shown
+    squashed to a square, as the maps are: pass it through `encoder_view` first. Written
+    atomically."""
     if alphas is not None and len(alphas) != len(words):
         raise ValueError(f"{len(words)} words but {len(alphas)} attention maps")
     shown = np.asarray(image.convert("RGB").resize((PANEL_PIXELS, PANEL_PIXELS),
                                                    Image.Resampling.LANCZOS))
+    if not len(words):  # an empty caption: the image alone
+        alphas = None
     panels = len(words) if alphas is not None else 1
     columns = min(COLUMNS, panels)
     rows = math.ceil(panels / columns)

@@ -10,18 +10,20 @@ from pathlib import Path
 from typing import Annotated, Self
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from imcap.config import (
+    BatchSize,
     NonNegative,
     NonNegativeFloat,
-    Positive,
     Section,
+    Words,
     choice,
     load_stage_params,
 )
+from imcap.devices import DEVICES
 from imcap.model.config import ATTENTIONS, DECODERS, reads_regions
-from imcap.training.config import MlflowParams, TrainParams
+from imcap.training.config import MlflowParams
 
 DEFAULT_BEAM = 3  # the seed's beam size
 LOGGED_KEYS = ("eval.beams", "eval.length_penalty", "eval.max_length")
@@ -34,11 +36,11 @@ def default_beam(beams: list[int]) -> int:
 
 
 class EvalParams(Section):
-    max_length: Positive  # most words in a caption (one more step may only end it with EOS)
-    batch_size: Positive
+    max_length: Words  # most words in a caption (one more step may only end it with EOS)
+    batch_size: BatchSize
     num_samples: NonNegative  # test images written to metrics/samples.csv
     # Beam sizes swept; beam 1 equals greedy only at length_penalty 0 (tests/test_decode_beam.py).
-    beams: Annotated[list[Positive], Field(min_length=1)]
+    beams: Annotated[list[Annotated[int, Field(gt=0, le=100)]], Field(min_length=1)]
     # Beam search scores each caption as it finishes by log P / length**length_penalty
     # (length = words + EOS, Hugging Face's form); 0 = raw log P.
     length_penalty: NonNegativeFloat
@@ -62,15 +64,24 @@ class EvalSection(Section):
     eval: EvalParams
 
 
+class EvalTrainParams(Section):
+    """The keys of the `train` section the evaluate stage reads, where the test split goes
+    (`check` validates the rest): declared for it in dvc.yaml, they rerun it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    device: choice(DEVICES)
+    features_in_memory_gb: NonNegativeFloat
+
+
 class EvalStageParams(Section):
-    """What the `evaluate` stage reads (`train.device` and `train.features_in_memory_gb` say
-    where the test split goes; `dataset` and `encoder` only name its MLflow run)."""
+    """What the `evaluate` stage reads (`dataset` and `encoder` only name its MLflow run)."""
 
     dataset: str
     encoder: str
     attention: choice(ATTENTIONS)
     decoder: choice(DECODERS)
-    train: TrainParams
+    train: EvalTrainParams
     eval: EvalParams
     mlflow: MlflowParams
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Self
 import torchvision
 from pydantic import ConfigDict, Field, model_validator
 
-from imcap.config import NonNegative, Positive, Section, choice
+from imcap.config import MAX_BATCH, MAX_PIXELS, MAX_PROCESSES, Pixels, Processes, Section, choice
 from imcap.devices import DEVICES
 
 # The encoders `params.yaml` may name, in the order docs/features.md lists them. Any torchvision
@@ -114,20 +114,29 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown encoder {name!r}; valid choices: {', '.join(ENCODERS)}")
 
 
+def resolved_image_size(image_size: Any, dataset: Any, encoder_input_size: Any) -> Any:
+    """`features.image_size: auto`: `shapes.encoder_input_size` for the embedded dataset, else
+    0, the encoder's native preprocessing (ResNet 224, Inception 299, as the seed); any other
+    value as it is. Also for the params an MLflow run logged (strings)."""
+    if image_size != "auto":
+        return image_size
+    return encoder_input_size if dataset == "shapes" else 0
+
+
 class FeatureParams(Section):
     """`0`, `-1` and `auto` choose by device (docs/features.md)."""
 
     weights: choice(WEIGHTS)  # none = seeded random init; imagenet = IMAGENET1K_V1, _v2 = V2
     # Square input; 0 = the encoder's native preprocessing (224, Inception 299). `auto` in
     # params.yaml is resolved before this model sees it (`FeatureStageParams`).
-    image_size: NonNegative
-    batch_size: NonNegative  # 0: 256 on a GPU, 32 on CPU
+    image_size: Annotated[int, Field(ge=0, le=MAX_PIXELS)]
+    batch_size: Annotated[int, Field(ge=0, le=MAX_BATCH)]  # 0: 256 on a GPU, 32 on CPU
     dtype: choice(("float16", "float32"))  # storage of the grid features
     device: choice(DEVICES)
-    num_workers: Annotated[int, Field(ge=-1)]  # -1: up to 16 on a GPU, none on CPU
+    num_workers: Annotated[int, Field(ge=-1, le=MAX_PROCESSES)]  # -1: up to 16 on a GPU, 0 on CPU
     decode: choice(("auto", "pil", "nvjpeg"))  # auto: nvjpeg on a GPU, pil on CPU
     precision: choice(("auto", "float32", "bfloat16"))  # auto: bfloat16 on a GPU
-    processes: Positive  # > 1: torchrun, one process per GPU
+    processes: Processes  # > 1: torchrun, one process per GPU
 
 
 class ShapesInputParams(Section):
@@ -135,7 +144,7 @@ class ShapesInputParams(Section):
 
     model_config = ConfigDict(extra="ignore")
 
-    encoder_input_size: Positive
+    encoder_input_size: Pixels
 
 
 class FeatureStageParams(Section):
@@ -151,13 +160,12 @@ class FeatureStageParams(Section):
     @model_validator(mode="before")
     @classmethod
     def _resolve_auto_image_size(cls, raw: Any) -> Any:
-        """`features.image_size: auto`: `shapes.encoder_input_size` for the embedded dataset,
-        else 0, the encoder's native preprocessing (ResNet 224, Inception 299, as the seed)."""
         features = raw.get("features") if isinstance(raw, dict) else None
-        if isinstance(features, dict) and features.get("image_size") == "auto":
+        if isinstance(features, dict):
             shapes = raw.get("shapes")
-            size = (shapes.get("encoder_input_size") if isinstance(shapes, dict) else None
-                    ) if raw.get("dataset") == "shapes" else 0
+            size = resolved_image_size(features.get("image_size"), raw.get("dataset"),
+                                       shapes.get("encoder_input_size")
+                                       if isinstance(shapes, dict) else None)
             raw = {**raw, "features": {**features, "image_size": size}}
         return raw
 

@@ -4,7 +4,6 @@ that made it the best."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,8 +23,10 @@ def save_checkpoint(path: Path, model: Decoder, epoch: int, val_bleu4: float) ->
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Decoder:
     """The decoder saved at `path` (LSTM or transformer, as its config says), on `device`, in
-    eval mode. A missing or damaged file is an `OutputFileError` naming it."""
-    checkpoint = read_output(path, partial(_read, device=device), stage="train")
+    eval mode. A missing or damaged file is an `OutputFileError` naming it; the file is read on
+    the CPU, then moved, so that a CUDA error (out of memory, a driver fault) is never taken for
+    a damaged file."""
+    checkpoint = read_output(path, _read, stage="train")
     model = build_decoder(DecoderConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
@@ -42,12 +43,19 @@ class CheckpointRecord:
 def checkpoint_record(path: Path) -> CheckpointRecord:
     """The epoch and validation BLEU-4 the checkpoint at `path` records (`OutputFileError` if
     it is missing or damaged)."""
-    checkpoint = read_output(path, partial(_read, device="cpu"), stage="train")
+    checkpoint = read_output(path, _read, stage="train")
     return CheckpointRecord(int(checkpoint["epoch"]), float(checkpoint["val_bleu4"]))
 
 
-def _read(path: Path, device: torch.device | str) -> dict:
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+def _read(path: Path) -> dict:
+    """The checkpoint's dict, on the CPU; a file torch cannot decode, or of another structure,
+    is a `ValueError`."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError as err:  # `PytorchStreamReader failed…`, `Invalid magic number`…
+        if isinstance(err, torch.OutOfMemoryError) or "alloc" in str(err):
+            raise  # not the file's fault: the memory's
+        raise ValueError(next(iter(str(err).splitlines()), "")) from err
     if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= checkpoint.keys():
-        raise KeyError("expected a dict with 'config' and 'state_dict'")
+        raise ValueError("expected a dict with 'config' and 'state_dict'")
     return checkpoint

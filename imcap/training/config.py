@@ -9,13 +9,17 @@ from pydantic import Field, model_validator
 
 from imcap.config import (
     SPEED_ONLY,
+    BatchSize,
     Fraction,
     NonNegative,
     NonNegativeFloat,
     Positive,
     PositiveFloat,
+    Processes,
     Section,
     Seed,
+    Words,
+    Workers,
     choice,
 )
 from imcap.devices import DEVICES
@@ -29,18 +33,21 @@ LR_SCHEDULES = ("constant", "step", "plateau", "cosine")  # imcap.training.sched
 SCST_BASELINES = ("greedy", "mean")  # imcap.training.scst
 
 
+LearningRate = Annotated[float, Field(gt=0, le=1)]  # Adam's: above 1 it only diverges
+
+
 class TrainParams(Section):
     # the decoder's initialisation, dropout and batch order; the data (generated images, splits,
     # vectors of words without one) come from the top-level `seed`
     seed: Seed
     epochs: Positive
-    batch_size: Positive  # captions per optimizer step (all ranks together)
-    learning_rate: PositiveFloat
+    batch_size: BatchSize  # captions per optimizer step (all ranks together)
+    learning_rate: LearningRate
     grad_clip: PositiveFloat
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
     freeze_embeddings: bool  # keep the pretrained vectors fixed (seed v1)
     patience: Positive  # stop after this many epochs without a better validation BLEU-4
-    max_length: Positive  # most words in a validation caption (greedy decoding)
+    max_length: Words  # most words in a validation caption (greedy decoding)
     device: choice(DEVICES)
     # a split's features up to this size are held in RAM, larger ones read batch by batch
     features_in_memory_gb: Annotated[NonNegativeFloat, SPEED_ONLY]
@@ -50,8 +57,8 @@ class TrainParams(Section):
     batching: choice(("captions", "images"))
     image_window: Positive  # images per window (batching: images), read and on the device at once
     # DataLoader processes reading feature windows; 0: the main one
-    num_workers: Annotated[NonNegative, SPEED_ONLY]
-    processes: Positive  # > 1: DistributedDataParallel under torchrun, one process per GPU
+    num_workers: Annotated[Workers, SPEED_ONLY]
+    processes: Processes  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
     # only at one thread count (imcap.training.runtime.cpu_threads)
@@ -74,9 +81,9 @@ class TrainParams(Section):
     # scst_bleu_weight x BLEU-4, `scst_samples` captions drawn per image, baseline the greedy
     # caption's reward or the mean of the image's other samples; fresh Adam at its own rate
     scst_epochs: NonNegative  # 0 = off
-    scst_learning_rate: PositiveFloat
-    scst_batch_size: Positive  # images per optimizer step (all ranks together)
-    scst_samples: Positive
+    scst_learning_rate: LearningRate
+    scst_batch_size: BatchSize  # images per optimizer step (all ranks together)
+    scst_samples: Annotated[int, Field(gt=0, le=100)]  # captions drawn per image (usually 5)
     scst_baseline: choice(SCST_BASELINES)
     scst_bleu_weight: NonNegativeFloat
 

@@ -8,6 +8,7 @@ The epoch's loss is summed on the device and read once, at the end.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from contextlib import nullcontext
 
@@ -18,6 +19,21 @@ from torch import nn
 from imcap.model.loss import summed_word_loss
 from imcap.progress import progress_bar
 from imcap.training.batches import Batch
+
+
+class DivergedError(ArithmeticError):
+    """The training loss is no longer a finite number: the message names the epoch and what
+    to change."""
+
+
+def check_finite(loss: float, epoch: int, learning_rate: float) -> None:
+    """`DivergedError` unless `loss`, the mean training loss of `epoch`, is finite: before a
+    model that can only caption nonsense is validated, saved or published."""
+    if not math.isfinite(loss):
+        raise DivergedError(f"epoch {epoch}: the training loss is {loss}: training diverged, "
+                            f"most likely from a learning rate too high for this model "
+                            f"({learning_rate:g}); lower train.learning_rate (or "
+                            "train.grad_clip) and rerun")
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast | nullcontext:

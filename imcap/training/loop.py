@@ -30,7 +30,7 @@ from imcap.model.registry import build_decoder
 from imcap.training.averaging import LastEpochs
 from imcap.training.batches import epoch_loader, plan_epoch
 from imcap.training.config import TrainParams
-from imcap.training.epoch import train_epoch
+from imcap.training.epoch import check_finite, train_epoch
 from imcap.training.resume import (
     STATE_FILE,
     EpochLog,
@@ -150,7 +150,8 @@ def train_decoder(
         for epoch in range(progress.epoch + 1, settings.epochs + 1):
             if progress.stale >= settings.patience:
                 break
-            set_learning_rate(optimizer, learning_rate(settings, epoch, progress.history))
+            rate = learning_rate(settings, epoch, progress.history)
+            set_learning_rate(optimizer, rate)
             windows = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
                                  settings.image_window if settings.batching == "images" else None)
             train_loss = train_epoch(
@@ -159,6 +160,7 @@ def train_decoder(
                 grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
                 dtype=dtype, device=device, world_size=shard.world_size,
                 progress=f"epoch {epoch}/{settings.epochs}" if leader else "")
+            check_finite(train_loss, epoch, rate)  # the same loss, so the same stop, on every rank
             if settings.average_last:
                 last_epochs.add(model)
             if leader:  # validates once; the others wait for its progress below

@@ -209,6 +209,11 @@ def save_state(path: Path, parts: dict[str, Stateful], progress: Progress,
         torch.save(state, tmp)
 
 
+# What a device raises (out of memory, a driver fault) while the state is read into the model:
+# the state is fine, and starting over would throw its epochs away.
+DEVICE_ERRORS = (torch.OutOfMemoryError, torch.AcceleratorError)
+
+
 def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Generator,
                shard: Shard, epochs: int, later: frozenset[str] = frozenset()
                ) -> tuple[Progress, str | None]:
@@ -227,11 +232,15 @@ def load_state(path: Path | None, parts: dict[str, Stateful], shuffle: torch.Gen
     progress, problem = Progress(), None
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except DEVICE_ERRORS:
+        raise
     except Exception as error:  # any unreadable file: start over, saying why
         problem = f"is unreadable ({_brief(error)})"
     else:
         try:
             progress = _restore(state, parts, shuffle, shard, later)
+        except DEVICE_ERRORS:  # the device's, not the state's: never a reason to start over
+            raise
         except Exception as error:  # e.g. another layer: start over, saying why
             problem = f"does not fit this run ({_brief(error)})"
     problems = [(rank, p) for rank, p in enumerate(all_ranks(problem, shard)) if p]

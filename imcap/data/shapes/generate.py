@@ -26,9 +26,9 @@ def generate_shapes(
     before them val, the rest train.
     """
     num_images = config.num_images
-    n_test = round(num_images * config.test_fraction)
-    n_val = round(num_images * config.val_fraction)
-    if seed < 0 or n_val + n_test > num_images:
+    sizes = config.split_sizes(num_images)
+    n_test, n_val = sizes["test"], sizes["val"]
+    if seed < 0 or sizes["train"] < 0:
         raise ValueError("need seed >= 0 and val_fraction + test_fraction <= 1")
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
