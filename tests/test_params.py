@@ -102,3 +102,16 @@ def test_flat_keys_are_the_params_file_keys():
 
     assert set(load_params(REPO / "params.yaml").as_flat_dict()) == set(leaves(DEFAULTS))
     assert yaml.safe_load((REPO / "params.yaml").read_text()) == DEFAULTS
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"eval": {"diversity_lambda": 0.5}}, r"eval\.diversity_lambda needs eval\.beam_groups > 1"),
+    ({"eval": {"beam_groups": 2}},
+     r"eval\.beam_groups \(2\) must divide every beam size in eval\.beams; it does not divide "
+     r"\[1, 3, 5\]"),
+])
+def test_diverse_beam_search_params_are_refused_in_one_line(raw, message):
+    with pytest.raises(ParamError, match=message) as err:
+        parse_params(merged(raw))
+    assert "\n" not in str(err.value)
+    parse_params(merged({"eval": {"beams": [2, 4], "beam_groups": 2, "diversity_lambda": 0.5}}))

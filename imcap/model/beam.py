@@ -18,6 +18,12 @@ The answer is the best finished caption. Only an image without any (no beam ever
 among its k best) falls back to its best open beam, cut at `max_length` words (score
 log P / max_length^α): there is always a caption (the popular per-image reference
 implementation fails there on an empty list).
+Diverse beam search (`groups` G > 1, Vijayakumar et al.): each image's k beams form G groups of
+k / G, each ranking its own 2k / G best continuations after the earlier groups of the step, by its
+search score less `diversity` × how often those groups' beams chose the word (the penalties add
+up in the search score). Finished captions of every group share the pool, ranked by their log P
+(penalised by length), so `scores` stays the returned caption's log-probability. `rules`
+(`imcap.model.constraints`) forbid words before any ranking.
 With k = 1 and α = 0 this is exactly greedy decoding. Memory grows with the captions (each
 beam's history is extended a step at a time), never with `max_length`.
 """
