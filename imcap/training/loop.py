@@ -143,7 +143,9 @@ def train_decoder(
                 epoch_loader(train_data, windows, shard, device, settings.num_workers),
                 grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
                 dtype=dtype, device=device, world_size=shard.world_size,
-                progress=f"epoch {epoch}/{settings.epochs}" if leader else "")
+                progress=f"epoch {epoch}/{settings.epochs}" if leader else "",
+                label_smoothing=settings.label_smoothing,
+                attention_regularization=settings.attention_regularization)
             if settings.average_last:
                 last_epochs.add(model)
             if leader:  # validates once; the others wait for its progress below
