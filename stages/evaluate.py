@@ -33,6 +33,7 @@ from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
 from imcap.model.captioning import DecodedCaption, beam_decoder, caption_batches
 from imcap.model.checkpoint import load_checkpoint
+from imcap.model.constraints import DecodingRules
 from imcap.model.decoder import CaptionDecoder
 from imcap.paths import (
     ATTENTION_DIR,
@@ -65,12 +66,13 @@ def run_metrics(scores: Scores, beam: int) -> dict[str, float]:
 
 
 def beam_captions(model: CaptionDecoder, test: CaptionedSplit, vocab: Vocabulary,
-                  device: torch.device, beam_size: int, settings: EvalParams
-                  ) -> tuple[Captions, list[DecodedCaption]]:
+                  device: torch.device, beam_size: int, settings: EvalParams,
+                  rules: DecodingRules) -> tuple[Captions, list[DecodedCaption]]:
     """Captions of every test image, and the first `settings.attention_figures` of them with
     their attention, for the figures."""
     beam = beam_decoder(model, beam_size, settings.max_length,
-                        length_penalty=settings.length_penalty)
+                        length_penalty=settings.length_penalty, groups=settings.beam_groups,
+                        diversity=settings.diversity_lambda, rules=rules)
     captions: Captions = []
     figures: list[DecodedCaption] = []
     for caption in caption_batches(beam, test.image_batches(settings.batch_size, device), vocab):
@@ -120,16 +122,19 @@ def main() -> None:
     device = pick_device(params.train.device, "train.device")
     model = load_checkpoint(CHECKPOINT_FILE, device)
 
+    rules = DecodingRules.from_vocab(vocab, block_trigrams=settings.block_trigrams,
+                                     remove_bad_endings=settings.remove_bad_endings)
+
     # Started first: METEOR's Java process loads its tables while the captions are decoded.
     with CocoScorer(meteor=settings.meteor) as coco:
         greedy = evaluate_split(model, test, vocab, device, settings.max_length,
-                                settings.batch_size)
+                                settings.batch_size, rules)
         loss = greedy.loss
         captions: dict[str, Captions] = {"greedy": greedy.captions}
         figures: dict[int, list[DecodedCaption]] = {}
         for k in settings.beams:
             captions[f"beam{k}"], figures[k] = beam_captions(model, test, vocab, device, k,
-                                                             settings)
+                                                             settings, rules)
         scores, cider = {}, {}
         for mode, hypotheses in captions.items():
             coco_scores, cider[mode] = coco.score_images(test.references, hypotheses)

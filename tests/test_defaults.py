@@ -51,6 +51,7 @@ def test_decoder_config_defaults_equal_params_yaml():
     defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig)
                 if f.default is not dataclasses.MISSING}
     model = PARAMS.model
-    assert defaults == {"init_fc": model.init_fc, "decoder": PARAMS.decoder,
+    assert defaults == {"init_fc": model.init_fc, "attention_gate": model.attention_gate,
+                        "decoder": PARAMS.decoder,
                         "layers": model.transformer_layers, "heads": model.transformer_heads,
                         "width": model.transformer_width}

@@ -138,3 +138,16 @@ def test_a_split_without_an_image_is_refused_before_any_stage_runs(shapes, messa
     with pytest.raises(ParamError) as err:
         parse_params(merged({"shapes": shapes}))
     assert str(err.value) == f"params: {message}"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"eval": {"diversity_lambda": 0.5}}, r"eval\.diversity_lambda needs eval\.beam_groups > 1"),
+    ({"eval": {"beam_groups": 2}},
+     r"eval\.beam_groups \(2\) must divide every beam size in eval\.beams; it does not divide "
+     r"\[1, 3, 5\]"),
+])
+def test_diverse_beam_search_params_are_refused_in_one_line(raw, message):
+    with pytest.raises(ParamError, match=message) as err:
+        parse_params(merged(raw))
+    assert "\n" not in str(err.value)
+    parse_params(merged({"eval": {"beams": [2, 4], "beam_groups": 2, "diversity_lambda": 0.5}}))

@@ -44,6 +44,13 @@ class EvalParams(Section):
     # Beam search scores each caption as it finishes by log P / length**length_penalty
     # (length = words + EOS, Hugging Face's form); 0 = raw log P.
     length_penalty: NonNegativeFloat
+    block_trigrams: bool  # greedy and beam search: no word that repeats a trigram of the caption
+    remove_bad_endings: bool  # greedy and beam search: no EOS after "a", "the", "with", ...
+    # Diverse beam search (Vijayakumar et al.): the beams in beam_groups groups, each group's
+    # log-probabilities less diversity_lambda x how often earlier groups chose the word at the
+    # same step; 1 = plain beam search.
+    beam_groups: Positive
+    diversity_lambda: NonNegativeFloat
     meteor: bool  # METEOR needs Java (skipped, not failed, without it)
     attention_figures: NonNegative  # first test images drawn with per-word attention maps
 
@@ -55,6 +62,13 @@ class EvalParams(Section):
     def _each_beam_once(self) -> Self:
         if len(set(self.beams)) != len(self.beams):
             raise ValueError(f"eval.beams lists a beam size twice: {self.beams!r}")
+        if self.diversity_lambda > 0 and self.beam_groups == 1:
+            raise ValueError("eval.diversity_lambda needs eval.beam_groups > 1 (diverse beam "
+                             "search); set it to 0 or raise eval.beam_groups")
+        uneven = [k for k in self.beams if k % self.beam_groups]
+        if uneven:
+            raise ValueError(f"eval.beam_groups ({self.beam_groups}) must divide every beam size "
+                             f"in eval.beams; it does not divide {uneven}")
         return self
 
 

@@ -12,6 +12,7 @@ from imcap.data.vocab import Vocabulary
 from imcap.evaluation.bleu import bleu_scores
 from imcap.features.splits import CaptionedSplit
 from imcap.model.captioning import caption_batches
+from imcap.model.constraints import DecodingRules
 from imcap.model.decode import greedy_decode
 from imcap.model.interface import Decoder
 from imcap.model.loss import split_word_loss
@@ -26,14 +27,14 @@ class SplitEvaluation:
 
 @torch.no_grad()
 def evaluate_split(model: Decoder, data: CaptionedSplit, vocab: Vocabulary,
-                   device: torch.device, max_length: int, batch_size: int = 256
-                   ) -> SplitEvaluation:
+                   device: torch.device, max_length: int, batch_size: int = 256,
+                   rules: DecodingRules | None = None) -> SplitEvaluation:
     model.eval()
     summed, words = 0.0, 0
     for rows in torch.arange(len(data.captions)).split(batch_size):
         batch_sum, batch_words = split_word_loss(model, data, rows, device)
         summed, words = summed + batch_sum.item(), words + batch_words
-    greedy = partial(greedy_decode, model, max_length=max_length)
+    greedy = partial(greedy_decode, model, max_length=max_length, rules=rules)
     captions = [caption.words for caption in
                 caption_batches(greedy, data.image_batches(batch_size, device), vocab)]
     return SplitEvaluation(summed / words,

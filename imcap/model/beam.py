@@ -18,6 +18,12 @@ The answer is the best finished caption. Only an image without any (no beam ever
 among its k best) falls back to its best open beam, cut at `max_length` words (score
 log P / max_length^α): there is always a caption (the popular per-image reference
 implementation fails there on an empty list).
+Diverse beam search (`groups` G > 1, Vijayakumar et al.): each image's k beams form G groups of
+k / G, each ranking its own 2k / G best continuations after the earlier groups of the step, by its
+search score less `diversity` × how often those groups' beams chose the word (the penalties add
+up in the search score). Finished captions of every group share the pool, ranked by their log P
+(penalised by length), so `scores` stays the returned caption's log-probability. `rules`
+(`imcap.model.constraints`) forbid words before any ranking.
 With k = 1 and α = 0 this is exactly greedy decoding. Memory grows with the captions (each
 beam's history is extended a step at a time), never with `max_length`.
 """
@@ -29,6 +35,7 @@ from typing import NamedTuple
 import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.constraints import DecodingRules
 from imcap.model.decode import check_lengths, mask_specials, trim_steps
 from imcap.model.interface import Decoder
 
@@ -50,26 +57,37 @@ class Captions(NamedTuple):
 @torch.no_grad()
 def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
                 beam_size: int, max_length: int, *, min_length: int = 0,
-                length_penalty: float = 0.0) -> BeamResult:
-    """The best of `beam_size` beams for each of the B images in `grid` [B, R, C]."""
+                length_penalty: float = 0.0, groups: int = 1, diversity: float = 0.0,
+                rules: DecodingRules | None = None) -> BeamResult:
+    """The best of `beam_size` beams for each of the B images in `grid` [B, R, C]; with
+    `groups` > 1, diverse beam search of `groups` groups penalised by `diversity`; words
+    `rules` forbids are never chosen."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    if groups < 1 or beam_size % groups:
+        raise ValueError(f"groups must divide beam_size ({beam_size}), got {groups}")
+    if diversity < 0:
+        raise ValueError(f"diversity must be >= 0, got {diversity}")
     check_lengths(max_length, min_length)
     batch, k, device = grid.size(0), beam_size, grid.device
+    m = k // groups  # beams per group
     steps = max_length + 1
     regions = grid.size(1) if model.attention is not None else None
+    diverse = groups > 1
 
     def penalised(scores: torch.Tensor, length: int) -> torch.Tensor:
         return scores / length**length_penalty if length_penalty > 0 else scores
 
     state = model.start(grid, pooled).repeat(k)
-    # The open beams of the images still searching (`active`): k rows per image, their raw
-    # scores and histories. Finished captions go to `pool`, the cut-off best beam to `cut`.
+    # The open beams of the images still searching (`active`): k rows per image, their search
+    # scores (`scores`; in diverse search log P less the diversity penalties, `logps` their log
+    # P) and histories. Finished captions go to `pool`, the cut-off best beam to `cut`.
     active = torch.arange(batch, device=device)
     scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all k beams start as copies of one: only beam 0 may expand at first
+    scores[:, ::m] = 0.0  # each group's m beams start as copies of one: only its first expands
+    logps = scores.clone() if diverse else scores
     current = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
     attention = (torch.zeros(batch * k, 0, regions, device=device) if regions is not None
@@ -78,24 +96,48 @@ def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
     for step in range(steps):
         logits, state, alpha = model.step(current, state)
         logp = mask_specials(torch.log_softmax(logits.float(), dim=1), step, min_length)
+        if rules is not None and rules.active:
+            logp = rules.mask(logp, history)
         n, vocab = len(active), logp.size(1)
-        top, flat = (scores.reshape(-1, 1) + logp).view(n, k * vocab).topk(2 * k, dim=1)
-        token = flat % vocab  # [n, 2k], best first
-        rows = torch.arange(n, device=device).unsqueeze(1) * k + flat // vocab
-        ends = (token[:, :k] == EOS_ID) & top[:, :k].isfinite()  # EOS among the k best
+        logp = logp.view(n, groups, m, vocab)
+        chosen = torch.zeros(n, vocab, device=device) if diverse and diversity > 0 else None
+        ranked = []  # per group: search scores, log P, tokens, rows of the 2m best, best first
+        for g in range(groups):
+            part = slice(g * m, (g + 1) * m)
+            candidates = scores[:, part].unsqueeze(2) + logp[:, g]  # [n, m, V]
+            if chosen is not None and g:  # the words earlier groups chose at this step
+                candidates = candidates - diversity * chosen.unsqueeze(1)
+            top, flat = candidates.view(n, m * vocab).topk(2 * m, dim=1)
+            true = ((logps[:, part].unsqueeze(2) + logp[:, g]).view(n, m * vocab).gather(1, flat)
+                    if diverse else top)
+            token = flat % vocab
+            rows = torch.arange(n, device=device).unsqueeze(1) * k + g * m + flat // vocab
+            # The m best continuations without EOS (there are at least m among the 2m best).
+            keep = torch.sort((token == EOS_ID).int(), dim=1, stable=True).indices[:, :m]
+            if chosen is not None:
+                picked = top.gather(1, keep).isfinite().float()
+                chosen.scatter_add_(1, token.gather(1, keep), picked)
+            ranked.append((top, true, token, rows, keep))
+        top, true, token, rows = (torch.cat([r[i][:, :m] for r in ranked], dim=1)
+                                  for i in range(4))
+        ends = (token == EOS_ID) & top.isfinite()  # EOS among a group's m best
         if ends.any():
-            finished = _extend(history, attention, rows[:, :k], token[:, :k], alpha)
+            finished = _extend(history, attention, rows, token, alpha)
             pool = _merge_into(pool, active, Captions(
-                penalised(top[:, :k], step + 1).masked_fill(~ends, float("-inf")), *finished))
+                penalised(true, step + 1).masked_fill(~ends, float("-inf")), *finished))
         if step == max_length:  # no room for another word: the open beams are cut here
+            best = logps.argmax(dim=1, keepdim=True)  # the first beam, but for diverse groups
             cut = _place(cut, active, Captions(
-                penalised(scores[:, :1], max_length), history.view(n, k, -1)[:, :1],
-                attention.view(n, k, *attention.shape[1:])[:, :1] if attention is not None
-                else None))
+                penalised(logps.gather(1, best), max_length),
+                history.view(n, k, -1).gather(
+                    1, best.unsqueeze(2).expand(-1, -1, history.size(1))),
+                attention.view(n, k, *attention.shape[1:])[torch.arange(n, device=device),
+                                                          best.squeeze(1)].unsqueeze(1)
+                if attention is not None else None))
             break
-        # The k best continuations without EOS (there are at least k among the 2k best).
-        keep = torch.sort((token == EOS_ID).int(), dim=1, stable=True).indices[:, :k]
-        scores, token, rows = top.gather(1, keep), token.gather(1, keep), rows.gather(1, keep)
+        scores, token, rows = (torch.cat([r[i].gather(1, r[4]) for r in ranked], dim=1)
+                               for i in (0, 2, 3))
+        logps = torch.cat([r[1].gather(1, r[4]) for r in ranked], dim=1) if diverse else scores
         tokens, alphas = _extend(history, attention, rows, token, alpha)
         history = tokens.flatten(0, 1)
         attention = alphas.flatten(0, 1) if alphas is not None else None
@@ -103,12 +145,13 @@ def beam_search(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
         current = token.reshape(-1)
         # Searching on can only help while the best open beam might still beat the worst
         # finished caption (-inf until the pool is full).
-        searching = penalised(scores[:, 0], steps) > pool.scores[active, -1]
+        searching = penalised(logps.amax(dim=1), steps) > pool.scores[active, -1]
         if not searching.any():
             break
         if not searching.all():
             kept = searching.repeat_interleave(k)
             active, scores, current = active[searching], scores[searching], current[kept]
+            logps = logps[searching] if diverse else scores
             history = history[kept]
             attention = attention[kept] if attention is not None else None
             state = state.select(kept)

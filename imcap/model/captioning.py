@@ -10,6 +10,7 @@ import torch
 
 from imcap.data.vocab import EOS_ID, Vocabulary
 from imcap.model.beam import beam_search
+from imcap.model.constraints import DecodingRules
 from imcap.model.interface import Decoder
 
 # (grid [B, R, C], pooled [B, C]) -> (token ids [B, L], attention [B, L, R] or None)
@@ -35,13 +36,15 @@ def caption_batches(decode: Decode, batches: Iterable[tuple[torch.Tensor, torch.
 
 
 def beam_decoder(model: Decoder, beam_size: int, max_length: int, *, min_length: int = 0,
-                 length_penalty: float = 0.0) -> Decode:
+                 length_penalty: float = 0.0, groups: int = 1, diversity: float = 0.0,
+                 rules: DecodingRules | None = None) -> Decode:
     """Beam search as a `Decode`: the best beam's tokens and attention."""
 
     def decode(grid: torch.Tensor, pooled: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         result = beam_search(model, grid, pooled, beam_size, max_length, min_length=min_length,
-                             length_penalty=length_penalty)
+                             length_penalty=length_penalty, groups=groups,
+                             diversity=diversity, rules=rules)
         return result.tokens, result.alphas
 
     return decode

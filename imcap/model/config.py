@@ -30,6 +30,7 @@ class ModelParams(Section):
     attention_size: Size  # (lstm) attention I's score space
     dropout: Fraction
     init_fc: bool  # (lstm) seed v2: one more fully connected layer between image vector and state
+    attention_gate: bool  # (lstm, attention I / II) Show-Attend-Tell gate sigmoid(w . h) on context
     transformer_layers: Layers
     transformer_heads: Heads
     transformer_width: Size  # model width: words and regions are projected to it

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from imcap.model.constraints import DecodingRules
 from imcap.model.interface import Decoder
 
 
@@ -47,11 +48,11 @@ def check_lengths(max_length: int, min_length: int) -> None:
 
 @torch.no_grad()
 def greedy_decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
-                  max_length: int, *, min_length: int = 0
+                  max_length: int, *, min_length: int = 0, rules: DecodingRules | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The most likely word at every step."""
+    """The most likely word at every step (of those `rules` allows)."""
     return _decode(model, grid, pooled, max_length, min_length,
-                   lambda logits: logits.argmax(dim=1))
+                   lambda logits: logits.argmax(dim=1), rules)
 
 
 @torch.no_grad()
@@ -78,8 +79,8 @@ def sample_decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
 
 
 def _decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor, max_length: int,
-            min_length: int, pick: Callable[[torch.Tensor], torch.Tensor]
-            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            min_length: int, pick: Callable[[torch.Tensor], torch.Tensor],
+            rules: DecodingRules | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One word per step chosen by `pick` from the masked logits [B, V]."""
     check_lengths(max_length, min_length)
     state = model.start(grid, pooled)
@@ -89,7 +90,11 @@ def _decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor, max_length
     words, alphas = [], []
     for step in range(max_length + 1):  # up to max_length words, then only their EOS
         logits, state, alpha = model.step(current, state)
-        current = pick(mask_specials(logits, step, min_length))
+        logits = mask_specials(logits, step, min_length)
+        if rules is not None and rules.active:
+            history = torch.stack(words, dim=1) if words else current.new_zeros(batch, 0)
+            logits = rules.mask(logits, history)
+        current = pick(logits)
         if step == max_length:  # no room for another word: the caption is cut instead
             current = current.masked_fill(current != EOS_ID, PAD_ID)
         current = current.masked_fill(finished, PAD_ID)

@@ -7,7 +7,9 @@ Attention (the seed's table):
 - `I`:  additive (Bahdanau / Show-Attend-Tell), score_r = v · tanh(W f_r + U h).
 - `II`: dot product, score_r = (W f_r) · h / sqrt(H), computed with `torch.bmm`.
 With attention, the context vector (the weighted mean of region features) is fed to the LSTM
-together with the word embedding at every step.
+together with the word embedding at every step; with `attention_gate` (Show-Attend-Tell, Xu et
+al. 2015) it is first scaled by a gate β = σ(w · h + b) of the previous hidden state (one scalar
+per caption and step, as in the paper; the PyTorch tutorial's `f_beta` gates each channel).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class DecoderConfig:
     # The defaults below load checkpoints saved before these fields existed (LSTMs without
     # init_fc); they equal params.yaml's `model` section (tests/test_defaults.py).
     init_fc: bool = False  # seed v2: a fully connected layer between image vector and (h0, c0)
+    attention_gate: bool = False  # Show-Attend-Tell's gate on the context (attention I / II)
     decoder: str = "lstm"  # lstm | transformer (checkpoints from before v8 are LSTMs)
     layers: int = 2  # the transformer's; the LSTM ignores these three
     heads: int = 4
@@ -48,7 +51,8 @@ class DecoderConfig:
         return cls(vocab_size=vocab_size, embed_dim=embed_dim, encoder_channels=encoder_channels,
                    projection_size=model.projection_size, hidden_size=model.hidden_size,
                    attention=attention, attention_size=model.attention_size,
-                   dropout=model.dropout, init_fc=model.init_fc, decoder=decoder,
+                   dropout=model.dropout, init_fc=model.init_fc,
+                   attention_gate=model.attention_gate, decoder=decoder,
                    layers=model.transformer_layers, heads=model.transformer_heads,
                    width=model.transformer_width)
 
@@ -139,6 +143,8 @@ class CaptionDecoder(nn.Module):
             self.attention = DotAttention(config.projection_size, config.hidden_size)
         else:
             self.attention = None
+        self.gate = (nn.Linear(config.hidden_size, 1)
+                     if config.attention_gate and self.attention is not None else None)
         context_dim = config.projection_size if self.attention is not None else 0
         self.cell = nn.LSTMCell(config.embed_dim + context_dim, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
@@ -165,9 +171,12 @@ class CaptionDecoder(nn.Module):
         return logits, DecoderState(h, c, state.grid, state.keys), alpha
 
     def forward(self, grid: torch.Tensor, pooled: torch.Tensor, captions: SortedCaptions,
-                teacher_forcing: float = 1.0) -> torch.Tensor:
+                teacher_forcing: float = 1.0, coverage: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits [N, V] of the words to predict, in the order of `captions.targets`; `grid`
-        and `pooled` hold each image once (`captions.owner` says whose caption is whose).
+        and `pooled` hold each image once (`captions.owner` says whose caption is whose). With
+        `coverage` (attention only), also each caption's attention summed over its steps
+        [M, R] (in the order of `captions.tokens`), for the doubly stochastic regularisation.
 
         Each image is projected once however many captions it has, and step t runs only the
         `captions.steps[t]` captions still being read (`nn.LSTMCell`: on the CPU, as fast as
@@ -184,29 +193,40 @@ class CaptionDecoder(nn.Module):
         if self.attention is not None:
             keys, grid = prefixes(state.keys, steps), prefixes(state.grid, steps)
         own_word = (torch.rand(len(steps)) >= teacher_forcing).tolist()
+        if coverage and self.attention is None:
+            raise ValueError("coverage needs a decoder with attention")
         h, c, fed_back = state.h, state.c, None
-        hidden = []
+        hidden, alphas = [], []
         for t, rows in enumerate(steps):
             h, c = h[:rows], c[:rows]
             inputs = words[t] if fed_back is None else self.embed(fed_back[:rows])
             if self.attention is not None:
-                h, c = self._recur(inputs, h, c, keys[t], grid[t])
+                h, c, alpha = self._recur(inputs, h, c, keys[t], grid[t])
+                if coverage:
+                    alphas.append(alpha)
             else:
-                h, c = self._recur(inputs, h, c)
+                h, c, _ = self._recur(inputs, h, c)
             hidden.append(h)
             fed_back = (self.out(self.dropout(h)).argmax(dim=1)
                         if own_word[t] and t + 1 < len(steps) else None)
-        return self.out(self.dropout(torch.cat(hidden)))
+        logits = self.out(self.dropout(torch.cat(hidden)))
+        if not coverage:
+            return logits
+        rows = len(captions.tokens)  # step t's attention covers the first steps[t] captions
+        summed = sum(nn.functional.pad(alpha, (0, 0, 0, rows - len(alpha))) for alpha in alphas)
+        return logits, summed
 
     def _recur(self, inputs: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
                keys: torch.Tensor | None = None, grid: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One training step's (h, c) from the word vectors `inputs` (`compile_steps`
-        compiles this)."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One training step's (h, c) from the word vectors `inputs`, and its attention
+        weights (None without attention; `compile_steps` compiles this)."""
+        alpha = None
         if keys is not None:
-            _, context = self._attend(keys, grid, h)
+            alpha, context = self._attend(keys, grid, h)
             inputs = torch.cat([inputs, context], dim=1)
-        return self.cell(inputs, (h, c))
+        h, c = self.cell(inputs, (h, c))
+        return h, c, alpha
 
     def compile_steps(self) -> None:
         """`torch.compile` the step of training's time loop (`train.compile`): the loop runs a
@@ -219,7 +239,10 @@ class CaptionDecoder(nn.Module):
         """Attention weights [B, R] over the regions given the hidden state, and the context
         vector [B, P] they weigh from `grid`."""
         alpha = torch.softmax(self.attention(keys, hidden), dim=1)
-        return alpha, torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)
+        context = torch.bmm(alpha.unsqueeze(1), grid).squeeze(1)
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(hidden)) * context
+        return alpha, context
 
 
 class _Prefixes(torch.autograd.Function):

@@ -45,6 +45,12 @@ class TrainParams(Section):
     learning_rate: LearningRate
     grad_clip: PositiveFloat
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
+    # torch's cross_entropy(label_smoothing=...): the target puts this much of its mass evenly
+    # on every word (ImageCaptioning.pytorch's option); 0 = plain cross-entropy
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    # Show-Attend-Tell's doubly stochastic regularisation: this x sum over regions of
+    # (1 - sum over a caption's steps of its attention)^2 added to each caption's loss
+    attention_regularization: NonNegativeFloat
     freeze_embeddings: bool  # keep the pretrained vectors fixed (seed v1)
     patience: Positive  # stop after this many epochs without a better validation BLEU-4
     max_length: Words  # most words in a validation caption (greedy decoding)
@@ -125,6 +131,20 @@ class TrainStageParams(Section):
         params (tests/test_dvc_deps.py) and the params of its resume fingerprint."""
         return {key: value for key, value in self.result_params().items()
                 if key.split(".")[0] in TRAINED_SECTIONS}
+
+    @model_validator(mode="after")
+    def _regularized_attention_exists(self) -> Self:
+        if self.train.attention_regularization > 0 and not (
+                self.decoder == "lstm" and self.attention != "none"):
+            raise ValueError("train.attention_regularization needs decoder lstm with attention "
+                             f"I or II (got decoder {self.decoder}, attention {self.attention}); "
+                             "set it to 0")
+        if self.model.attention_gate and not (self.decoder == "lstm"
+                                              and self.attention != "none"):
+            raise ValueError("model.attention_gate needs decoder lstm with attention I or II "
+                             f"(got decoder {self.decoder}, attention {self.attention}); set it "
+                             "to false")
+        return self
 
     @model_validator(mode="after")
     def _transformer_is_teacher_forced(self) -> Self:

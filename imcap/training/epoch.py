@@ -45,15 +45,18 @@ def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast | nullc
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
                 *, grad_clip: float, teacher_forcing: float, dtype: torch.dtype,
-                device: torch.device, world_size: int = 1, progress: str = "") -> float:
-    """Train on `batches` (already on `device`); the mean word loss of the epoch (all ranks)."""
+                device: torch.device, world_size: int = 1, progress: str = "",
+                label_smoothing: float = 0.0, attention_regularization: float = 0.0) -> float:
+    """Train on `batches` (already on `device`); the mean word loss of the epoch (all ranks):
+    the objective minimised, label smoothing and attention regularisation included."""
     model.train()
     total = torch.zeros((), device=device)
     words = torch.zeros((), device=device)
     for batch in progress_bar(batches, desc=progress, unit="batch", disable=not progress):
         with autocast(device, dtype):
             summed = summed_word_loss(model, batch.grid, batch.pooled, batch.captions,
-                                      teacher_forcing)
+                                      teacher_forcing, label_smoothing=label_smoothing,
+                                      attention_regularization=attention_regularization)
         optimizer.zero_grad(set_to_none=True)
         (summed * (world_size / batch.global_words)).backward()
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -159,7 +159,9 @@ def train_decoder(
                 epoch_loader(train_data, windows, shard, device, settings.num_workers),
                 grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
                 dtype=dtype, device=device, world_size=shard.world_size,
-                progress=f"epoch {epoch}/{settings.epochs}" if leader else "")
+                progress=f"epoch {epoch}/{settings.epochs}" if leader else "",
+                label_smoothing=settings.label_smoothing,
+                attention_regularization=settings.attention_regularization)
             check_finite(train_loss, epoch, rate)  # the same loss, so the same stop, on every rank
             if settings.average_last:
                 last_epochs.add(model)
