@@ -49,7 +49,7 @@ class EvalParams(Section):
     # Diverse beam search (Vijayakumar et al.): the beams in beam_groups groups, each group's
     # log-probabilities less diversity_lambda x how often earlier groups chose the word at the
     # same step; 1 = plain beam search.
-    beam_groups: Positive
+    beam_groups: Annotated[int, Field(gt=0, le=100)]  # at most the largest beam
     diversity_lambda: NonNegativeFloat
     meteor: bool  # METEOR needs Java (skipped, not failed, without it)
     attention_figures: NonNegative  # first test images drawn with per-word attention maps
