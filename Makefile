@@ -20,9 +20,9 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
-# The suite over every core (pytest-xdist): tests sharing a module fixture stay on one worker and
-# the longest go first (tests/scheduling.py). `make test-fast`: the tests measured under 2 s.
-PARALLEL := -n auto --dist loadgroup --no-loadscope-reorder
+# The suite over every core (pytest-xdist): a test file runs on one worker (its module fixtures
+# once), the longest files first (tests/scheduling.py). `make test-fast`: tests measured under 2 s.
+PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 test: setup
 	$(PY) -m pytest -q $(PARALLEL)
 

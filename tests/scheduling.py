@@ -1,9 +1,10 @@
-"""How the suite is spread over the cores (pytest-xdist, `--dist loadgroup`) and split into tiers.
+"""How the suite is spread over the cores (pytest-xdist, `--dist loadfile`) and split into tiers.
 
-- Tests that share a module-scoped fixture (one real `dvc repro`, one `signs` training) run on one
-  worker, so the fixture runs once: they get an `xdist_group` named after their module.
-- Work is handed out longest first, from the durations measured last (`tests/durations.json`,
-  refreshed by `make test-durations`), so no worker ends the run alone on a long test.
+- A test file runs on one worker, so a module-scoped fixture (one real `dvc repro`, one `signs`
+  training) runs once. (xdist's `loadgroup` cannot group tests under pytest 9: it renames a
+  test by an attribute pytest 9 no longer reads.)
+- Files are handed out longest first, from the durations measured last (`tests/durations.json`,
+  refreshed by `make test-durations`), so no worker ends the run alone on a long file.
 - A test measured at SLOW_SECONDS or more is marked `slow`: `make test-fast` leaves those out.
   A test not measured yet counts as fast until the next `make test-durations`.
 """
@@ -25,31 +26,16 @@ def measured() -> dict[str, float]:
     return json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
 
 
-def _shared_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
-
-
 def schedule(items: list[pytest.Item]) -> None:
-    """Mark slow tests, group tests that share a module fixture, and order the longest first."""
+    """Mark slow tests and order the files longest first (a file's tests keep their order)."""
     seconds = measured()
-    groups: dict[str, float] = defaultdict(float)
+    per_file: dict[str, float] = defaultdict(float)
     for item in items:
         took = seconds.get(item.nodeid, 0.0)
+        per_file[item.path.name] += took
         if took >= SLOW_SECONDS:
             item.add_marker(pytest.mark.slow)
-        if _shared_module_fixture(item):
-            group = item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(group))
-            groups[group] += took
-
-    def cost(item: pytest.Item) -> float:
-        group = item.get_closest_marker("xdist_group")
-        return groups[group.args[0]] if group else seconds.get(item.nodeid, 0.0)
-
-    items.sort(key=cost, reverse=True)  # stable: a group's tests keep their order
+    items.sort(key=lambda item: per_file[item.path.name], reverse=True)  # stable
 
 
 class DurationRecorder:
