@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             with contextlib.redirect_stdout(sys.stderr):
                 train_decoder(inputs.config, params.train, inputs.embeddings, inputs.train,
                               inputs.val, inputs.vocab, checkpoint, seed=args.seed,
-                              state_dir=workdir / "runs" / "decoding-state")
+                              state_dir=checkpoint.with_suffix(".state"))
         device = pick_device(params.train.device)
         model = load_checkpoint(checkpoint, device)
         rows = []
