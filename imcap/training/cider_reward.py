@@ -20,9 +20,7 @@ reward is CIDEr-D on those tokens (as ruotianluo's), not on the raw words evalua
 Every n-gram of the references gets an id (a sorted table of their integer codes,
 Σ token · V^k); a table sorted by (image, n-gram) holds each reference's count of it. A batch is
 then a sort, a few `searchsorted` lookups and sums over [captions, n-grams, references] tensors:
-no Python loop over captions, no host sync. `eos=True` counts the EOS token as a word in
-captions and references (ruotianluo's reward): a caption that stops mid-phrase ("… with a" EOS)
-then matches no reference's ending.
+no Python loop over captions, no host sync.
 """
 
 from __future__ import annotations
@@ -40,14 +38,10 @@ _TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap's BLEU smoothing
 _MISSING = torch.iinfo(torch.int64).max  # above every n-gram code (< base**4 <= 2**63 - 1)
 
 
-def caption_words(tokens: torch.Tensor, eos: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_words(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The words of captions `tokens` [S, L] (no BOS; ended by EOS or PAD, as the decoders
-    return them) as [S, L] ids, 0 after the last word, and their numbers [S]; with `eos`, an EOS
-    that ends a caption counts as its last word."""
-    ended = torch.cumsum((tokens == EOS_ID) | (tokens == PAD_ID), dim=1) > 0
-    keep = ~ended
-    if eos:
-        keep |= (tokens == EOS_ID) & (torch.cumsum(ended.int(), dim=1) == 1)
+    return them) as [S, L] ids, 0 after the last word, and their numbers [S]."""
+    keep = torch.cumsum((tokens == EOS_ID) | (tokens == PAD_ID), dim=1) == 0
     return tokens.masked_fill(~keep, 0), keep.sum(dim=1)
 
 
@@ -79,7 +73,6 @@ class CaptionReward:
     (`from_references`), `to(device)`, then call `scores` for each batch."""
 
     base: int  # the vocabulary size: n-gram codes are base-`base` numbers
-    eos: bool
     sigma: float
     log_images: float  # log N: pycocoevalcap's `ref_len`
     gram_codes: torch.Tensor  # [G] sorted codes of every reference n-gram
@@ -93,7 +86,7 @@ class CaptionReward:
 
     @classmethod
     def from_references(cls, references: torch.Tensor, image: torch.Tensor, vocab_size: int,
-                        *, eos: bool = False, sigma: float = SIGMA,
+                        *, sigma: float = SIGMA,
                         device: torch.device | str = "cpu") -> CaptionReward:
         """From the references `references` [M, L] (`BOS w1 … wn EOS PAD …`, as
         `CaptionedSplit.captions` holds them), `image` [M] the image (0 .. I-1, every one
@@ -106,7 +99,7 @@ class CaptionReward:
         references, image = references.to(device).long(), image.to(device).long()
         if len(references) and (references[:, 0] != BOS_ID).any():
             raise ValueError("references must start with BOS (as encoded captions do)")
-        words, lengths = caption_words(references[:, 1:], eos)
+        words, lengths = caption_words(references[:, 1:])
         if len(references) and int(lengths.min()) == 0:
             raise ValueError("a reference caption without a word")
         images = int(image.max()) + 1 if len(image) else 0
@@ -144,7 +137,7 @@ class CaptionReward:
         ref_bigrams[image, slot] = (lengths - 1).clamp(min=0).double()
         ref_words = torch.full((images, slots), 2**20, dtype=torch.long, device=device)
         ref_words[image, slot] = lengths
-        return cls(vocab_size, eos, sigma, log_images, gram_codes, weight, cell_codes,
+        return cls(vocab_size, sigma, log_images, gram_codes, weight, cell_codes,
                    cell_counts, ref_norm, ref_bigrams, ref_words, per_image.double())
 
     def to(self, device: torch.device | str) -> CaptionReward:
@@ -164,7 +157,7 @@ class CaptionReward:
         BLEU-4 in 0..1) of the captions `tokens` [S, L] (no BOS; EOS / PAD end them, as the
         decoders return them), caption s describing image `images[s]` (the `image` numbering
         of `from_references`)."""
-        words, lengths = caption_words(tokens.long(), self.eos)
+        words, lengths = caption_words(tokens.long())
         codes, valid, _ = ngram_codes(words, lengths, self.base)
         # Each distinct n-gram once: each caption's codes sorted (missing ones last), an
         # n-gram counted at its first copy.
