@@ -67,3 +67,10 @@ gpu-wheels: setup
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d .whl \
 	  $$($(PY) -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(GPU_WHEELS)'.split()))")
+
+# Does this machine reproduce the committed baseline exactly? A clone of HEAD runs the whole
+# pipeline (a full training: minutes, not part of `make test`) and every output's md5 and every
+# metric is compared with the committed dvc.lock and metrics/*.json (README, "Exact reproduction").
+.PHONY: reproduce-check
+reproduce-check: setup
+	$(PY) scripts/reproduce_check.py

@@ -5,11 +5,10 @@ one self-critical step of `--images` images × `--samples` samples, split into i
 - `reward_build`: `CaptionReward.from_references` over all training references (once per run,
   on `--device`);
 - `reward`: CIDEr-D + BLEU-4 of the B·n samples (and of B greedy captions);
-- `sample`: `sample_captions` without gradients (B·n rows), `greedy`: `greedy_decode` (B rows);
+- `sample`: `sample_decode` of n captions per image (B·n rows), `greedy`: `greedy_decode` (B
+  rows);
 - `forward_backward`: `caption_logprobs` (teacher-forced forward over the samples) + the loss's
   backward, `step`: the whole `self_critical_batch` (greedy baseline) + backward + Adam step;
-- `sample_with_grad_backward`, `step_without_rescoring`: the same with the log-probabilities
-  from the sampling steps themselves (`rescore=False`);
 - `cross_entropy`: a cross-entropy forward + backward of B·n reference captions, for scale.
 The samples are a random decoder's, which rarely ends a caption: nearly all run to
 `--max-length` words, the worst case for both the decoder and the reward. Each part: the fastest
@@ -35,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.model.captions import SortedCaptions
-from imcap.model.decode import greedy_decode
+from imcap.model.decode import greedy_decode, sample_decode
 from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder
-from imcap.model.sample import caption_logprobs, sample_captions
+from imcap.model.sample import caption_logprobs
 from imcap.training.cider_reward import CaptionReward
 from imcap.training.scst import self_critical_batch, self_critical_loss
 
@@ -116,29 +115,21 @@ def main() -> None:
     owner = torch.arange(batch, device=device).repeat_interleave(n)
     precision = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                  else nullcontext())
-    with torch.no_grad(), precision:
-        drawn = sample_captions(model, grid, pooled, n, args.max_length)
+    with precision:
+        drawn, _ = sample_decode(model, grid, pooled, args.max_length, n=n)
     greedy, _ = greedy_decode(model, grid, pooled, args.max_length)
-    scores = reward(drawn.tokens, images[owner])
+    scores = reward(drawn, images[owner])
 
     def forward_backward() -> None:
         with precision:
-            logprobs = caption_logprobs(model, grid, pooled, drawn.tokens, owner)
-            loss = self_critical_loss(logprobs, drawn.mask, scores, scores.mean())
+            logprobs = caption_logprobs(model, grid, pooled, drawn, owner)
+            loss = self_critical_loss(logprobs, drawn != PAD_ID, scores, scores.mean())
         loss.backward()
 
-    def with_grad() -> None:
-        with precision:
-            sampled = sample_captions(model, grid, pooled, n, args.max_length)
-            loss = self_critical_loss(sampled.logprobs, sampled.mask, scores[:1],
-                                      scores.mean())
-        loss.backward()
-
-    def step(rescore: bool) -> None:
+    def step() -> None:
         with precision:
             result = self_critical_batch(model, grid, pooled, images, reward, samples=n,
-                                         baseline="greedy", max_length=args.max_length,
-                                         rescore=rescore)
+                                         baseline="greedy", max_length=args.max_length)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()
@@ -154,8 +145,8 @@ def main() -> None:
         loss.backward()
 
     def sample() -> None:
-        with torch.no_grad(), precision:
-            sample_captions(model, grid, pooled, n, args.max_length)
+        with precision:
+            sample_decode(model, grid, pooled, args.max_length, n=n)
 
     def decode_greedy() -> None:
         with precision:
@@ -163,21 +154,19 @@ def main() -> None:
 
     repeats = args.repeats
     seconds = {
-        "reward": fastest(lambda: (reward.scores(drawn.tokens, images[owner]),
+        "reward": fastest(lambda: (reward.scores(drawn, images[owner]),
                                    reward.scores(greedy, images)), repeats, device),
         "sample": fastest(sample, repeats, device),
         "greedy": fastest(decode_greedy, repeats, device),
         "forward_backward": fastest(forward_backward, repeats, device),
-        "sample_with_grad_backward": fastest(with_grad, repeats, device),
-        "step": fastest(lambda: step(True), repeats, device),
-        "step_without_rescoring": fastest(lambda: step(False), repeats, device),
+        "step": fastest(step, repeats, device),
         "cross_entropy": fastest(cross_entropy, repeats, device),
     }
     print(json.dumps({
         "preset": args.preset, "device": str(device), "decoder": args.decoder,
         "attention": args.attention, "threads": torch.get_num_threads(),
         "images": batch, "samples": n, "train_images": train_images,
-        "sample_words_mean": float(drawn.mask.sum(dim=1).float().mean()),
+        "sample_words_mean": float((drawn != PAD_ID).sum(dim=1).float().mean()),
         "reward_build_s": round(build, 3),
         "ms": {name: round(1e3 * value, 2) for name, value in seconds.items()},
         "reward_share_of_step": round(seconds["reward"] / seconds["step"], 4),

@@ -1,45 +1,61 @@
-"""Batched sampling with log-probabilities (imcap.model.sample), for every decoder."""
+"""Sampling n captions per image (imcap.model.decode.sample_decode, the one sampler) and their
+log-probabilities from a teacher-forced forward (imcap.model.sample), for every decoder."""
 
 import pytest
 import torch
 from test_decode import features, prefer, tiny_model
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from imcap.model.sample import caption_logprobs, sample_captions
+from imcap.model.decode import mask_specials, sample_decode
+from imcap.model.sample import caption_logprobs
 
 KINDS = ["none", "I", "II", "transformer"]
 
 
+def stepwise_logprobs(model, grid, pooled, tokens, n):
+    """Each token's log-probability under the sampling rules, one decoding step at a time."""
+    state = model.start(grid, pooled).repeat(n)
+    current = torch.full((len(tokens),), BOS_ID)
+    columns = []
+    for step in range(tokens.size(1)):
+        logits, state, _ = model.step(current, state)
+        logp = torch.log_softmax(mask_specials(logits.float(), step, 0), dim=1)
+        columns.append(logp.gather(1, tokens[:, step:step + 1]).squeeze(1))
+        current = tokens[:, step].clamp(min=EOS_ID)  # past the end: any word, masked below
+    return torch.stack(columns, dim=1).masked_fill(tokens == PAD_ID, 0.0)
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("min_length", [0, 2])
-def test_sampled_log_probabilities_equal_the_teacher_forced_forward(kind, min_length):
+def test_the_teacher_forced_log_probabilities_are_the_sampling_steps(kind):
     model, n = tiny_model(kind), 4
     grid, pooled = features(3)
-    drawn = sample_captions(model, grid, pooled, n, max_length=6, min_length=min_length,
-                            generator=torch.Generator().manual_seed(0))
+    drawn, _ = sample_decode(model, grid, pooled, max_length=6, n=n,
+                             generator=torch.Generator().manual_seed(0))
     owner = torch.arange(3).repeat_interleave(n)
-    forced = caption_logprobs(model, grid, pooled, drawn.tokens, owner, min_length=min_length)
-    torch.testing.assert_close(drawn.logprobs, forced, rtol=0, atol=1e-5)
-    assert drawn.logprobs.requires_grad and forced.requires_grad
-    # Both carry gradients to the decoder's weights, equal ones.
-    first = torch.autograd.grad(drawn.logprobs.sum(), model.out.weight)[0]
-    second = torch.autograd.grad(forced.sum(), model.out.weight)[0]
+    forced = caption_logprobs(model, grid, pooled, drawn, owner)
+    stepwise = stepwise_logprobs(model, grid, pooled, drawn, n)
+    torch.testing.assert_close(forced, stepwise, rtol=0, atol=1e-5)
+    assert forced.requires_grad and not drawn.requires_grad
+    # Both carry the same gradients to the decoder's weights.
+    first = torch.autograd.grad(forced.sum(), model.out.weight)[0]
+    second = torch.autograd.grad(stepwise.sum(), model.out.weight)[0]
     torch.testing.assert_close(first, second, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_samples_end_at_eos_with_pad_and_zero_log_probability_after(kind):
     model = tiny_model(kind)
-    drawn = sample_captions(model, *features(5), 3, max_length=5, min_length=1,
-                            generator=torch.Generator().manual_seed(1))
-    tokens, mask = drawn.tokens, drawn.mask
-    assert tokens.shape[0] == 15 and tokens.shape[1] <= 6 and mask.any(dim=0)[-1]
-    assert not ((tokens == BOS_ID).any() or (tokens[:, 0] == EOS_ID).any())
-    ended = torch.cumsum((tokens == EOS_ID).int(), dim=1)
-    after = (ended - (tokens == EOS_ID).int()) > 0  # positions past an EOS
-    assert (tokens[after] == PAD_ID).all() and ((tokens == PAD_ID) == ~mask).all()
-    assert (drawn.logprobs[~mask] == 0).all() and (drawn.logprobs[mask] < 0).all()
-    assert (ended[:, -1] <= 1).all()
+    grid, pooled = features(5)
+    drawn, _ = sample_decode(model, grid, pooled, max_length=5, n=3, min_length=1,
+                             generator=torch.Generator().manual_seed(1))
+    mask = drawn != PAD_ID
+    assert drawn.shape[0] == 15 and drawn.shape[1] <= 6 and mask.any(dim=0)[-1]
+    assert not ((drawn == BOS_ID).any() or (drawn[:, 0] == EOS_ID).any())
+    ended = torch.cumsum((drawn == EOS_ID).int(), dim=1)
+    after = (ended - (drawn == EOS_ID).int()) > 0  # positions past an EOS
+    assert (drawn[after] == PAD_ID).all() and (ended[:, -1] <= 1).all()
+    logprobs = caption_logprobs(model, grid, pooled, drawn, torch.arange(5).repeat_interleave(3))
+    assert (logprobs[~mask] == 0).all() and (logprobs[mask] < 0).all()
     # Captions that never end are cut after max_length words, the cut step not counted.
     assert (mask.sum(dim=1) <= 6).all() and ((mask.sum(dim=1) == 6) <= (ended[:, -1] == 1)).all()
 
@@ -48,24 +64,24 @@ def test_samples_end_at_eos_with_pad_and_zero_log_probability_after(kind):
 def test_rows_b_n_to_b_n_plus_n_are_image_bs(kind):
     model, n = tiny_model(kind), 3
     grid, pooled = features(4)
+    drawn, _ = sample_decode(model, grid, pooled, max_length=4, n=n,
+                             generator=torch.Generator().manual_seed(2))
+    owner = torch.arange(4).repeat_interleave(n)
     with torch.no_grad():
-        drawn = sample_captions(model, grid, pooled, n, max_length=4,
-                                generator=torch.Generator().manual_seed(2))
-        owner = torch.arange(4).repeat_interleave(n)
-        right = caption_logprobs(model, grid, pooled, drawn.tokens, owner)
-        wrong = caption_logprobs(model, grid, pooled, drawn.tokens, owner.roll(n))
-    assert drawn.tokens.shape[0] == 4 * n
-    torch.testing.assert_close(drawn.logprobs, right, rtol=0, atol=1e-5)
+        right = caption_logprobs(model, grid, pooled, drawn, owner)
+        wrong = caption_logprobs(model, grid, pooled, drawn, owner.roll(n))
+    assert drawn.shape[0] == 4 * n
+    torch.testing.assert_close(right, stepwise_logprobs(model, grid, pooled, drawn, n).detach(),
+                               rtol=0, atol=1e-5)
     assert (wrong - right).abs().max() > 1e-3
     prefer(model, 7)  # the most likely word everywhere: every row draws it
-    with torch.no_grad():
-        certain = sample_captions(model, grid, pooled, n, max_length=4)
-    assert (certain.tokens[:, :4] == 7).all() and (certain.logprobs[:, :4].abs() < 1e-4).all()
+    certain, _ = sample_decode(model, grid, pooled, max_length=4, n=n)
+    assert (certain[:, :4] == 7).all()
 
 
 def test_bad_arguments():
     model = tiny_model("I")
     with pytest.raises(ValueError, match="n must be"):
-        sample_captions(model, *features(2), 0, max_length=3)
+        sample_decode(model, *features(2), max_length=3, n=0)
     with pytest.raises(ValueError, match="max_length"):
-        sample_captions(model, *features(2), 2, max_length=0)
+        sample_decode(model, *features(2), max_length=0, n=2)

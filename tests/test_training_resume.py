@@ -50,16 +50,20 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def test_an_interrupted_training_resumes_to_the_same_result(tmp_path, capsys):
+@pytest.mark.parametrize("schedule", ["constant", "plateau"])
+def test_an_interrupted_training_resumes_to_the_same_result(tmp_path, capsys, schedule):
+    """`plateau`: the learning-rate scheduler's state (its best score, its stale epochs) is in
+    the resume state too."""
+    settings = SETTINGS.model_copy(update={"lr_schedule": schedule, "lr_decay_every": 1})
     straight = []
-    expected = _train(tmp_path / "a", tmp_path / "a.pt", straight.append)
+    expected = _train(tmp_path / "a", tmp_path / "a.pt", straight.append, settings=settings)
 
     with pytest.raises(Killed):
-        _train(tmp_path / "b", tmp_path / "b.pt", _die_after_epoch(2))
+        _train(tmp_path / "b", tmp_path / "b.pt", _die_after_epoch(2), settings=settings)
     assert (tmp_path / "b" / STATE_FILE).is_file()
     capsys.readouterr()
     resumed = []
-    result = _train(tmp_path / "b", tmp_path / "b.pt", resumed.append)
+    result = _train(tmp_path / "b", tmp_path / "b.pt", resumed.append, settings=settings)
     state = tmp_path / "b" / STATE_FILE
     assert (f"resuming at epoch 3 of 4 from {state} (to start over: rm -rf {tmp_path / 'b'})"
             in capsys.readouterr().out.splitlines())

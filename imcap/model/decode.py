@@ -1,4 +1,5 @@
-"""Caption generation from image features: greedy decoding and sampling (beam search:
+"""Caption generation from image features: greedy decoding and sampling, the one sampler
+(`imcap caption --sample`, and self-critical training's n captions per image; beam search:
 `imcap.model.beam`).
 
 Every decoder works on a whole batch at once and returns token ids [B, L] (PAD after EOS; EOS
@@ -52,39 +53,46 @@ def greedy_decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The most likely word at every step (of those `rules` allows)."""
     return _decode(model, grid, pooled, max_length, min_length,
-                   lambda logits: logits.argmax(dim=1), rules)
+                   lambda logits: logits.argmax(dim=1), rules=rules)
 
 
 @torch.no_grad()
 def sample_decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor,
-                  max_length: int, *, temperature: float = 1.0, top_k: int = 0,
+                  max_length: int, *, n: int = 1, temperature: float = 1.0, top_k: int = 0,
                   min_length: int = 0, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each word drawn from softmax(logits / temperature), restricted to the `top_k` most likely
-    words when `top_k` > 0. `generator` (on the features' device) makes it repeatable."""
+    """Each word drawn from softmax(logits / temperature) over the words allowed (in float32),
+    restricted to the `top_k` most likely words when `top_k` > 0; `n` captions per image, as
+    one batch of B·n rows (rows b·n .. b·n + n - 1 are image b's: the decoder's state repeated
+    n times). `generator` (on the features' device) makes it repeatable. The model decodes in
+    the mode it is in (dropout on when training)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = all words), got {top_k}")
 
     def draw(logits: torch.Tensor) -> torch.Tensor:
-        logits = logits / temperature
+        logits = logits.float() / temperature
         if top_k:
             kth = logits.topk(min(top_k, logits.size(1)), dim=1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return _decode(model, grid, pooled, max_length, min_length, draw)
+    return _decode(model, grid, pooled, max_length, min_length, draw, repeat=n)
 
 
 def _decode(model: Decoder, grid: torch.Tensor, pooled: torch.Tensor, max_length: int,
-            min_length: int, pick: Callable[[torch.Tensor], torch.Tensor],
+            min_length: int, pick: Callable[[torch.Tensor], torch.Tensor], repeat: int = 1,
             rules: DecodingRules | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One word per step chosen by `pick` from the masked logits [B, V]."""
+    """One word per step chosen by `pick` from the masked logits [B·repeat, V]."""
     check_lengths(max_length, min_length)
     state = model.start(grid, pooled)
-    batch = grid.size(0)
+    if repeat > 1:
+        state = state.repeat(repeat)
+    batch = grid.size(0) * repeat
     current = torch.full((batch,), BOS_ID, dtype=torch.long, device=grid.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=grid.device)
     words, alphas = [], []

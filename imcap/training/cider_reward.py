@@ -22,9 +22,7 @@ Every n-gram of the references gets an id (a sorted table of their integer codes
 Σ token · V^k, `ReferenceNgrams`); a table sorted by (image, n-gram) holds each reference's count
 of it. A batch is
 then a sort, a few `searchsorted` lookups and sums over [captions, n-grams, references] tensors:
-no Python loop over captions, no host sync. `eos=True` counts the EOS token as a word in
-captions and references (ruotianluo's reward): a caption that stops mid-phrase ("… with a" EOS)
-then matches no reference's ending.
+no Python loop over captions, no host sync.
 """
 
 from __future__ import annotations
@@ -47,14 +45,10 @@ SIGMA = 6.0
 _TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap's BLEU smoothing
 
 
-def caption_words(tokens: torch.Tensor, eos: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_words(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The words of captions `tokens` [S, L] (no BOS; ended by EOS or PAD, as the decoders
-    return them) as [S, L] ids, 0 after the last word, and their numbers [S]; with `eos`, an EOS
-    that ends a caption counts as its last word."""
-    ended = torch.cumsum((tokens == EOS_ID) | (tokens == PAD_ID), dim=1) > 0
-    keep = ~ended
-    if eos:
-        keep |= (tokens == EOS_ID) & (torch.cumsum(ended.int(), dim=1) == 1)
+    return them) as [S, L] ids, 0 after the last word, and their numbers [S]."""
+    keep = torch.cumsum((tokens == EOS_ID) | (tokens == PAD_ID), dim=1) == 0
     return tokens.masked_fill(~keep, 0), keep.sum(dim=1)
 
 
@@ -63,7 +57,6 @@ class CaptionReward:
     """CIDEr-D and BLEU-4 of captions against fixed references; build once per training run
     (`from_references`), `to(device)`, then call `scores` for each batch."""
 
-    eos: bool
     sigma: float
     log_images: float  # log N: pycocoevalcap's `ref_len`
     ngrams: ReferenceNgrams  # the references' n-grams, as BLEU counts them
@@ -75,7 +68,7 @@ class CaptionReward:
 
     @classmethod
     def from_references(cls, references: torch.Tensor, image: torch.Tensor, vocab_size: int,
-                        *, eos: bool = False, sigma: float = SIGMA,
+                        *, sigma: float = SIGMA,
                         device: torch.device | str = "cpu") -> CaptionReward:
         """From the references `references` [M, L] (`BOS w1 … wn EOS PAD …`, as
         `CaptionedSplit.captions` holds them), `image` [M] the image (0 .. I-1, every one
@@ -86,7 +79,7 @@ class CaptionReward:
         references, image = references.to(device).long(), image.to(device).long()
         if len(references) and (references[:, 0] != BOS_ID).any():
             raise ValueError("references must start with BOS (as encoded captions do)")
-        words, lengths = caption_words(references[:, 1:], eos)
+        words, lengths = caption_words(references[:, 1:])
         if len(references) and int(lengths.min()) == 0:
             raise ValueError("a reference caption without a word")
         ngrams, pairs = ReferenceNgrams.with_pairs(words, lengths, image, vocab_size)
@@ -108,7 +101,7 @@ class CaptionReward:
         ref_norm[image, pairs.slot] = squares.view(-1, NGRAMS).sqrt()
         ref_bigrams = torch.zeros(images, slots, dtype=torch.float64, device=device)
         ref_bigrams[image, pairs.slot] = (lengths - 1).clamp(min=0).double()
-        return cls(eos, sigma, log_images, ngrams, weight, cell_counts, ref_norm, ref_bigrams,
+        return cls(sigma, log_images, ngrams, weight, cell_counts, ref_norm, ref_bigrams,
                    torch.bincount(image, minlength=images).double())
 
     def to(self, device: torch.device | str) -> CaptionReward:
@@ -129,7 +122,7 @@ class CaptionReward:
         BLEU-4 in 0..1) of the captions `tokens` [S, L] (no BOS; EOS / PAD end them, as the
         decoders return them), caption s describing image `images[s]` (the `image` numbering
         of `from_references`)."""
-        words, lengths = caption_words(tokens.long(), self.eos)
+        words, lengths = caption_words(tokens.long())
         hyp = CaptionNgrams.of(words, lengths, self.ngrams.base)
         found = self.ngrams.find(hyp, images)
         hyp_counts = hyp.counts.double()

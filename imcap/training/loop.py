@@ -48,7 +48,7 @@ from imcap.training.runtime import (
     deterministic_algorithms,
     training_device,
 )
-from imcap.training.schedule import learning_rate, set_learning_rate
+from imcap.training.schedule import EpochSchedule
 from imcap.training.self_critical import train_self_critical
 
 
@@ -123,7 +123,8 @@ def train_decoder(
         if shard.rank:  # dropout and sampled words: each rank draws its own
             seed_everything(rank_seed(seed, shard.rank))
         state_file = state_dir / STATE_FILE if state_dir is not None else None
-        resumable = {"model": model, "optimizer": optimizer}
+        schedule = EpochSchedule(optimizer, settings)
+        resumable = {"model": model, "optimizer": optimizer, "lr_schedule": schedule}
         # With train.average_last, the mean of the weights at the end of the epochs up to the
         # best one may be published (imcap.training.averaging): less seed noise than one epoch.
         last_epochs = LastEpochs(settings.average_last)
@@ -150,8 +151,6 @@ def train_decoder(
         for epoch in range(progress.epoch + 1, settings.epochs + 1):
             if progress.stale >= settings.patience:
                 break
-            rate = learning_rate(settings, epoch, progress.history)
-            set_learning_rate(optimizer, rate)
             windows = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
                                  settings.image_window if settings.batching == "images" else None)
             train_loss = train_epoch(
@@ -162,7 +161,8 @@ def train_decoder(
                 progress=f"epoch {epoch}/{settings.epochs}" if leader else "",
                 label_smoothing=settings.label_smoothing,
                 attention_regularization=settings.attention_regularization)
-            check_finite(train_loss, epoch, rate)  # the same loss, so the same stop, on every rank
+            # the same loss, so the same stop, on every rank
+            check_finite(train_loss, epoch, optimizer.param_groups[0]["lr"])
             if settings.average_last:
                 last_epochs.add(model)
             if leader:  # validates once; the others wait for its progress below
@@ -178,7 +178,7 @@ def train_decoder(
                 else:
                     progress.stale += 1
             progress = end_epoch(progress, log if leader else None, resumable, state_file,
-                                 shuffle, shard, on_epoch)
+                                 shuffle, shard, on_epoch, schedule)
         if progress.scst_epoch:  # published before the self-critical epochs began
             published = progress.published
         else:
@@ -237,10 +237,14 @@ def publish(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: Path,
 
 def end_epoch(progress: Progress, log: EpochLog | None, resumable: dict[str, Stateful],
               state_file: Path | None, shuffle: torch.Generator, shard: Shard,
-              on_epoch: Callable[[EpochLog], None]) -> Progress:
-    """Every rank, after an epoch: rank 0's `progress` (hence one stop decision) on every rank;
-    rank 0 saves the resume state, reports `log` and prints it."""
+              on_epoch: Callable[[EpochLog], None], schedule: EpochSchedule | None = None
+              ) -> Progress:
+    """Every rank, after an epoch: rank 0's `progress` (hence one stop decision, and one
+    learning rate for the next epoch from `schedule`) on every rank; rank 0 saves the resume
+    state, reports `log` and prints it."""
     progress = broadcast_from_leader(progress, shard)
+    if schedule is not None:
+        schedule.step(progress.history[-1])
     rngs = rng_states(shuffle, shard)  # every rank's, on rank 0
     if shard.rank == 0:
         assert log is not None

@@ -1,11 +1,12 @@
 """The resume state: what a killed training needs to go on as if it had never stopped.
 
 Written atomically after every epoch, by rank 0, to `<state dir>/resume.pt`: the model, the
-optimizer (any `Stateful` part the loop names), the epoch, the early-stopping state, the epoch
-logs so far and every rank's RNG states (python, numpy, torch CPU and CUDA, the shuffle
-generator), gathered to rank 0. A rerun reads it on rank 0 and sends it to every rank (the other
-ranks need no shared filesystem); each restores the parts and its own RNG states and continues
-with the next epoch; on CPU it ends with exactly the metrics of an uninterrupted run.
+optimizer, the learning-rate scheduler (any `Stateful` part the loop names), the epoch, the
+early-stopping state, the epoch logs so far and every rank's RNG states (python, numpy, torch
+CPU and CUDA, the shuffle generator), gathered to rank 0. A rerun reads it on rank 0 and sends
+it to every rank (the other ranks need no shared filesystem); each restores the parts and its
+own RNG states and continues with the next epoch; on CPU it ends with exactly the metrics of an
+uninterrupted run.
 
 The state directory belongs to one `Fingerprint`: the params training reads that can change a
 result (not the speed-only ones: `TrainStageParams.trained_params`), its input files, the

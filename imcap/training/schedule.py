@@ -1,56 +1,67 @@
-"""The learning rate of each epoch (`train.lr_schedule`), as the anchors decay it:
+"""The learning rate of each epoch (`train.lr_schedule`), as the anchors decay it, through
+`torch.optim.lr_scheduler`:
 
 - `constant`: `train.learning_rate` throughout;
 - `step`: × `lr_decay` every `lr_decay_every` epochs (ImageCaptioning.pytorch: × 0.8 every 3);
 - `plateau`: × `lr_decay` after every `lr_decay_every` epochs in a row without a better
-  validation BLEU-4 (the PyTorch Show-Attend-Tell tutorial's rule, ReduceLROnPlateau's);
+  validation BLEU-4 (the PyTorch Show-Attend-Tell tutorial's rule: `ReduceLROnPlateau`);
 - `cosine`: half a cosine from `learning_rate` down to 0 at epoch `train.epochs`.
 
-The decay begins after `lr_decay_start` epochs at the full rate. The rate is a function of the
-epoch and the validation scores so far (the epoch logs), nothing else: it needs no state of its
-own in the resume state, and a resumed run sets exactly the rate the uninterrupted run had.
+The decay begins after `lr_decay_start` epochs at the full rate (`plateau`: a better score
+counts from the first epoch, epochs without one only after the start). The scheduler steps once
+after each epoch, with its validation BLEU-4, and its state is part of the resume state, so a
+resumed run sets exactly the rate the uninterrupted run had.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from imcap.training.config import TrainParams
 from imcap.training.resume import EpochLog
 
 
-def learning_rate(settings: TrainParams, epoch: int, history: Sequence[EpochLog]) -> float:
-    """The rate of epoch `epoch` (1-based), after the epochs logged in `history`."""
-    base, start = settings.learning_rate, settings.lr_decay_start
-    decayed = max(0, epoch - 1 - start)  # epochs of this one's schedule already trained
+def _factor(settings: TrainParams) -> Callable[[int], float]:
+    """The rate after `done` epochs, as a multiple of `train.learning_rate` (not `plateau`)."""
+    start, every, decay = settings.lr_decay_start, settings.lr_decay_every, settings.lr_decay
     if settings.lr_schedule == "step":
-        return base * settings.lr_decay ** (decayed // settings.lr_decay_every)
+        return lambda done: decay ** (max(0, done - start) // every)
     if settings.lr_schedule == "cosine":
-        return base * 0.5 * (1 + math.cos(math.pi * decayed / max(1, settings.epochs - start)))
-    if settings.lr_schedule == "plateau":
-        return base * settings.lr_decay ** _plateaus(history[: epoch - 1], start,
-                                                     settings.lr_decay_every)
-    return base
+        span = max(1, settings.epochs - start)
+        return lambda done: 0.5 * (1 + math.cos(math.pi * max(0, done - start) / span))
+    return lambda done: 1.0
 
 
-def _plateaus(history: Sequence[EpochLog], start: int, every: int) -> int:
-    """How many times `every` epochs after `start` went by without a better validation BLEU-4
-    (the count of stale epochs starts again after each decay)."""
-    best, stale, count = -math.inf, 0, 0
-    for log in history:
-        if log.val_bleu4 > best:
-            best, stale = log.val_bleu4, 0
-        elif log.epoch > start:
-            stale += 1
-            if stale == every:
-                count, stale = count + 1, 0
-    return count
+class EpochSchedule:
+    """`train.lr_schedule` over `optimizer`: `step` after each epoch sets the next one's rate;
+    `state_dict` / `load_state_dict` make it a part of the resume state."""
 
+    def __init__(self, optimizer: torch.optim.Optimizer, settings: TrainParams) -> None:
+        self.start = settings.lr_decay_start
+        self.scheduler: LambdaLR | ReduceLROnPlateau
+        if settings.lr_schedule == "plateau":
+            self.scheduler = ReduceLROnPlateau(
+                optimizer, mode="max", factor=settings.lr_decay,
+                patience=settings.lr_decay_every - 1, threshold=0.0, threshold_mode="abs")
+        else:
+            self.scheduler = LambdaLR(optimizer, _factor(settings))
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
-    """Every parameter group of `optimizer` at `rate` for the next epoch."""
-    for group in optimizer.param_groups:
-        group["lr"] = rate
+    def step(self, log: EpochLog) -> None:
+        """After epoch `log.epoch`, with its validation BLEU-4."""
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(log.val_bleu4)
+            if log.epoch <= self.start:  # no stale epochs before the start
+                self.scheduler.num_bad_epochs = 0
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)

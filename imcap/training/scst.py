@@ -1,7 +1,7 @@
 """Self-critical sequence training (Rennie et al., CVPR 2017) for one batch of images.
 
-The decoder draws n captions per image (`imcap.model.sample`), each is scored by the reward r
-(CIDEr-D, optionally + a weight × BLEU-4, against the image's training references:
+The decoder draws n captions per image (`imcap.model.decode.sample_decode`), each is scored by
+the reward r (CIDEr-D, optionally + a weight × BLEU-4, against the image's training references:
 `imcap.training.cider_reward`), and the loss is REINFORCE with a baseline b:
 
     loss = −mean over the drawn tokens (words and EOS) of (r(w^s) − b) · log p(w^s_t)
@@ -21,8 +21,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from imcap.model.decode import greedy_decode
-from imcap.model.sample import caption_logprobs, sample_captions
+from imcap.data.vocab import PAD_ID
+from imcap.model.decode import greedy_decode, sample_decode
+from imcap.model.sample import caption_logprobs
 from imcap.training.cider_reward import CaptionReward
 from imcap.training.config import SCST_BASELINES as BASELINES
 
@@ -54,30 +55,24 @@ def mean_of_others(reward: torch.Tensor, n: int) -> torch.Tensor:
 def self_critical_batch(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,
                         images: torch.Tensor, reward: CaptionReward, *, samples: int,
                         baseline: str, max_length: int, bleu_weight: float = 0.0,
-                        rescore: bool = True, generator: torch.Generator | None = None
-                        ) -> SelfCriticalBatch:
+                        generator: torch.Generator | None = None) -> SelfCriticalBatch:
     """The self-critical loss of the B images `grid` [B, R, C] / `pooled` [B, C], which are
     images `images` [B] of `reward`'s references (for the training split: rows of the split).
 
     `model` is what training calls (the decoder, or its `DistributedDataParallel` wrapper, whose
     `module` then decodes), in its current mode (dropout on when training); the greedy baseline
-    decodes in eval mode, without gradients. The log-probabilities come
-    - `rescore=True`: from one teacher-forced `forward` through `model` over the samples, drawn
-      without gradients (the only way under DistributedDataParallel, which syncs gradients of
-      what its `forward` computed; with dropout, the forward's masks are not the sampling's);
-    - `rescore=False`: from the sampling steps themselves, with gradients (one decoding pass
-      fewer; single process only)."""
+    decodes in eval mode, without gradients. The captions are drawn without gradients; their
+    log-probabilities come from one teacher-forced `forward` through `model` over them
+    (`caption_logprobs`: what DistributedDataParallel syncs the gradients of; with dropout,
+    the forward's masks are not the sampling's)."""
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; valid: {', '.join(BASELINES)}")
     decoder = getattr(model, "module", model)
-    if not rescore and decoder is not model:
-        raise ValueError("rescore=False would bypass the wrapper's forward (and with "
-                         "DistributedDataParallel its gradient sync)")
-    with torch.set_grad_enabled(not rescore):
-        drawn = sample_captions(decoder, grid, pooled, samples, max_length, generator=generator)
+    drawn, _ = sample_decode(decoder, grid, pooled, max_length, n=samples, generator=generator)
+    mask = drawn != PAD_ID
     owner = torch.arange(len(images), device=grid.device).repeat_interleave(samples)
     with torch.no_grad():
-        scores = reward(drawn.tokens, images[owner], bleu_weight)
+        scores = reward(drawn, images[owner], bleu_weight)
         if baseline == "mean":
             base = mean_of_others(scores, samples)
         else:
@@ -88,7 +83,6 @@ def self_critical_batch(model: nn.Module, grid: torch.Tensor, pooled: torch.Tens
             finally:
                 decoder.train(was_training)
             base = reward(greedy, images, bleu_weight)[owner]
-    logprobs = (caption_logprobs(model, grid, pooled, drawn.tokens, owner) if rescore
-                else drawn.logprobs)
-    loss = self_critical_loss(logprobs, drawn.mask, scores, base)
-    return SelfCriticalBatch(loss, scores.mean(), base.mean(), drawn.mask.sum())
+    logprobs = caption_logprobs(model, grid, pooled, drawn, owner)
+    loss = self_critical_loss(logprobs, mask, scores, base)
+    return SelfCriticalBatch(loss, scores.mean(), base.mean(), mask.sum())
