@@ -12,9 +12,9 @@ the top-level `seed`):
 with the seed keys left out (`--seed-key`, default `train.seed`): one group per setting, with the
 number of seeds, the seeds and mean ± std (n - 1) of each metric. `-S key=value` keeps the
 experiments with that value (the setting just run) and always shows the key. A setting is shown
-by what tells it apart: the params it changed from the commit it started from, among those that
-differ between the printed settings (every such param when the commit's are unknown), long
-values cut short, wrapped to `--width` columns. One experiment counts per setting and seed (an
+by what tells it apart: the params it changed from the commit it started from (those that
+differ between the printed settings when the commit's are unknown), long values cut short,
+wrapped to `--width` columns. One experiment counts per setting and seed (an
 experiment restored from DVC's run-cache repeats one). Only finished experiments count (not the
 commits they start from: the committed baseline is one seed's run, and a queued seed 0 restores
 the same result). Experiments of different commits are kept apart (`--all-commits` shows them
@@ -150,11 +150,12 @@ def table(runs: list[Run], seed_keys: tuple[str, ...] = ("train.seed",),
 
 def describe(values: dict[str, Any], differing: list[str], baseline: dict[str, Any] | None,
              shown: tuple[str, ...]) -> str:
-    """`key=value` for the `shown` keys, then for each key that differs between the settings
-    and that this one changed from its commit's params `baseline` (every such key without
-    them); long values cut short. `(the commit's params)` for a setting that changed none."""
-    keys = [*shown, *(k for k in differing if k not in shown and k in values
-                      and (not baseline or baseline.get(k) != values[k]))]
+    """`key=value` for the `shown` keys, then for each key this setting changed from its
+    commit's params `baseline` (without them, each key that differs between the settings);
+    long values cut short. `(the commit's params)` for a setting that changed none."""
+    changed = (sorted(k for k in values if baseline.get(k) != values[k]) if baseline
+               else differing)
+    keys = [*shown, *(k for k in changed if k not in shown and k in values)]
     return " ".join(f"{k}={_short(values.get(k))}" for k in keys) or (
         "(the commit's params)" if baseline else "(all runs)")
 

@@ -85,6 +85,22 @@ def test_meteor_runs_in_java_and_rewards_better_captions():
     assert 0 < rough["meteor"] < perfect["meteor"] <= 100
 
 
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
+def test_an_interruption_while_meteor_scores_leaves_nothing_to_wait_for(monkeypatch):
+    """Interrupted inside pycocoevalcap's scoring (the stage's SIGTERM), its lock stays held,
+    and its `__del__` waited for it forever: an evaluate stage that never ended."""
+    scorer = CocoScorer(meteor=True)
+    meteor = scorer._meteor
+
+    def interrupted(*args: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(meteor, "_stat", interrupted)
+    with pytest.raises(KeyboardInterrupt), scorer:
+        scorer.score([[["a", "red", "circle"]]], [["a", "red", "circle"]])
+    assert not meteor.lock.locked() and meteor.meteor_p.poll() is not None
+
+
 def test_meteor_is_skipped_not_failed_without_java(monkeypatch):
     monkeypatch.setattr(coco_metrics.shutil, "which", lambda name: None)
     references, hypotheses = random_corpus(1, images=5)

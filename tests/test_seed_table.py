@@ -135,3 +135,10 @@ def test_make_seeds_shows_the_setting_it_ran(tmp_path):
     header, row = out.splitlines()
     assert header.split()[:3] == ["setting", "n", "seeds"]
     assert row.split()[:4] == ["attention=II", "2", "0-1", "26.00"]
+
+
+def test_a_single_setting_is_shown_by_what_it_changed_from_its_commit():
+    """Nothing differs between the rows of one setting; it still differs from its commit."""
+    only = [WORKSPACE[0], {**WORKSPACE[1], "experiments": WORKSPACE[1]["experiments"][:2]}]
+    [row] = table(finished_runs(only), baselines=commit_params(only))
+    assert row["setting"] == "attention=II"

@@ -52,8 +52,12 @@ class CocoScorer:
         self.close()
 
     def close(self) -> None:
-        """Stop the METEOR process (pycocoevalcap's own `__del__` then finds it reaped)."""
+        """Stop the METEOR process (pycocoevalcap's own `__del__` then finds it reaped). Its
+        lock, still held when scoring failed or was interrupted (Ctrl-C, a SIGTERM), is
+        released first: else that `__del__` would wait for it forever, and the stage with it."""
         if self._meteor is not None:
+            if self._meteor.lock.locked():
+                self._meteor.lock.release()
             process = self._meteor.meteor_p
             process.stdin.close()
             process.kill()
@@ -89,8 +93,6 @@ class CocoScorer:
         try:
             score, _ = self._meteor.compute_score(gts, res)
         except (ValueError, BrokenPipeError) as err:  # the process died: no number to read
-            if self._meteor.lock.locked():  # else pycocoevalcap's __del__ would wait forever
-                self._meteor.lock.release()
             detail = self._meteor.meteor_p.stderr.read().decode(errors="replace").strip()
             self.close()
             raise MeteorError(f"METEOR (java -jar meteor-1.5.jar) failed: {detail[-2000:] or err}"
