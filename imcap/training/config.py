@@ -147,6 +147,13 @@ class TrainStageParams(Section):
         return self
 
     @model_validator(mode="after")
+    def _updown_attends(self) -> Self:
+        if self.decoder == "updown" and self.attention == "none":
+            raise ValueError("decoder updown attends over the regions: set attention to I or II "
+                             "(got none)")
+        return self
+
+    @model_validator(mode="after")
     def _transformer_is_teacher_forced(self) -> Self:
         if self.decoder == "transformer" and self.train.teacher_forcing < 1:
             raise ValueError("train.teacher_forcing must be 1 with decoder transformer (it "
