@@ -160,7 +160,7 @@ EDITS = {
     "imcap/features/extraction.py": {"features"},
     "imcap/features/params.py": {"check", "features", "evaluate"},
     "imcap/model/params.py": {"check", "train", "evaluate"},
-    "imcap/training/params.py": {"check", "train", "evaluate"},
+    "imcap/training/params.py": {"check", "train"},
     "imcap/training/loop.py": {"train"},
     "imcap/evaluation/params.py": {"check", "evaluate"},
     "imcap/evaluation/coco_metrics.py": {"evaluate"},
