@@ -1,7 +1,7 @@
 """Several machines, stood in for by two torchrun launches on 127.0.0.1 (gloo, one process
 each, `--nnodes=2`): the real `features` and `train` stages give exactly what one node with the
-same number of processes gives; a second node that does not share the feature store's folder
-fails at once on both nodes, naming the folder."""
+same number of processes gives, and `dvc commit` records their outputs; a second node that does
+not share the feature store's folder fails at once on both nodes, naming the folder."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from local_process import free_port
-from test_e2e_dvc import make_project
+from test_e2e_dvc import DVC, make_project
 from test_sharding import _contents
 
 pytestmark = pytest.mark.e2e
@@ -29,18 +29,20 @@ def _tiny(params: dict) -> None:
     params["features"]["device"] = params["train"]["device"] = "cpu"
 
 
-def _run(root: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True,
+def _dvc(root: Path, *args: str) -> str:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run([DVC, *args], cwd=root, env=env, capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A tiny project with its `check`, `download` and `vocab` outputs."""
+    """A tiny project with its `check`, `download` and `vocab` outputs, as node 0 makes them."""
     root = make_project(tmp_path_factory.mktemp("multinode"), _tiny)
-    for stage in ("check", "download", "vocab"):
-        _run(root, "-m", f"stages.{stage}")
+    _dvc(root, "repro", "vocab")
     return root
 
 
@@ -101,6 +103,9 @@ def test_two_nodes_extract_and_train_exactly_as_one_node_with_as_many_processes(
     assert ((project / "metrics/train_log.csv").read_text()
             == (one_node / "metrics/train_log.csv").read_text())
     assert not (project / ".imcap/train").exists()
+    # node 0 records what the nodes made, as `dvc repro` would have
+    _dvc(project, "commit", "-f", "features", "train")
+    assert json.loads(_dvc(project, "status", "--json", "features", "train")) == {}
 
 
 def test_a_node_without_the_shared_feature_folder_fails_at_once_naming_it(project, tmp_path):
