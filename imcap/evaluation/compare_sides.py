@@ -105,7 +105,7 @@ def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from imcap.tracking import tracking_uri
+    from imcap.tracking import server_not_answering, tracking_uri
 
     uri = tracking_uri(root.resolve())
     store = Path(uri.removeprefix("sqlite:///"))
@@ -115,7 +115,8 @@ def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
     try:
         mlflow.MlflowClient(uri).get_run(run_id)
     except MlflowException as err:
-        raise CompareError(f"MLflow run {run_id} in {uri}: {err.message}") from err
+        raise CompareError(server_not_answering(err, uri)
+                           or f"MLflow run {run_id} in {uri}: {err.message}") from err
     with TemporaryDirectory(prefix="imcap-compare-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
