@@ -9,7 +9,7 @@ from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.model.transformer import TransformerCaptionDecoder
 from imcap.model.updown import UpDownCaptionDecoder
 
-# One builder per `DECODERS` name (imcap.model.config, which params validation reads).
+# One builder per `DECODERS` name (imcap.model.params, which params validation reads).
 BUILDERS: dict[str, type[nn.Module]] = {"lstm": CaptionDecoder,
                                         "transformer": TransformerCaptionDecoder,
                                         "updown": UpDownCaptionDecoder}

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import DecoderConfig, attention_module, prefixes
+from imcap.model.sorted_captions import SortedCaptions
 
 Recurrence = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
