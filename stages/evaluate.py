@@ -2,7 +2,9 @@
 size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode,
 BLEU-4 and CIDEr-D with 95 % bootstrap intervals over test images; every test caption with its
 per-image statistics (for `imcap compare`); the beam sweep as a plot; per-word attention figures
-of the first test images; samples.
+of the first test images; samples. A model whose encoder training tuned
+(`train.finetune_encoder`) is scored on the test features of its tuned encoder, computed here
+(the feature store's are the untuned encoder's).
 Logged as an MLflow run of its own, nested under the train run of the model it scores: the
 headline metrics (greedy and the default beam, `run_metrics`), every score as the artifact
 `scores.csv`, and the captioner as a pyfunc model, registered as a version of `imcap` unless a
@@ -27,12 +29,13 @@ from imcap.evaluation.coco_metrics import CocoScorer
 from imcap.evaluation.config import DecodingDefaults, EvalParams, EvalStageParams
 from imcap.evaluation.per_image import caption_table, write_table
 from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.features.encode import tuned_split
 from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
 from imcap.model.captioning import DecodedCaption, beam_decoder, caption_batches
-from imcap.model.checkpoint import load_checkpoint
+from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
 from imcap.model.constraints import DecodingRules
 from imcap.model.decoder import CaptionDecoder
 from imcap.paths import (
@@ -121,6 +124,10 @@ def main() -> None:
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
     device = pick_device(params.train.device, "train.device")
     model = load_checkpoint(CHECKPOINT_FILE, device)
+    if (tuned := checkpoint_encoder(CHECKPOINT_FILE)) is not None:  # the store's are stale
+        test = tuned_split(test, tuned, store, [image_root(CAPTION_FILE) / name
+                                                for name in test_files],
+                           device, settings.batch_size, params.reads_regions)
 
     rules = DecodingRules.from_vocab(vocab, block_trigrams=settings.block_trigrams,
                                      remove_bad_endings=settings.remove_bad_endings)
