@@ -1,0 +1,79 @@
+"""Training with the encoder's last stage tuned (`train.finetune_encoder`): the tuned stage
+learns from `train.finetune_from_epoch` on and not before, its weights reach the checkpoint,
+a killed run resumes to exactly the uninterrupted result (the tuned weights and their optimizer
+state are in the resume state), self-critical epochs tune it too, and the trunk's outputs come
+from the images through the features stage's own preprocessing."""
+
+import dataclasses
+
+import pytest
+import torch
+from params_overrides import cpu_training
+from test_training import EMBEDDINGS, VOCAB, _split
+from test_training_resume import Killed, _die_after_epoch
+
+from imcap.features.split_encoder import split_encoder
+from imcap.model.decoder import DecoderConfig
+from imcap.training.finetuning import Finetuning
+from imcap.training.loop import train_decoder
+
+ENCODER, SIZE = "resnet18", 32  # 1 stage: layer4 on layer3's 256 x 2 x 2 outputs
+CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, encoder_channels=512,
+                       projection_size=16, hidden_size=16, attention="I", attention_size=8,
+                       dropout=0.3)
+
+
+def trunk_split(n, seed):
+    """`_split`'s captions with random trunk outputs (the tail's input) for features."""
+    split = _split(n, seed)
+    trunk = torch.randn(n, 256, 2, 2, generator=torch.Generator().manual_seed(seed))
+    return dataclasses.replace(split, grid=trunk, pooled=torch.empty(n, 0))
+
+
+def train(tmp_path, name, from_epoch=1, on_epoch=lambda log: None, state=False, tail=None,
+          **changes):
+    tail = tail or split_encoder(ENCODER, "none", SIZE, 1).tail
+    settings = cpu_training(**{"epochs": 3, "batch_size": 16, "teacher_forcing": 0.7,
+                               "finetune_encoder": 1, "finetune_from_epoch": from_epoch,
+                               "encoder_learning_rate": 0.01, **changes})
+    return train_decoder(CONFIG, settings, EMBEDDINGS, trunk_split(48, 0), trunk_split(16, 1),
+                         VOCAB, tmp_path / f"{name}.pt", seed=2, on_epoch=on_epoch,
+                         state_dir=tmp_path / name if state else None,
+                         finetuning=Finetuning(tail, from_epoch, 0.01))
+
+
+def tuned(path):
+    return torch.load(path, weights_only=True)["encoder"]["state_dict"]
+
+
+def weights(tail):
+    return {k: v.detach().clone() for k, v in tail.state_dict().items() if k.endswith("weight")}
+
+
+def test_the_tuned_stage_learns_from_its_first_epoch_on_and_reaches_the_checkpoint(tmp_path):
+    tail = split_encoder(ENCODER, "none", SIZE, 1).tail
+    initial, seen = weights(tail), []
+    train(tmp_path, "late", from_epoch=3, tail=tail, average_last=0,
+          on_epoch=lambda log: seen.append(weights(tail)))
+    for epoch in (0, 1):  # epochs 1 and 2 leave it as it was
+        assert all(torch.equal(seen[epoch][k], initial[k]) for k in initial)
+    assert not any(torch.equal(seen[2][k], initial[k]) for k in initial)
+    saved = tuned(tmp_path / "late.pt")
+    assert {f"graph.{k}" for k in saved} == set(tail.state_dict())
+
+
+def test_a_killed_finetuning_resumes_to_exactly_the_uninterrupted_result(tmp_path):
+    expected = train(tmp_path, "a", state=True)
+    with pytest.raises(Killed):
+        train(tmp_path, "b", state=True, on_epoch=_die_after_epoch(2))
+    result = train(tmp_path, "b", state=True)
+    assert result == expected
+    a, b = tuned(tmp_path / "a.pt"), tuned(tmp_path / "b.pt")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_self_critical_epochs_tune_the_encoder_too(tmp_path):
+    train(tmp_path, "ce", epochs=1)
+    train(tmp_path, "scst", epochs=1, scst_epochs=1, scst_batch_size=8, scst_samples=2)
+    ce, scst = tuned(tmp_path / "ce.pt"), tuned(tmp_path / "scst.pt")
+    assert not all(torch.equal(ce[k], scst[k]) for k in ce if k.endswith("weight"))
