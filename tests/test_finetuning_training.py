@@ -8,17 +8,22 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from params_overrides import cpu_training
+from params_overrides import cpu_features, cpu_training
+from test_finetuning import write_images
 from test_training import EMBEDDINGS, VOCAB, _split
 from test_training_ddp import _free_port
 from test_training_resume import Killed, _die_after_epoch
 
+from imcap.data.vocab import EncodedCaptions
+from imcap.features.extraction import extract_features
 from imcap.features.split_encoder import split_encoder
+from imcap.features.store import FeatureStore
 from imcap.model.decoder import DecoderConfig
-from imcap.training.finetuning import Finetuning
+from imcap.training.finetuning import Finetuning, finetuning_splits
 from imcap.training.loop import train_decoder
 
 ENCODER, SIZE = "resnet18", 32  # 1 stage: layer4 on layer3's 256 x 2 x 2 outputs
@@ -104,3 +109,23 @@ def test_two_gloo_ranks_tune_the_encoder_as_one_process(tmp_path):
         # Adam magnifies the ranks' other summation order where a gradient is near 0: the
         # updates differ by at most 2.4e-4 of their size (measured), not bit for bit
         assert moved.norm() > 0 and (ddp[key] - single[key]).norm() / moved.norm() < 1e-3
+
+
+def test_the_trunk_outputs_come_from_the_images_as_the_features_stage_reads_them(tmp_path):
+    """The frozen trunk's outputs, through the tuned stage, give the features the features
+    stage stored for the same image files: one preprocessing for both."""
+    names = [path.name for path in write_images(tmp_path / "img", 4)]
+    extract_features(tmp_path / "img", names, tmp_path / "f.h5", ENCODER,
+                     cpu_features(image_size=SIZE))
+    store = FeatureStore(tmp_path / "f.h5")
+    encoded = EncodedCaptions(filenames=np.array(names), splits=np.array(["train"] * 4),
+                              tokens=np.zeros((4, 3), dtype=np.int64),
+                              image_index=np.arange(4))
+    split = dataclasses.replace(trunk_split(4, 0), pooled=torch.zeros(4, 512))
+    settings = cpu_training(finetune_encoder=1)
+    finetuning, splits = finetuning_splits(settings, store, encoded, {"train": split},
+                                           tmp_path / "img", torch.device("cpu"))
+    with torch.no_grad():
+        _, pooled = finetuning.tail(splits["train"].grid)
+    stored = torch.from_numpy(store.load(np.arange(4))[1])
+    assert float((pooled - stored).norm() / stored.norm()) < 1e-5

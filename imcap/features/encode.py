@@ -24,7 +24,7 @@ from imcap.progress import progress_bar
 Outputs = torch.Tensor | tuple[torch.Tensor, ...]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: training takes these outputs as inputs
 def encode_files(module: Callable[[torch.Tensor], Outputs], paths: Sequence[Path],
                  spec: Preprocessing, device: torch.device, batch_size: int, desc: str = ""
                  ) -> Outputs:
