@@ -1,5 +1,5 @@
 """A trained captioner outside the pipeline: decoder, vocabulary and the encoder that made its
-features (found by `imcap.model_sources`), with the stages training tuned when the checkpoint
+features (found by `imcap.model_lookup`), with the stages training tuned when the checkpoint
 holds them (`train.finetune_encoder`), captioning image files in batches. Used by
 `imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
 
@@ -17,15 +17,15 @@ import torch
 
 from imcap.data.vocab import Vocabulary
 from imcap.evaluation.attention_maps import caption_steps
-from imcap.evaluation.config import DecodingDefaults
+from imcap.evaluation.params import DecodingDefaults
 from imcap.features.encoders import Encoder, build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
 from imcap.features.split_encoder import tuned_encoder
 from imcap.features.store import FeatureStore
-from imcap.model.captioning import Decode, beam_decoder, caption_batches
 from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
+from imcap.model.decoding_loop import Decode, beam_decoder, caption_batches
 
 ENCODER_TOLERANCE = 1e-2  # relative difference of pooled features still taken as "the same"
 

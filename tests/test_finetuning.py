@@ -12,7 +12,7 @@ from PIL import Image
 
 from imcap.captioner import Artifacts, Captioner, CaptionerError
 from imcap.data.vocab import SPECIALS, Vocabulary
-from imcap.evaluation.config import DecodingDefaults
+from imcap.evaluation.params import DecodingDefaults
 from imcap.features.encode import tuned_split
 from imcap.features.encoders import build_encoder
 from imcap.features.images import image_transform, load_rgb

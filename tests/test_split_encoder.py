@@ -6,8 +6,8 @@ import pytest
 import torch
 from params_overrides import merged
 
-from imcap.features.config import CLIP_MODELS, ENCODERS, STAGES
 from imcap.features.encoders import build_encoder
+from imcap.features.params import CLIP_MODELS, ENCODERS, STAGES
 from imcap.features.split_encoder import split_encoder, tuned_encoder, tuned_state
 from imcap.params import ParamError, parse_params
 

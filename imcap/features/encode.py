@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from imcap.features.encoders import Preprocessing, preprocessing
+from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.images import Normaliser
 from imcap.features.loader import batch_pixels, image_batches
-from imcap.features.runtime import Runtime
 from imcap.features.split_encoder import tuned_encoder
 from imcap.features.splits import CaptionedSplit, MismatchError
 from imcap.features.store import FeatureStore
@@ -31,7 +31,7 @@ def encode_files(module: Callable[[torch.Tensor], Outputs], paths: Sequence[Path
     """`module` applied to every image of `paths` preprocessed as `spec` says, in batches of
     `batch_size` on `device` (PIL decoding in this process); its outputs concatenated in
     image order, on the CPU."""
-    runtime = Runtime(device=device, batch_size=batch_size, num_workers=0, nvjpeg=False,
+    runtime = ExtractionSettings(device=device, batch_size=batch_size, num_workers=0, nvjpeg=False,
                       bfloat16=False)
     normalise = Normaliser(spec, device)
     outputs: list[Outputs] = []

@@ -3,7 +3,7 @@ the input of its last `stages` stages) and the trainable tail (that input → gr
 
 Both halves are cut from the torchvision model's own traced forward
 (`torchvision.models.feature_extraction`), at the node just before the first module of the
-first tuned stage (`imcap.features.config.STAGES`), so the architecture's layer names are the
+first tuned stage (`imcap.features.params.STAGES`), so the architecture's layer names are the
 only thing imcap knows about it. The halves and the whole `Encoder` share one set of
 parameters: training the tail tunes the whole encoder, whose `state_dict` then holds the tuned
 weights. Composed, the halves compute exactly what the whole encoder computes
@@ -22,7 +22,6 @@ import torch
 from torch import fx, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from imcap.features.config import STAGES, check_finetune_stages
 from imcap.features.encoders import (
     Encoder,
     classifier_model,
@@ -30,6 +29,7 @@ from imcap.features.encoders import (
     grid_and_pooled,
     inception_transform_input,
 )
+from imcap.features.params import STAGES, check_finetune_stages
 
 
 class FrozenTrunk(nn.Module):

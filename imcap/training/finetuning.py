@@ -25,13 +25,13 @@ from torch import nn
 from imcap.data.vocab import EncodedCaptions
 from imcap.features.encode import encode_files
 from imcap.features.encoders import preprocessing
-from imcap.features.runtime import CPU_BATCH, GPU_BATCH
+from imcap.features.extraction_settings import CPU_BATCH, GPU_BATCH
 from imcap.features.split_encoder import EncoderTail, split_encoder
 from imcap.features.splits import CaptionedSplit
 from imcap.features.store import FeatureStore
 from imcap.model.interface import Decoder
 from imcap.model.tuned import TunedCaptioner
-from imcap.training.config import TrainParams
+from imcap.training.params import TrainParams
 
 
 @dataclass(frozen=True)
