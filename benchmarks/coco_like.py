@@ -4,8 +4,8 @@ Each image is a `shapes` scene (`imcap.data.shapes`: scene, five true captions, 
 small. To give the vocabulary, the output layer and CIDEr-D's document frequencies COCO's size,
 every image also names two "things" drawn from a Zipf law over a lexicon of made-up words
 ("kobelu"), said by all five of its captions ("a kobelu and a tirami near a red circle ..."),
-and each caption adds one more word of its own with probability one half. With the defaults, 113k training images
-see about 9-10k words at least 5 times, as COCO's Karpathy split does (~9.5k).
+and each caption adds one more word of its own with probability one half. With the defaults,
+113k training images see about 9.7k words at least 5 times (COCO's Karpathy split: ~9.5k).
 
 Image `i` depends only on `(seed, i)`, so the images of the largest size serve every smaller one;
 only the caption file (its splits) differs per size: the last `test` images are test, the `val`

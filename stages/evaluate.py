@@ -119,7 +119,7 @@ def main() -> None:
                       int(params.train.features_in_memory_gb * 2**30),
                       regions=params.reads_regions)
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
-    device = pick_device(params.train.device, "train.device")
+    device = pick_device(params.train.device, "train.device", report=True)
     model = load_checkpoint(CHECKPOINT_FILE, device)
 
     rules = DecodingRules.from_vocab(vocab, block_trigrams=settings.block_trigrams,
