@@ -130,7 +130,7 @@ def attention_outputs(out: Path, images: Sequence[Path]) -> list[Path]:
 
 
 def caption_command(args: argparse.Namespace) -> None:
-    device = pick_device(args.device, "--device", report=True)
+    device = pick_device(args.device, "--device")
     images = image_files(args.images)
     outs = attention_outputs(Path(args.attention_map), images) if args.attention_map else []
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:

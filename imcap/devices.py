@@ -2,7 +2,6 @@
 
 import functools
 import os
-import sys
 import warnings
 
 import torch
@@ -16,10 +15,10 @@ class DeviceError(Exception):
 
 def pick_device(name: str, param: str = "device", report: bool = False) -> torch.device:
     """`auto` takes the GPU when torch sees one; `cuda` without a usable GPU is a
-    `DeviceError` naming `param` (the param or option that asked for it). With `report`, an
-    `auto` choice is said on stderr once per process and param, with a warning when this torch
-    is built for CUDA but no GPU is usable (a missing driver, a hidden device): the run that was
-    meant for a GPU would otherwise crawl along on the CPU unnoticed."""
+    `DeviceError` naming `param` (the param or option that asked for it). With `report` (the
+    stages), an `auto` choice is said on stdout, in the stage's log, once per process and
+    param, with a warning when this torch is built for CUDA but no GPU is usable (a missing
+    driver, a hidden device): a run meant for a GPU would otherwise crawl on the CPU unnoticed."""
     if name == "auto":
         with warnings.catch_warnings(record=True) as caught:  # torch's reason, if it gives one
             warnings.simplefilter("always")
@@ -49,4 +48,4 @@ def _cpu_instead(caught: list[warnings.WarningMessage], param: str) -> str:
 
 @functools.cache
 def _say(param: str, what: str) -> None:
-    print(f"{param}: auto picked {what}", file=sys.stderr, flush=True)
+    print(f"{param}: auto picked {what}", flush=True)

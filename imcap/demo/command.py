@@ -63,7 +63,7 @@ def describe(source: str, artifacts: Artifacts, captioner: Captioner) -> dict[st
 
 
 def demo_app(args: argparse.Namespace) -> FastAPI:
-    device = pick_device(args.device, "--device", report=True)
+    device = pick_device(args.device, "--device")
     check(args)
     root = Path(args.root)
     with tempfile.TemporaryDirectory(prefix="imcap-run-") as tmp:
