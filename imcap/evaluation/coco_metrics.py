@@ -11,7 +11,9 @@ lowercased, and scoring the very tokens nltk scores keeps the two BLEUs comparab
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -91,11 +93,35 @@ class CocoScorer:
 
     def _meteor_score(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
         try:
-            score, _ = self._meteor.compute_score(gts, res)
+            return meteor_score(self._meteor, gts, res)
         except (ValueError, BrokenPipeError) as err:  # the process died: no number to read
             detail = self._meteor.meteor_p.stderr.read().decode(errors="replace").strip()
             self.close()
             raise MeteorError(f"METEOR (java -jar meteor-1.5.jar) failed: {detail[-2000:] or err}"
                               ) from err
-        return score
+
+
+def meteor_score(meteor: Meteor, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    """pycocoevalcap's `Meteor.compute_score`, the same lines sent, the same number read back,
+    but pipelined: every image's `SCORE` line is written by a thread while this one reads the
+    answers, instead of one round trip to the Java process per image (which, on a busy machine,
+    cost ~0.1 s each: minutes at 5,000 test images)."""
+    lines = [" ||| ".join(("SCORE", " ||| ".join(gts[i]),
+                           res[i][0].replace("|||", "").replace("  ", " "))) for i in gts]
+    process = meteor.meteor_p
+    with meteor.lock:
+        def write() -> None:
+            with contextlib.suppress(BrokenPipeError, ValueError):  # the reader reports it
+                process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+                process.stdin.flush()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        stats = [process.stdout.readline().decode().strip() for _ in lines]
+        writer.join()
+        process.stdin.write(" ||| ".join(("EVAL", *stats)).encode() + b"\n")
+        process.stdin.flush()
+        for _ in lines:  # each image's score, then the corpus score
+            process.stdout.readline()
+        return float(process.stdout.readline().strip())
 
