@@ -37,6 +37,7 @@ from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.captions import SortedCaptions
+from imcap.training.readahead import readers
 
 Plan = list[list[np.ndarray]]  # the epoch's windows, each its batches of caption rows
 PREFETCH_BATCHES = 4  # batches each DataLoader worker reads ahead (at least one window)
@@ -146,6 +147,13 @@ def _window_captions(split: CaptionedSplit, image_window: int, generator: torch.
     return np.split(captions, np.cumsum(counts)[:-1])
 
 
+def _largest_window(split: CaptionedSplit, windows: Plan) -> int:
+    """The most images any window of the plan reads."""
+    image_row = split.image_row.numpy()
+    return max((len(np.unique(image_row[np.concatenate(window)])) for window in windows),
+               default=0)
+
+
 def _cut(rows: np.ndarray, size: int, world_size: int) -> list[np.ndarray]:
     """`rows` in consecutive pieces of `size` (the last may hold fewer)."""
     return _join_short_tail(np.array_split(rows, range(size, len(rows), size)), world_size)
@@ -159,13 +167,16 @@ def _join_short_tail(pieces: list[np.ndarray], world_size: int) -> list[np.ndarr
 
 
 def epoch_loader(split: CaptionedSplit, windows: Plan, shard: Shard, device: torch.device,
-                 num_workers: int) -> Iterator[Batch]:
+                 num_workers: int | str) -> Iterator[Batch]:
     """The epoch's batches for this rank on `device`: each window read by one of `num_workers`
-    processes (0: this one), pinned on CUDA, copied to `device` once."""
+    processes (0: this one; `auto`: `imcap.training.readahead`), pinned on CUDA, copied to
+    `device` once."""
     batches = sum(len(window) for window in windows)
     ahead = max(1, math.ceil(PREFETCH_BATCHES * len(windows) / batches))
+    # a worker holds the windows it has read ahead and the one it is reading
+    workers = readers(num_workers, split, _largest_window(split, windows), ahead + 1, device)
     loader = DataLoader(EpochWindows(split, windows, shard), batch_size=None,
-                        num_workers=num_workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=ahead if num_workers else None)
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=ahead if workers else None)
     for window in loader:
         yield from window.to(device).batches()
