@@ -15,6 +15,7 @@ not fit in RAM either), no MLflow.
     python benchmarks/scale.py --sizes 3000 12000 --workdir /tmp/scale    # a first look
     python benchmarks/scale.py --workdir /tmp/scale                       # 3k, 12k, 48k, 123k
     python benchmarks/scale.py --workdir /tmp/scale --stages evaluate     # re-measure one stage
+    python benchmarks/scale.py --sizes 15000 --held-out 5000 --workdir /tmp/scale-5k  # COCO's test
 
 A size's stages run in its own folder (`<workdir>/n<N>`); `--stages` reruns some of them on the
 outputs of the others left there. Results accumulate in `<workdir>/results.json`.
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/imcap-scale"))
+    parser.add_argument("--held-out", type=int, metavar="K",
+                        help="val and test K images each at every size (default: COCO's share "
+                             "of N, 5,000 at 123,287)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         captions = folder / "coco_like.json"
         if not captions.is_file():
-            coco_like.write_captions(captions, n, held_out(n), held_out(n))
+            k = args.held_out or held_out(n)
+            coco_like.write_captions(captions, n, k, k)
         write_params(folder, captions, images)
         for stage in args.stages:
             row = run_stage(folder, stage)
