@@ -88,7 +88,8 @@ def size_of(paths: list[Path]) -> int:
 
 
 def run_stage(folder: Path, stage: str) -> dict[str, float]:
-    """Run `stages.<stage>` in `folder`: seconds, peak RSS (MB), bytes of its outputs."""
+    """Run `stages.<stage>` in `folder`: wall and CPU seconds (its own and its children's: on a
+    shared machine the CPU time is the steadier number), peak RSS (MB), bytes of its outputs."""
     env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     log = folder / f"{stage}.log"
@@ -101,7 +102,8 @@ def run_stage(folder: Path, stage: str) -> dict[str, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise SystemExit(f"{stage} failed at {folder} (exit {process.returncode}); see {log}")
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024),
             "bytes": size_of([folder / p for p in STAGES[stage]])}
 
 
@@ -119,21 +121,23 @@ def exponent(sizes: list[int], values: list[float]) -> float | None:
 def report(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """The table: one row per stage, each size's seconds / MB / bytes, and the exponents."""
     sizes = sorted(int(n) for n in results)
-    lines = ["stage      " + "".join(f"{f'N={n:,}':>26}" for n in sizes)
-             + "   exponent: time  RSS  bytes"]
+    lines = ["stage      " + "".join(f"{f'N={n:,}':>34}" for n in sizes)
+             + "   exponent: time   CPU   RSS bytes"]
     for stage in STAGES:
         have = [n for n in sizes if stage in results[str(n)]]
         cells = "".join(
-            f"{_cell(results[str(n)][stage]):>26}" if n in have else f"{'-':>26}" for n in sizes)
-        fits = [exponent(have, [results[str(n)][stage][k] for n in have])
-                for k in ("seconds", "peak_rss_mb", "bytes")]
+            f"{_cell(results[str(n)][stage]):>34}" if n in have else f"{'-':>34}" for n in sizes)
+        fits = [exponent(have, [results[str(n)][stage].get(k, 0) for n in have])
+                for k in ("seconds", "cpu_seconds", "peak_rss_mb", "bytes")]
         lines.append(f"{stage:<11}{cells}   " + "  ".join(
             f"{'-' if e is None else f'{e:.2f}':>5}" for e in fits))
     return "\n".join(lines)
 
 
 def _cell(row: dict[str, float]) -> str:
-    return f"{row['seconds']:.0f} s {row['peak_rss_mb']:,.0f} MB {row['bytes'] / 1e6:,.1f} MB"
+    cpu = f"{row['cpu_seconds']:.0f}" if "cpu_seconds" in row else "-"
+    return (f"{row['seconds']:.0f} s {cpu} cpu-s {row['peak_rss_mb']:,.0f} MB "
+            f"{row['bytes'] / 1e6:,.1f} MB")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,8 +56,8 @@ def test_the_scale_benchmark_measures_each_stage_in_its_own_process_and_fits_exp
         assert row["seconds"] > 0 and 30 < row["peak_rss_mb"] < 2000 and row["bytes"] > 0
     assert results["240"]["download"]["bytes"] > 1.5 * results["120"]["download"]["bytes"]
     header, download, vocab, *_ = result.stdout.splitlines()
-    assert header.split()[-3:] == ["time", "RSS", "bytes"]
+    assert header.split()[-4:] == ["time", "CPU", "RSS", "bytes"]
     assert download.startswith("download") and vocab.startswith("vocab")
-    assert all(float(e) > 0 for e in download.split()[-3:])  # fitted over both sizes
+    assert all(float(e) > 0 for e in download.split()[-4:])  # fitted over both sizes
     dataset = json.loads((tmp_path / "n240" / "coco_like.json").read_text())["images"]
     assert [sum(i["split"] == s for i in dataset) for s in ("val", "test")] == [10, 10]

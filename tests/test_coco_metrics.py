@@ -3,6 +3,7 @@
 import random
 import shutil
 
+import numpy as np
 import pytest
 
 from imcap.evaluation import coco_metrics
@@ -165,3 +166,21 @@ def test_mismatched_or_empty_inputs_are_errors():
             scorer.score([[["a"]]], [["a"], ["b"]])
         with pytest.raises(ValueError, match="no captions"):
             scorer.score([], [])
+
+
+@pytest.mark.parametrize("meteor", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("java") is None, reason="METEOR needs Java"))])
+def test_modes_scored_in_parallel_processes_score_exactly_as_one_after_the_other(meteor):
+    from imcap.evaluation.scoring import score_modes
+
+    references, _ = random_corpus(5, images=30)
+    captions = {f"mode{seed}": random_corpus(seed, images=30)[1] for seed in range(3)}
+    with CocoScorer(meteor=meteor) as coco:
+        apart, apart_cider = score_modes(references, captions, coco, processes=3)
+        together, together_cider = score_modes(references, captions, coco, processes=1)
+        expected = {mode: bleu_scores(references, h) | coco.score(references, h)
+                    for mode, h in captions.items()}
+    assert apart == together == expected
+    assert [list(s) for s in apart.values()] == [list(s) for s in expected.values()]  # key order
+    assert all(np.array_equal(apart_cider[m], together_cider[m]) for m in captions)
+    assert ("meteor" in apart["mode0"]) == meteor

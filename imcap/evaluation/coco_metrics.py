@@ -76,20 +76,17 @@ class CocoScorer:
     def score_images(self, references: Sequence[Sequence[Tokens]],
                      hypotheses: Sequence[Tokens]) -> tuple[dict[str, float], np.ndarray]:
         """`score`'s scores, and the CIDEr-D of each image × 100 (their mean is "cider")."""
-        if len(references) != len(hypotheses):
-            raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
-        if not hypotheses:
-            raise ValueError("no captions to score")
-        gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
-        res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        scores = {f"coco_bleu{n}": b for n, b in enumerate(bleu, start=1)}
-        scores["rouge_l"], _ = Rouge().compute_score(gts, res)
-        scores["cider"], cider = Cider().compute_score(gts, res)
-        if self._meteor is not None:
-            scores["meteor"] = self._meteor_score(gts, res)
-        return ({name: 100.0 * float(value) for name, value in scores.items()},
-                100.0 * np.asarray(cider, dtype=np.float64))
+        scores, cider = text_scores(references, hypotheses)
+        meteor = self.meteor(references, hypotheses)
+        return scores | ({} if meteor is None else {"meteor": meteor}), cider
+
+    def meteor(self, references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+               ) -> float | None:
+        """METEOR × 100, None when it is skipped."""
+        if self._meteor is None:
+            return None
+        gts, res = _as_text(references, hypotheses)
+        return 100.0 * float(self._meteor_score(gts, res))
 
     def _meteor_score(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
         try:
@@ -99,6 +96,30 @@ class CocoScorer:
             self.close()
             raise MeteorError(f"METEOR (java -jar meteor-1.5.jar) failed: {detail[-2000:] or err}"
                               ) from err
+
+
+def text_scores(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+                ) -> tuple[dict[str, float], np.ndarray]:
+    """The metrics computed in Python, × 100: `{"coco_bleu1".."coco_bleu4", "rouge_l",
+    "cider"}`, and the CIDEr-D of each image."""
+    gts, res = _as_text(references, hypotheses)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"coco_bleu{n}": b for n, b in enumerate(bleu, start=1)}
+    scores["rouge_l"], _ = Rouge().compute_score(gts, res)
+    scores["cider"], cider = Cider().compute_score(gts, res)
+    return ({name: 100.0 * float(value) for name, value in scores.items()},
+            100.0 * np.asarray(cider, dtype=np.float64))
+
+
+def _as_text(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+             ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """pycocoevalcap's input: per image its references, and its one hypothesis, as text."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
+    if not hypotheses:
+        raise ValueError("no captions to score")
+    return ({i: [" ".join(r) for r in refs] for i, refs in enumerate(references)},
+            {i: [" ".join(h)] for i, h in enumerate(hypotheses)})
 
 
 def meteor_score(meteor: Meteor, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
