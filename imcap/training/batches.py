@@ -119,6 +119,22 @@ class EpochWindows(Dataset):
                       global_words=tuple(int(self.words[b].sum()) for b in batches))
 
 
+class ImageBatches(Dataset):
+    """Item k is this rank's share of the k-th batch of image rows and their features (the
+    self-critical epochs' batches of images, `imcap.training.self_critical`)."""
+
+    def __init__(self, split: CaptionedSplit, batches: list[torch.Tensor], shard: Shard) -> None:
+        self.split, self.batches, self.shard = split, batches, shard
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = self.batches[index]
+        mine = rows[slice(*self.shard.bounds(len(rows)))]
+        return mine, self.split.grid[mine], self.split.pooled[mine]
+
+
 def plan_epoch(split: CaptionedSplit, batch_size: int, generator: torch.Generator,
                world_size: int = 1, image_window: int | None = None) -> Plan:
     """The epoch's windows of batches of caption rows, shuffled by `generator` (see the module
@@ -180,3 +196,23 @@ def epoch_loader(split: CaptionedSplit, windows: Plan, shard: Shard, device: tor
                         prefetch_factor=ahead if workers else None)
     for window in loader:
         yield from window.to(device).batches()
+
+
+def image_loader(split: CaptionedSplit, batches: list[torch.Tensor], shard: Shard,
+                 device: torch.device, num_workers: int | str
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """This rank's share of each batch of image rows with its grid and pooled features, on
+    `device`, read ahead as `epoch_loader` reads its windows. The loader draws its workers'
+    seeds from a generator of its own: the global one, which samples the captions, is left as
+    it was."""
+    largest = max((len(rows) for rows in batches), default=0)
+    workers = readers(num_workers, split, largest, PREFETCH_BATCHES + 1, device)
+    loader = DataLoader(ImageBatches(split, batches, shard), batch_size=None,
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=PREFETCH_BATCHES if workers else None,
+                        generator=torch.Generator())
+    non_blocking = device.type == "cuda"
+    for rows, grid, pooled in loader:
+        yield (rows.to(device, non_blocking=non_blocking),
+               grid.to(device, non_blocking=non_blocking),
+               pooled.to(device, non_blocking=non_blocking))
