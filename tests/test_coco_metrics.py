@@ -111,8 +111,8 @@ def test_an_interruption_while_meteor_scores_leaves_nothing_to_wait_for(monkeypa
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
 def test_meteor_sends_every_image_before_reading_an_answer_and_scores_as_pycocoevalcap():
-    """One round trip per image to the Java process took minutes at 5,000 test images on a
-    busy machine; pipelined, the images go out together and the number is the same."""
+    """One round trip per image kept the Java process waiting for each next line; pipelined,
+    the images go out together and the number is the same."""
     from pycocoevalcap.meteor.meteor import Meteor
 
     references, hypotheses = random_corpus(4, images=30)
