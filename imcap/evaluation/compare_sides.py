@@ -68,8 +68,9 @@ def _from_revision(rev: str, root: Path) -> pd.DataFrame:
     except PathMissingError as err:
         if _records_output(rev, root):
             raise CompareError(f"{rev}: its {EVAL_CAPTIONS} is not in this DVC cache (a fresh "
-                               "clone holds none of a commit's outputs); `dvc pull` it, or "
-                               "compare experiments run here") from err
+                               "clone holds none of a commit's outputs); `dvc pull` it (an "
+                               "experiment: `dvc exp pull <git remote> <name>`), or compare "
+                               "experiments run here") from err
         raise CompareError(f"{rev}: has no {EVAL_CAPTIONS} (evaluated before per-image "
                            "results were kept, or not evaluated)") from err
     except (SCMError, NotDvcRepoError) as err:  # not a git (DVC) repository
@@ -82,11 +83,16 @@ def _from_revision(rev: str, root: Path) -> pd.DataFrame:
 
 
 def _records_output(rev: str, root: Path) -> bool:
-    """Whether git revision `rev` records the per-image file as a DVC output (its `dvc.lock`
-    or a `.dvc` file), so that only its cached copy is missing."""
+    """Whether revision `rev` (a DVC experiment's name too: no git ref, `dvc exp pull` brings
+    it as refs/exps/...) records the per-image file as a DVC output (its `dvc.lock` or a `.dvc`
+    file), so that only its cached copy is missing."""
+    from dvc.scm import SCM, resolve_rev
+
+    commit = resolve_rev(SCM(str(root)), rev)
+
     def show(path: str) -> str | None:
-        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
-                               text=True, check=False)
+        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root,
+                               capture_output=True, text=True, check=False)
         return shown.stdout if shown.returncode == 0 else None
 
     lock = show("dvc.lock")
@@ -99,7 +105,7 @@ def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from imcap.tracking import tracking_uri
+    from imcap.tracking import server_not_answering, tracking_uri
 
     uri = tracking_uri(root.resolve())
     store = Path(uri.removeprefix("sqlite:///"))
@@ -109,7 +115,8 @@ def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
     try:
         mlflow.MlflowClient(uri).get_run(run_id)
     except MlflowException as err:
-        raise CompareError(f"MLflow run {run_id} in {uri}: {err.message}") from err
+        raise CompareError(server_not_answering(err, uri)
+                           or f"MLflow run {run_id} in {uri}: {err.message}") from err
     with TemporaryDirectory(prefix="imcap-compare-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
