@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
-from imcap.config import flatten, load_stage_params, read_params_file
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
@@ -24,7 +23,7 @@ from imcap.evaluation.attention_maps import caption_steps, draw_attention, encod
 from imcap.evaluation.bleu import best_constant_caption
 from imcap.evaluation.bootstrap import confidence_intervals
 from imcap.evaluation.coco_metrics import CocoScorer
-from imcap.evaluation.config import DecodingDefaults, EvalParams, EvalStageParams
+from imcap.evaluation.params import DecodingDefaults, EvalParams, EvalStageParams
 from imcap.evaluation.per_image import caption_table, write_table
 from imcap.evaluation.scoring import score_modes
 from imcap.evaluation.split_evaluation import evaluate_split
@@ -32,10 +31,11 @@ from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
-from imcap.model.captioning import DecodedCaption, beam_decoder, caption_batches
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.constraints import DecodingRules
 from imcap.model.decoder import CaptionDecoder
+from imcap.model.decoding_loop import DecodedCaption, beam_decoder, caption_batches
+from imcap.params_base import flatten, load_stage_params, read_params_file
 from imcap.paths import (
     ATTENTION_DIR,
     BEAM_SWEEP,
