@@ -20,11 +20,12 @@ from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
-from imcap.evaluation.bleu import best_constant_caption, bleu_scores
+from imcap.evaluation.bleu import best_constant_caption
 from imcap.evaluation.bootstrap import confidence_intervals
 from imcap.evaluation.coco_metrics import CocoScorer
 from imcap.evaluation.params import DecodingDefaults, EvalParams, EvalStageParams
 from imcap.evaluation.per_image import caption_table, write_table
+from imcap.evaluation.scoring import score_modes
 from imcap.evaluation.split_evaluation import evaluate_split
 from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
@@ -119,7 +120,7 @@ def main() -> None:
                       int(params.train.features_in_memory_gb * 2**30),
                       regions=params.reads_regions)
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
-    device = pick_device(params.train.device, "train.device")
+    device = pick_device(params.train.device, "train.device", report=True)
     model = load_checkpoint(CHECKPOINT_FILE, device)
 
     rules = DecodingRules.from_vocab(vocab, block_trigrams=settings.block_trigrams,
@@ -135,10 +136,7 @@ def main() -> None:
         for k in settings.beams:
             captions[f"beam{k}"], figures[k] = beam_captions(model, test, vocab, device, k,
                                                              settings, rules)
-        scores, cider = {}, {}
-        for mode, hypotheses in captions.items():
-            coco_scores, cider[mode] = coco.score_images(test.references, hypotheses)
-            scores[mode] = bleu_scores(test.references, hypotheses) | coco_scores
+        scores, cider = score_modes(test.references, captions, coco)
     per_image = caption_table(test_files, test.references, captions, cider)
     for mode, bounds in confidence_intervals(per_image).items():  # bleu4_ci_low, ..
         scores[mode] |= bounds

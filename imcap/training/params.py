@@ -3,7 +3,7 @@ stage reads."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -63,8 +63,8 @@ class TrainParams(Section):
     # into batches (a store read lazily from disk). imcap.training.batches
     batching: choice(("captions", "images"))
     image_window: Positive  # images per window (batching: images), read and on the device at once
-    # DataLoader processes reading feature windows; 0: the main one
-    num_workers: Annotated[Workers, SPEED_ONLY]
+    # DataLoader processes reading feature windows; 0: the main one; auto: imcap.training.readahead
+    num_workers: Annotated[Workers | Literal["auto"], SPEED_ONLY]
     processes: Processes  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
