@@ -3,7 +3,8 @@ decoder, its vocabulary and the encoder its features came from — read from thi
 DVC outputs (default) or from MLflow (`--run-id`: a train or evaluate run, or `models:/imcap/N`)
 — and can draw the seed's per-word attention figure (`--attention-map out.png`); decoding
 options left out take the model's defaults (imcap.model_sources). `imcap compare A B` compares
-two evaluated models' test scores image by image (imcap/evaluation/compare.py)."""
+two evaluated models' test scores image by image (imcap/evaluation/compare.py); `imcap ensemble
+A B C` scores several models captioning together (imcap/ensemble.py)."""
 
 from __future__ import annotations
 
@@ -174,6 +175,15 @@ def compare_command(args: argparse.Namespace) -> None:
                             html_mode=args.html_mode, html_images=args.html_images))
 
 
+def ensemble_command(args: argparse.Namespace) -> None:
+    from imcap.ensemble import run_ensemble
+
+    root = Path(args.root)
+    with store_errors_named(tracking_uri(root.resolve())):  # for MLflow run ids
+        for line in run_ensemble(args.models, root, Path(args.out), args.device):
+            print(line)
+
+
 def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
     """The decoding options: left out (None), each takes the model's default."""
     parser.add_argument("--beam", type=int, help=f"{beam} (default: the model's, {DEFAULT_BEAM} "
@@ -254,6 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images on the page (default 20: half where B scores higher, "
                               "half where A does)")
     compare.set_defaults(run=compare_command)
+    ensemble = commands.add_parser(
+        "ensemble", help="caption and score the test split with several models at once",
+        description="Caption the test split of this repository's DVC outputs with the mean of "
+                    "several trained models' log-probabilities at every step, decoded and "
+                    "scored as the evaluate stage does (params.yaml's eval section), and write "
+                    "OUT/eval.json and OUT/captions.csv (for `imcap compare`). Each model: a "
+                    "git revision, a DVC experiment, `workspace`, an MLflow train or evaluate "
+                    "run id, or models:/imcap/N; all must share one vocabulary.")
+    ensemble.add_argument("models", nargs="+", metavar="MODEL",
+                          help="a model of the ensemble (revision, experiment, workspace, run "
+                               "id or models:/imcap/N)")
+    ensemble.add_argument("--out", default="ensemble",
+                          help="folder of eval.json and captions.csv (default ensemble)")
+    ensemble.add_argument("--root", default=".",
+                          help="repository of the test split, revisions and MLflow store "
+                               "(default .)")
+    ensemble.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                          help="default: params.yaml's train.device")
+    ensemble.set_defaults(run=ensemble_command)
     return parser
 
 
@@ -262,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except Exception as err:
-        message = out_of_memory(err, "--batch-size") if args.command == "caption" else None
+        batch = {"caption": "--batch-size", "ensemble": "eval.batch_size"}.get(args.command)
+        message = out_of_memory(err, batch) if batch else None
         if message is None and not is_user_error(err):
             raise
         print(f"imcap {args.command}: error: {message or err}", file=sys.stderr)
