@@ -30,7 +30,8 @@ from imcap.tracking import tracking_uri
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
-DEFAULTED = ("beam", "length_penalty", "max_length")  # None: the model's DecodingDefaults
+DEFAULTED = ("beam", "length_penalty", "max_length", "block_trigrams", "remove_bad_endings",
+             "beam_groups", "diversity_lambda")  # None: the model's DecodingDefaults
 # Sampling's: 0.001 samples as greedy decoding does, 1000 all but uniformly; beyond them (inf,
 # or 1e-40: logits / temperature overflow) sampling draws from NaN.
 TEMPERATURES = (0.001, 1000.0)
@@ -57,13 +58,28 @@ def decoding_from_args(args: argparse.Namespace, device: torch.device) -> Decodi
                     ("min_length", args.min_length,
                      0 <= args.min_length <= args.max_length, "between 0 and --max-length"),
                     ("batch_size", args.batch_size, args.batch_size >= 1, ">= 1"))
-                if not ok]
+                if not ok] + ([] if args.sample else beam_problems(args))
     if problems:
         raise CaptionerError("; ".join(problems))
     generator = (torch.Generator(device=device).manual_seed(args.seed) if args.sample
                  else None)
     return Decoding(args.beam, args.length_penalty, args.sample, args.temperature, args.top_k,
-                    args.max_length, args.min_length, generator)
+                    args.max_length, args.min_length, generator, args.block_trigrams,
+                    args.remove_bad_endings, args.beam_groups, args.diversity_lambda)
+
+
+def beam_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the diverse beam search options, given the beam size (each from
+    the command line or the model's defaults)."""
+    if args.beam_groups < 1 or args.beam < 1 or args.beam % args.beam_groups:
+        return [f"--beam-groups must be >= 1 and divide --beam ({args.beam}), got "
+                f"{args.beam_groups}"]
+    if not 0 <= args.diversity_lambda < math.inf:
+        return [f"--diversity-lambda must be a finite number >= 0, got {args.diversity_lambda}"]
+    if args.diversity_lambda > 0 and args.beam_groups == 1:
+        return ["--diversity-lambda > 0 needs --beam-groups > 1 (diverse beam search); pass "
+                "--diversity-lambda 0 or more groups"]
+    return []
 
 
 def image_files(arguments: Sequence[str]) -> list[Path]:
@@ -194,6 +210,17 @@ def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
                              "the model's eval.length_penalty)")
     parser.add_argument("--max-length", type=int,
                         help="most words (default: the model's eval.max_length)")
+    for rule, what in (("block-trigrams", "no word that repeats a trigram of the caption"),
+                       ("remove-bad-endings", "no end after 'a', 'the', 'with', ...")):
+        parser.add_argument(f"--{rule}", action=argparse.BooleanOptionalAction,
+                            help=f"beam: {what} (default: the model's "
+                                 f"eval.{rule.replace('-', '_')})")
+    parser.add_argument("--beam-groups", type=int,
+                        help="diverse beam search in this many groups, dividing the beam "
+                             "(default: the model's eval.beam_groups)")
+    parser.add_argument("--diversity-lambda", type=float,
+                        help="diverse beam search: penalty per earlier group's choice of a word "
+                             "(default: the model's eval.diversity_lambda)")
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
