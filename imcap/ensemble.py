@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import yaml
+
 from imcap.atomic import atomic_path, write_json
 from imcap.config import PARAMS_FILE, load_stage_params
 from imcap.data.karpathy import load_dataset
@@ -47,6 +49,7 @@ class Member:
     name: str  # as the command line named it
     checkpoint: Path
     vocab: Vocabulary
+    encoder: tuple[str, str] | None  # the encoder and weights of its features, where known
 
 
 def fetch_member(source: str, root: Path, dest: Path) -> Member:
@@ -59,12 +62,16 @@ def fetch_member(source: str, root: Path, dest: Path) -> Member:
         artifacts = mlflow_artifacts(run.group(1) if run else source, dest, root)
     else:
         dest.mkdir(parents=True)
-        for path in (CHECKPOINT_FILE, VOCAB_FILE):
+        for path in (CHECKPOINT_FILE, VOCAB_FILE, Path(PARAMS_FILE)):
             with open_at_revision(path, source, root, "trained", mode="rb") as stream:
                 (dest / path.name).write_bytes(stream.read())
+        params = yaml.safe_load((dest / Path(PARAMS_FILE).name).read_text()) or {}
+        weights = (params.get("features") or {}).get("weights")
         return Member(source, dest / CHECKPOINT_FILE.name,
-                      Vocabulary.load(dest / VOCAB_FILE.name))
-    return Member(source, artifacts.checkpoint, Vocabulary.load(artifacts.vocab))
+                      Vocabulary.load(dest / VOCAB_FILE.name),
+                      (params["encoder"], weights) if "encoder" in params and weights else None)
+    return Member(source, artifacts.checkpoint, Vocabulary.load(artifacts.vocab),
+                  (artifacts.encoder, artifacts.weights))
 
 
 def check_vocabularies(members: Sequence[Member]) -> None:
@@ -97,14 +104,20 @@ def run_ensemble(sources: Sequence[str], root: Path, out: Path, device_name: str
     device = pick_device(device_name or params.train.device,
                          "--device" if device_name else "train.device")
     test_split = Member(f"this repository's test split ({root / VOCAB_FILE})", root / VOCAB_FILE,
-                        Vocabulary.load(root / VOCAB_FILE))
+                        Vocabulary.load(root / VOCAB_FILE), None)
     with TemporaryDirectory(prefix="imcap-ensemble-") as tmp:
         members = [fetch_member(source, root, Path(tmp) / f"member{i}")
                    for i, source in enumerate(sources)]
         check_vocabularies([*members, test_split])
         models = [load_checkpoint(member.checkpoint, device) for member in members]
     store = FeatureStore(root / FEATURES_FILE)
+    encoder = (str(store.attrs["encoder"]), str(store.attrs["weights"]))
     for member, model in zip(members, models, strict=True):
+        if member.encoder not in (None, encoder):
+            raise EnsembleError(f"{member.name}: trained on the features of encoder "
+                                f"{member.encoder[0]} (weights {member.encoder[1]}), but "
+                                f"{store.path} holds {encoder[0]}'s (weights {encoder[1]}); an "
+                                "ensemble's models must be trained on this encoder's features")
         if model.config.encoder_channels != store.feature_dim:
             raise EnsembleError(f"{member.name}: its decoder reads {model.config.encoder_channels}"
                                 f" feature channels, {store.path} holds {store.feature_dim}; "

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from params_overrides import write_params
 from test_e2e_dvc import TINY
 from torch import nn
@@ -266,3 +267,15 @@ def test_a_revision_without_a_model_is_one_line(project, capsys):
     assert err.startswith("imcap ensemble: error: no-such-rev: not a git revision, DVC "
                           "experiment or MLflow run id in")
     assert err.count("\n") == 1
+
+
+def test_a_model_trained_on_another_encoders_features_is_refused(project, capsys):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["features"]["weights"] = "imagenet"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    git(project, "commit", "-qam", "pretrained weights")
+    status, _, err = ensemble(capsys, "workspace", "HEAD")
+    assert status == 1
+    assert err == ("imcap ensemble: error: HEAD: trained on the features of encoder resnet18 "
+                   "(weights imagenet), but data/features/features.h5 holds resnet18's (weights "
+                   "none); an ensemble's models must be trained on this encoder's features\n")
