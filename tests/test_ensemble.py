@@ -279,3 +279,23 @@ def test_a_model_trained_on_another_encoders_features_is_refused(project, capsys
     assert err == ("imcap ensemble: error: HEAD: trained on the features of encoder resnet18 "
                    "(weights imagenet), but data/features/features.h5 holds resnet18's (weights "
                    "none); an ensemble's models must be trained on this encoder's features\n")
+
+
+def test_a_member_from_an_mlflow_train_run(project, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from imcap.config import flatten
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    experiment = mlflow.MlflowClient(uri).create_experiment(
+        "t", artifact_location=(tmp_path / "art").as_uri())
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=experiment) as active:
+        mlflow.log_params(flatten(yaml.safe_load((project / "params.yaml").read_text())))
+        mlflow.log_artifact(str(project / "data/model/decoder.pt"))
+        mlflow.log_artifact(str(project / VOCAB_FILE))
+    status, _, err = ensemble(capsys, active.info.run_id, "workspace")
+    assert status == 0, err
+    assert (pd.read_csv(project / "out" / "captions.csv")["caption"].tolist()
+            == pd.read_csv(project / EVAL_CAPTIONS)["caption"].tolist())
