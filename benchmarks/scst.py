@@ -39,7 +39,7 @@ from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder
 from imcap.model.sample import caption_logprobs
 from imcap.training.cider_reward import CaptionReward
-from imcap.training.scst import self_critical_batch, self_critical_loss
+from imcap.training.self_critical import self_critical_batch, self_critical_loss
 
 PRESETS = {  # training images, regions, channels, vocabulary, word vectors
     "shapes": dict(train_images=2400, regions=9, channels=512, vocab=106, embed=50),

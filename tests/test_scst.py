@@ -1,4 +1,4 @@
-"""Self-critical training's loss (imcap.training.scst)."""
+"""Self-critical training's loss (imcap.training.self_critical)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from test_decode import features, tiny_model
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.training.cider_reward import CaptionReward
-from imcap.training.scst import mean_of_others, self_critical_batch, self_critical_loss
+from imcap.training.self_critical import mean_of_others, self_critical_batch, self_critical_loss
 
 GOOD = 7  # the word the reward prefers
 

@@ -65,10 +65,10 @@ def test_learns_the_task_and_keeps_the_best_checkpoint(tmp_path):
 def _scripted_validation(monkeypatch, scores):
     """Validation BLEU-4 from `scores`, in call order: each epoch's, then the average's."""
     from imcap.evaluation.split_evaluation import SplitEvaluation
-    from imcap.training import loop as training
+    from imcap.training import driver
 
     values = iter(scores)
-    monkeypatch.setattr(training, "evaluate_split",
+    monkeypatch.setattr(driver, "evaluate_split",
                         lambda *args, **kwargs: SplitEvaluation(1.0, {"bleu4": next(values)}, []))
 def test_a_loss_no_longer_finite_stops_training_in_one_line_naming_the_epoch(
         tmp_path, monkeypatch, capsys):

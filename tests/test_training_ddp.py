@@ -16,7 +16,7 @@ from params_overrides import cpu_training
 from test_training import CONFIG, EMBEDDINGS, VOCAB, _split
 
 from imcap.evaluation.split_evaluation import SplitEvaluation
-from imcap.training import loop
+from imcap.training import driver, loop
 from imcap.training.loop import train_decoder
 from imcap.training.resume import STATE_FILE
 
@@ -121,7 +121,7 @@ def _validating_rank(rank: int, world: int, port: int, tmp: str) -> None:
     BLEU-4 improves every epoch, rank 1's never does."""
     _join(rank, world, port)
     scores = iter([1.0, 2.0, 3.0] if rank == 0 else [1.0, 1.0, 1.0])
-    loop.evaluate_split = lambda *args, **kwargs: SplitEvaluation(1.0, {"bleu4": next(scores)},
+    driver.evaluate_split = lambda *args, **kwargs: SplitEvaluation(1.0, {"bleu4": next(scores)},
                                                                   [])
     # average_last 0: no validation of averaged weights after the 3 scores above
     result = train_decoder(CONFIG, cpu_training(epochs=3, patience=1, average_last=0), EMBEDDINGS,
@@ -143,13 +143,13 @@ def _self_critical_rank(rank: int, world: int, port: int, tmp: str) -> None:
     batch's images; each rank saves its result and its weights at the end."""
     _join(rank, world, port)
     weights = {}
-    train_self_critical = loop.train_self_critical
+    self_critical_phase = loop.self_critical_phase
 
-    def keep_weights(model, *args, **kwargs):
-        progress = train_self_critical(model, *args, **kwargs)
-        weights.update(model.state_dict())
+    def keep_weights(epochs, *args, **kwargs):
+        progress = self_critical_phase(epochs, *args, **kwargs)
+        weights.update(epochs.model.state_dict())
         return progress
-    loop.train_self_critical = keep_weights
+    loop.self_critical_phase = keep_weights
     settings = cpu_training(epochs=2, batch_size=16, learning_rate=0.01, scst_epochs=2,
                             scst_batch_size=8)
     result = train_decoder(DROPOUT, settings, EMBEDDINGS, _split(32, 0), _split(8, 1), VOCAB,

@@ -30,7 +30,7 @@ from imcap.model.config import ATTENTIONS, DECODERS, ModelParams, reads_regions
 TRAINED_SECTIONS = ("attention", "decoder", "seed", "model", "train")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bfloat16 autocast on CUDA, else float32
 LR_SCHEDULES = ("constant", "step", "plateau", "cosine")  # imcap.training.schedule
-SCST_BASELINES = ("greedy", "mean")  # imcap.training.scst
+SCST_BASELINES = ("greedy", "mean")  # imcap.training.self_critical
 
 
 LearningRate = Annotated[float, Field(gt=0, le=1)]  # Adam's: above 1 it only diverges

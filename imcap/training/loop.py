@@ -1,10 +1,14 @@
-"""Training the decoder: teacher forcing, Adam, gradient clipping, a learning rate per epoch
-(`imcap.training.schedule`), early stopping on validation BLEU-4, and as the published model
-whichever validates higher of the best epoch by validation BLEU-4 and the mean of the weights of
-the `train.average_last` epochs ending at it; then, with `train.scst_epochs`, self-critical
-epochs from that model (`imcap.training.self_critical`), whose last weights are published.
-Resumable after every epoch (`imcap.training.resume`), on one or several processes
-(`imcap.training.runtime`).
+"""Training the decoder in two phases over one epoch driver (`imcap.training.driver`):
+
+- the cross-entropy epochs (`cross_entropy_phase`): teacher forcing, Adam, gradient clipping,
+  a learning rate per epoch (`imcap.training.schedule`), early stopping on validation BLEU-4;
+  then the published model (`publish`): whichever validates higher of the best epoch and the
+  mean of the weights of the `train.average_last` epochs ending at it;
+- with `train.scst_epochs`, the self-critical epochs from that model
+  (`imcap.training.self_critical`), whose last weights are published.
+
+`train_decoder` sets up what both share: the model, its optimizers, the resume state (resumable
+after every epoch, `imcap.training.resume`) and the ranks (`imcap.training.runtime`).
 Seeded and repeatable on CPU."""
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from tqdm import tqdm
 
 from imcap.data.vocab import Vocabulary
 from imcap.distributed import Shard, process_group
-from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.evaluation.split_evaluation import SplitEvaluation
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import save_checkpoint
 from imcap.model.decoder import DecoderConfig
@@ -30,26 +34,20 @@ from imcap.model.registry import build_decoder
 from imcap.training.averaging import LastEpochs
 from imcap.training.batches import epoch_loader, plan_epoch
 from imcap.training.config import TrainParams
+from imcap.training.driver import EpochDriver
 from imcap.training.epoch import check_finite, train_epoch
-from imcap.training.resume import (
-    STATE_FILE,
-    EpochLog,
-    Progress,
-    Stateful,
-    load_state,
-    rng_states,
-    save_state,
-)
+from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state
 from imcap.training.runtime import (
     autocast_dtype,
     broadcast_from_leader,
-    broadcast_weights,
     cpu_threads,
     deterministic_algorithms,
     training_device,
 )
 from imcap.training.schedule import EpochSchedule
-from imcap.training.self_critical import train_self_critical
+from imcap.training.self_critical import self_critical_phase
+
+Published = tuple[int, float, float | None]  # epochs averaged, its val BLEU-4, the mean's
 
 
 @dataclass(frozen=True)
@@ -137,69 +135,24 @@ def train_decoder(
         # Rank 0 reads the state and sends it to every rank.
         progress, note = load_state(state_file, resumable, shuffle, shard, settings.epochs,
                                     later=frozenset({"scst_optimizer"}))
-        leader = shard.rank == 0
-        if note and leader:
+        if note and shard.rank == 0:
             tqdm.write(note)
-        for log in progress.history if leader else []:
+        for log in progress.history if shard.rank == 0 else []:
             on_epoch(log)
         if settings.compile:
             model.compile_steps()
         trained: nn.Module = model
         if shard.world_size > 1:
             trained = DistributedDataParallel(model)
-        dtype = autocast_dtype(settings.precision, device)
-        for epoch in range(progress.epoch + 1, settings.epochs + 1):
-            if progress.stale >= settings.patience:
-                break
-            windows = plan_epoch(train_data, settings.batch_size, shuffle, shard.world_size,
-                                 settings.image_window if settings.batching == "images" else None)
-            train_loss = train_epoch(
-                trained, optimizer,
-                epoch_loader(train_data, windows, shard, device, settings.num_workers),
-                grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
-                dtype=dtype, device=device, world_size=shard.world_size,
-                progress=f"epoch {epoch}/{settings.epochs}" if leader else "",
-                label_smoothing=settings.label_smoothing,
-                attention_regularization=settings.attention_regularization)
-            # the same loss, so the same stop, on every rank
-            check_finite(train_loss, epoch, optimizer.param_groups[0]["lr"])
-            if settings.average_last:
-                last_epochs.add(model)
-            if leader:  # validates once; the others wait for its progress below
-                val = evaluate_split(model, val_data, vocab, device, settings.max_length)
-                log = EpochLog(epoch, train_loss, val.loss, val.bleu["bleu4"])
-                progress.epoch = epoch
-                progress.history.append(log)
-                if log.val_bleu4 > progress.best_bleu:
-                    progress.best_bleu, progress.best_epoch, progress.stale = (
-                        log.val_bleu4, epoch, 0)
-                    save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
-                    last_epochs.keep_best()
-                else:
-                    progress.stale += 1
-            progress = end_epoch(progress, log if leader else None, resumable, state_file,
-                                 shuffle, shard, on_epoch, schedule)
-        if progress.scst_epoch:  # published before the self-critical epochs began
-            published = progress.published
-        else:
-            published = publish(model, last_epochs, checkpoint_path, progress, val_data,
-                                vocab, device, settings.max_length) if leader else None
-            published = broadcast_from_leader(published, shard)  # one result on every rank
-        assert published is not None
+        driver = EpochDriver(model, trained, settings, train_data, val_data, vocab,
+                             checkpoint_path, device, autocast_dtype(settings.precision, device),
+                             shard, shuffle, resumable, state_file, on_epoch)
+        progress, published = cross_entropy_phase(driver, optimizer, schedule, last_epochs,
+                                                  progress)
         model_bleu4 = published[1]
         if settings.scst_epochs:
-            if not progress.scst_epoch:  # from the published model, the same on every rank
-                if leader:
-                    model.load_state_dict(torch.load(checkpoint_path, weights_only=True,
-                                                     map_location=device)["state_dict"])
-                broadcast_weights(model, shard)
-                progress.published = published
-            progress = train_self_critical(
-                model, trained, resumable["scst_optimizer"], settings, train_data, val_data,
-                vocab, checkpoint_path, progress, device=device, dtype=dtype,
-                save=lambda progress, log: end_epoch(progress, log, resumable, state_file,
-                                                     shuffle, shard, on_epoch),
-                generator=shuffle, shard=shard)
+            progress = self_critical_phase(driver, resumable["scst_optimizer"], progress,
+                                           published)
             model_bleu4 = progress.history[-1].val_bleu4
     return TrainResult(progress.best_epoch, progress.best_bleu, progress.epoch,
                        stopped_early=(progress.stale >= settings.patience
@@ -209,51 +162,77 @@ def train_decoder(
                        scst_reward=progress.history[-1].scst_reward or 0.0)
 
 
-def publish(model: nn.Module, last_epochs: LastEpochs, checkpoint_path: Path,
-            progress: Progress, val_data: CaptionedSplit, vocab: Vocabulary,
-            device: torch.device, max_length: int) -> tuple[int, float, float | None]:
-    """Rank 0, once training is over: the published model at `checkpoint_path` is the best
-    epoch's (saved there when it was the best), unless the mean of the weights of the epochs
-    ending at it (`last_epochs.best`) validates at least as high: then that mean replaces it.
-    Says which; returns (epochs averaged, 0 for the best epoch alone; the published model's
-    validation BLEU-4; the mean's, None when there was none to validate). `model` is left
-    with any weights."""
+def cross_entropy_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
+                        schedule: EpochSchedule, last_epochs: LastEpochs, progress: Progress
+                        ) -> tuple[Progress, Published]:
+    """The cross-entropy epochs not yet run, until `train.patience` epochs without a better
+    validation BLEU-4 (rank 0 saves each new best at the checkpoint path); then the published
+    model, the same on every rank (`publish`; already chosen when resumed in the self-critical
+    epochs)."""
+    settings, shard = driver.settings, driver.shard
+
+    def train(epoch: int) -> float:
+        windows = plan_epoch(driver.train_data, settings.batch_size, driver.shuffle,
+                             shard.world_size,
+                             settings.image_window if settings.batching == "images" else None)
+        train_loss = train_epoch(
+            driver.trained, optimizer,
+            epoch_loader(driver.train_data, windows, shard, driver.device, settings.num_workers),
+            grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
+            dtype=driver.dtype, device=driver.device, world_size=shard.world_size,
+            progress=f"epoch {epoch}/{settings.epochs}" if driver.leader else "",
+            label_smoothing=settings.label_smoothing,
+            attention_regularization=settings.attention_regularization)
+        # the same loss, so the same stop, on every rank
+        check_finite(train_loss, epoch, optimizer.param_groups[0]["lr"])
+        if settings.average_last:
+            last_epochs.add(driver.model)
+        return train_loss
+
+    def record(progress: Progress, epoch: int, train_loss: float,
+               val: SplitEvaluation) -> EpochLog:
+        log = EpochLog(epoch, train_loss, val.loss, val.bleu["bleu4"])
+        progress.epoch = epoch
+        progress.history.append(log)
+        if log.val_bleu4 > progress.best_bleu:
+            progress.best_bleu, progress.best_epoch, progress.stale = log.val_bleu4, epoch, 0
+            save_checkpoint(driver.checkpoint_path, driver.model, epoch, log.val_bleu4)
+            last_epochs.keep_best()
+        else:
+            progress.stale += 1
+        return log
+
+    progress = driver.run(progress, range(progress.epoch + 1, settings.epochs + 1), train,
+                          record, stop=lambda progress: progress.stale >= settings.patience,
+                          schedule=schedule)
+    if progress.scst_epoch:  # published before the self-critical epochs began
+        assert progress.published is not None
+        return progress, progress.published
+    published = publish(driver, last_epochs, progress) if driver.leader else None
+    published = broadcast_from_leader(published, shard)  # one result on every rank
+    assert published is not None
+    return progress, published
+
+
+def publish(driver: EpochDriver, last_epochs: LastEpochs, progress: Progress) -> Published:
+    """Rank 0, once the cross-entropy epochs are over: the published model at the checkpoint
+    path is the best epoch's (saved there when it was the best), unless the mean of the
+    weights of the epochs ending at it (`last_epochs.best`) validates at least as high: then
+    that mean replaces it. Says which; returns (epochs averaged, 0 for the best epoch alone;
+    the published model's validation BLEU-4; the mean's, None when there was none to
+    validate). The model is left with any weights."""
     best, count = progress.best_epoch, last_epochs.best_count
     if count < 2:  # averaging off, or the best epoch was the first
         tqdm.write(f"published: epoch {best}, val BLEU-4 {progress.best_bleu:.2f}")
         return 0, progress.best_bleu, None
-    model.load_state_dict(last_epochs.best)
-    bleu4 = evaluate_split(model, val_data, vocab, device, max_length).bleu["bleu4"]
+    driver.model.load_state_dict(last_epochs.best)
+    bleu4 = driver.validate().bleu["bleu4"]
     mean = f"the mean of the weights of epochs {best - count + 1}-{best}"
     if bleu4 < progress.best_bleu:
         tqdm.write(f"published: epoch {best}, val BLEU-4 {progress.best_bleu:.2f} (the best; "
                    f"{mean}: {bleu4:.2f})")
         return 0, progress.best_bleu, bleu4
-    save_checkpoint(checkpoint_path, model, best, bleu4)
+    save_checkpoint(driver.checkpoint_path, driver.model, best, bleu4)
     tqdm.write(f"published: {mean}, val BLEU-4 {bleu4:.2f} (epoch {best} alone: "
                f"{progress.best_bleu:.2f})")
     return count, bleu4, bleu4
-
-
-def end_epoch(progress: Progress, log: EpochLog | None, resumable: dict[str, Stateful],
-              state_file: Path | None, shuffle: torch.Generator, shard: Shard,
-              on_epoch: Callable[[EpochLog], None], schedule: EpochSchedule | None = None
-              ) -> Progress:
-    """Every rank, after an epoch: rank 0's `progress` (hence one stop decision, and one
-    learning rate for the next epoch from `schedule`) on every rank; rank 0 saves the resume
-    state, reports `log` and prints it."""
-    progress = broadcast_from_leader(progress, shard)
-    if schedule is not None:
-        schedule.step(progress.history[-1])
-    rngs = rng_states(shuffle, shard)  # every rank's, on rank 0
-    if shard.rank == 0:
-        assert log is not None
-        if state_file is not None:
-            save_state(state_file, resumable, progress, rngs)
-        on_epoch(log)
-        trained = (f"train loss {log.train_loss:.3f}" if log.scst_reward is None else
-                   f"self-critical reward {log.scst_reward:.3f} (baseline "
-                   f"{log.scst_baseline_reward:.3f})")
-        tqdm.write(f"epoch {log.epoch}: {trained}, val loss {log.val_loss:.3f}, val BLEU-4 "
-                   f"{log.val_bleu4:.2f}")
-    return progress

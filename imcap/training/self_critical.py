@@ -1,35 +1,112 @@
-"""The self-critical epochs (`train.scst_epochs`), after the cross-entropy ones. One epoch:
-every training image once, in batches of `train.scst_batch_size` images shuffled by the
-training's generator, each batch a REINFORCE step on the reward of `train.scst_samples`
-captions drawn per image (`imcap.training.scst`).
+"""Self-critical sequence training (Rennie et al., CVPR 2017): the epochs after the
+cross-entropy ones (`train.scst_epochs`), from the published cross-entropy model.
 
-The reward's references are the training split's encoded captions (their CIDEr-D document
-frequencies counted once, `reward_of`). Under DistributedDataParallel each rank samples for its
-contiguous share of every batch's images, and its loss is scaled by its share of the batch's
-drawn tokens × the number of ranks: DDP's mean of the ranks' gradients is then the gradient of
-the mean over all the batch's tokens, as one process computes it.
+One batch (`self_critical_batch`): the decoder draws n captions per image
+(`imcap.model.decode.sample_decode`), each is scored by the reward r (CIDEr-D, optionally + a
+weight × BLEU-4, against the image's training references: `imcap.training.cider_reward`), and
+the loss is REINFORCE with a baseline b:
+
+    loss = −mean over the drawn tokens (words and EOS) of (r(w^s) − b) · log p(w^s_t)
+
+- baseline `greedy`: b = the reward of the image's greedy caption (decoded in eval mode, without
+  gradients), the original self-critical baseline;
+- baseline `mean`: b = the mean reward of the image's n − 1 other samples ("new self-critical",
+  ruotianluo's ImageCaptioning.pytorch), which needs n >= 2 and no greedy decoding.
+The reward never carries gradients. Everything stays on the device except the one copy of the
+sampled tokens `caption_logprobs` makes for the time loop's lengths.
+
+One epoch (`self_critical_epoch`): every training image once, in batches of
+`train.scst_batch_size` images shuffled by the training's generator. The reward's references
+are the training split's encoded captions (their CIDEr-D document frequencies counted once,
+`reward_of`). Under DistributedDataParallel each rank samples for its contiguous share of every
+batch's images, and its loss is scaled by its share of the batch's drawn tokens × the number of
+ranks: DDP's mean of the ranks' gradients is then the gradient of the mean over all the batch's
+tokens, as one process computes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from imcap.data.vocab import Vocabulary
+from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard
-from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.evaluation.split_evaluation import SplitEvaluation
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import save_checkpoint
+from imcap.model.decode import greedy_decode, sample_decode
+from imcap.model.sample import caption_logprobs
 from imcap.progress import progress_bar
 from imcap.training.cider_reward import CaptionReward
+from imcap.training.config import SCST_BASELINES as BASELINES
 from imcap.training.config import TrainParams
+from imcap.training.driver import EpochDriver
 from imcap.training.epoch import autocast
 from imcap.training.resume import EpochLog, Progress
-from imcap.training.scst import self_critical_batch
+from imcap.training.runtime import broadcast_weights
+
+
+class SelfCriticalBatch(NamedTuple):
+    loss: torch.Tensor  # [] to backpropagate
+    reward: torch.Tensor  # [] mean reward of the samples (detached)
+    baseline: torch.Tensor  # [] mean baseline (detached)
+    tokens: torch.Tensor  # [] how many tokens were drawn (words and EOS): the loss's denominator
+
+
+def self_critical_loss(logprobs: torch.Tensor, mask: torch.Tensor, reward: torch.Tensor,
+                       baseline: torch.Tensor) -> torch.Tensor:
+    """−mean over the tokens `mask` [S, L] marks of (reward − baseline) [S] · `logprobs`
+    [S, L]."""
+    advantage = (reward - baseline).detach().to(logprobs.dtype).unsqueeze(1)
+    return -(advantage * logprobs * mask).sum() / mask.sum().clamp(min=1)
+
+
+def mean_of_others(reward: torch.Tensor, n: int) -> torch.Tensor:
+    """For rewards [B·n] (n per image, consecutive): each one's mean of its image's n − 1
+    others."""
+    if n < 2:
+        raise ValueError("the mean baseline needs at least 2 samples per image")
+    per_image = reward.view(-1, n)
+    return ((per_image.sum(dim=1, keepdim=True) - per_image) / (n - 1)).flatten()
+
+
+def self_critical_batch(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,
+                        images: torch.Tensor, reward: CaptionReward, *, samples: int,
+                        baseline: str, max_length: int, bleu_weight: float = 0.0,
+                        generator: torch.Generator | None = None) -> SelfCriticalBatch:
+    """The self-critical loss of the B images `grid` [B, R, C] / `pooled` [B, C], which are
+    images `images` [B] of `reward`'s references (for the training split: rows of the split).
+
+    `model` is what training calls (the decoder, or its `DistributedDataParallel` wrapper, whose
+    `module` then decodes), in its current mode (dropout on when training); the greedy baseline
+    decodes in eval mode, without gradients. The captions are drawn without gradients; their
+    log-probabilities come from one teacher-forced `forward` through `model` over them
+    (`caption_logprobs`: what DistributedDataParallel syncs the gradients of; with dropout,
+    the forward's masks are not the sampling's)."""
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; valid: {', '.join(BASELINES)}")
+    decoder = getattr(model, "module", model)
+    drawn, _ = sample_decode(decoder, grid, pooled, max_length, n=samples, generator=generator)
+    mask = drawn != PAD_ID
+    owner = torch.arange(len(images), device=grid.device).repeat_interleave(samples)
+    with torch.no_grad():
+        scores = reward(drawn, images[owner], bleu_weight)
+        if baseline == "mean":
+            base = mean_of_others(scores, samples)
+        else:
+            was_training = decoder.training
+            decoder.eval()
+            try:
+                greedy, _ = greedy_decode(decoder, grid, pooled, max_length)
+            finally:
+                decoder.train(was_training)
+            base = reward(greedy, images, bleu_weight)[owner]
+    logprobs = caption_logprobs(model, grid, pooled, drawn, owner)
+    loss = self_critical_loss(logprobs, mask, scores, base)
+    return SelfCriticalBatch(loss, scores.mean(), base.mean(), mask.sum())
 
 
 def reward_of(split: CaptionedSplit, vocab_size: int, device: torch.device) -> CaptionReward:
@@ -84,28 +161,38 @@ def self_critical_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     return reward_mean, baseline_mean
 
 
-def train_self_critical(model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer,
-                        settings: TrainParams, train_data: CaptionedSplit,
-                        val_data: CaptionedSplit, vocab: Vocabulary, checkpoint_path: Path,
-                        progress: Progress, *, device: torch.device, dtype: torch.dtype,
-                        save: Callable[[Progress, EpochLog | None], Progress],
-                        generator: torch.Generator, shard: Shard) -> Progress:
-    """The self-critical epochs not yet run, numbered on from the cross-entropy ones; after
-    each, rank 0 validates and publishes the weights at `checkpoint_path`, and `save` ends the
-    epoch (`end_epoch`)."""
-    reward = reward_of(train_data, len(vocab), device)
-    for step in range(progress.scst_epoch + 1, settings.scst_epochs + 1):
-        epoch = progress.epoch + step
-        rewards = self_critical_epoch(
-            trained, optimizer, train_data, reward, settings, generator, shard, device, dtype,
-            progress=f"self-critical epoch {step}/{settings.scst_epochs}" if not shard.rank
+def self_critical_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
+                        progress: Progress, published: tuple[int, float, float | None]
+                        ) -> Progress:
+    """The self-critical epochs not yet run, numbered on from the cross-entropy ones, from the
+    `published` cross-entropy model at the checkpoint path (the same weights on every rank);
+    after each, rank 0 validates and publishes the weights at the checkpoint path."""
+    settings, shard, device = driver.settings, driver.shard, driver.device
+    if not progress.scst_epoch:
+        if driver.leader:
+            driver.model.load_state_dict(torch.load(
+                driver.checkpoint_path, weights_only=True, map_location=device)["state_dict"])
+        broadcast_weights(driver.model, shard)
+        progress.published = published
+    reward = reward_of(driver.train_data, len(driver.vocab), device)
+    cross_entropy_epochs = progress.epoch
+
+    def train(epoch: int) -> tuple[float, float]:
+        step = epoch - cross_entropy_epochs
+        return self_critical_epoch(
+            driver.trained, optimizer, driver.train_data, reward, settings, driver.shuffle,
+            shard, device, driver.dtype,
+            progress=f"self-critical epoch {step}/{settings.scst_epochs}" if driver.leader
             else "")
-        log = None
-        if shard.rank == 0:
-            val = evaluate_split(model, val_data, vocab, device, settings.max_length)
-            log = EpochLog(epoch, None, val.loss, val.bleu["bleu4"], *rewards)
-            progress.scst_epoch = step
-            progress.history.append(log)
-            save_checkpoint(checkpoint_path, model, epoch, log.val_bleu4)
-        progress = save(progress, log)
-    return progress
+
+    def record(progress: Progress, epoch: int, rewards: tuple[float, float],
+               val: SplitEvaluation) -> EpochLog:
+        log = EpochLog(epoch, None, val.loss, val.bleu["bleu4"], *rewards)
+        progress.scst_epoch = epoch - cross_entropy_epochs
+        progress.history.append(log)
+        save_checkpoint(driver.checkpoint_path, driver.model, epoch, log.val_bleu4)
+        return log
+
+    return driver.run(progress, range(cross_entropy_epochs + progress.scst_epoch + 1,
+                                      cross_entropy_epochs + settings.scst_epochs + 1),
+                      train, record)
