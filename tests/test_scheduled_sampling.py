@@ -53,3 +53,24 @@ def test_bad_schedules_are_refused_in_one_line(raw, message):
         parse_params(merged(raw))
     assert "\n" not in str(err.value)
     parse_params(merged({"train": SCHEDULE}))
+
+
+def test_the_schedule_reaches_the_model_epoch_by_epoch(tmp_path):
+    """Epoch 1 of the schedule is teacher-forced, as training without it (the same loss, same
+    seed); from epoch 2 the model is fed its own words half the time: another loss."""
+    from test_training import CONFIG, EMBEDDINGS, VOCAB, _split
+
+    from imcap.training.loop import train_decoder
+
+    losses = {}
+    for on in (False, True):
+        logs = []
+        schedule = {"scheduled_sampling": on, "scheduled_sampling_start": 0,
+                    "scheduled_sampling_increase_every": 1,
+                    "scheduled_sampling_increase_prob": 0.5, "scheduled_sampling_max_prob": 0.5}
+        train_decoder(CONFIG, cpu_training(epochs=2, learning_rate=0.01, patience=5, **schedule),
+                      EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB, tmp_path / f"{on}.pt",
+                      seed=0, on_epoch=logs.append)
+        losses[on] = [log.train_loss for log in logs]
+    assert losses[True][0] == losses[False][0]
+    assert losses[True][1] != losses[False][1]
