@@ -3,7 +3,8 @@ trained in a work folder (`--workdir` keeps `runs/seed<N>-ce.pt`), each scored o
 split, then their ensemble (imcap.model.ensemble: the mean of their log-probabilities per step);
 greedy and beam-3 BLEU-4 (nltk) and CIDEr-D, and the share of degenerate captions, as
 `seed_spread.score` computes them. Nothing is trained: run `seed_spread.py` with the same
-`--workdir`, `--dataset` and `-S` first.
+`--workdir`, `--dataset` and `-S` first. `--checkpoint PATH` (repeated) names the members instead:
+any decoders trained on that work folder's data (settings may differ).
 
     python benchmarks/seed_spread.py --seeds 3 --workdir /tmp/spread --json spread.json
     python benchmarks/ensemble_gain.py --seeds 3 --workdir /tmp/spread --json ensemble.json
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="the -S seed_spread.py trained with")
+    parser.add_argument("--checkpoint", dest="checkpoints", type=Path, action="append",
+                        default=[], help="a member's checkpoint instead of the seeds' models")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="write every score here")
     args = parser.parse_args(argv)
@@ -46,14 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     inputs = load_inputs(workdir, params)
     device = pick_device(params.train.device)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    paths = [workdir / "runs" / f"seed{seed}-ce.pt" for seed in seeds]
+    paths = args.checkpoints or [workdir / "runs" / f"seed{seed}-ce.pt" for seed in seeds]
+    names = ([str(path) for path in paths] if args.checkpoints
+             else [f"seed {seed}" for seed in seeds])
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise SystemExit(f"no trained model at {', '.join(missing)}: run seed_spread.py with "
                          "this --workdir first")
     models = [load_checkpoint(path, device) for path in paths]
-    rows = {f"seed {seed}": score(model, inputs, device)
-            for seed, model in zip(seeds, models, strict=True)}
+    rows = {name: score(model, inputs, device) for name, model in zip(names, models, strict=True)}
     rows["ensemble"] = score(Ensemble(models), inputs, device)
     members = [row for name, row in rows.items() if name != "ensemble"]
     gains = {key: {"over_mean": rows["ensemble"][key] - sum(r[key] for r in members)
@@ -63,12 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     columns = (*METRICS, *SHARES)
     print("  ".join(f"{c:>17}" for c in ("model", *columns)))
     for name, row in rows.items():
-        print("  ".join([f"{name:>17}"] + [f"{row[c]:>17.2f}" for c in columns]))
+        print("  ".join([f"{name[-17:]:>17}"] + [f"{row[c]:>17.2f}" for c in columns]))
     for which in ("over_mean", "over_best"):
         print("  ".join([f"{'gain ' + which.replace('_', ' '):>17}"]
                         + [f"{gains[c][which]:>+17.2f}" for c in METRICS]))
     if args.json:
-        args.json.write_text(json.dumps({"dataset": args.dataset, "seeds": list(seeds),
+        args.json.write_text(json.dumps({"dataset": args.dataset, "members": names,
                                          "overrides": args.overrides, "scores": rows,
                                          "gains": gains}, indent=1))
 
