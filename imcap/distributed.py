@@ -16,17 +16,21 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Shard:
-    """This process's place among the processes of one job (torchrun's environment)."""
+    """This process's place among the processes of one job (torchrun's environment): `rank`
+    and `world_size` count every process on every node; `local_rank` and `local_world_size`
+    those on this node only (its GPUs and CPUs are shared among them, not among all ranks)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
 
     @classmethod
     def from_env(cls) -> Shard:
         env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                   int(env.get("LOCAL_RANK", 0)))
+        world_size = int(env.get("WORLD_SIZE", 1))
+        return cls(int(env.get("RANK", 0)), world_size, int(env.get("LOCAL_RANK", 0)),
+                   int(env.get("LOCAL_WORLD_SIZE", world_size)))
 
     def bounds(self, n: int) -> tuple[int, int]:
         """[start, stop) of this rank's share of `n` items: contiguous, sizes differ by ≤ 1."""

@@ -30,6 +30,7 @@ from imcap.tracking import (
     REGISTERED_MODEL,
     STAGE_TAG,
     TRAIN_RUN_TAG,
+    server_not_answering,
     tracking_uri,
 )
 
@@ -78,7 +79,8 @@ def mlflow_artifacts(source: str, dest: Path, root: Path) -> Artifacts:
                 return _trained(client, source, dest, root)
             found = _evaluated(client, run, dest, root)
         except MlflowException as err:
-            raise CaptionerError(f"MLflow {_named(source)} in {uri}: {err.message}") from err
+            raise CaptionerError(server_not_answering(err, uri)
+                                 or f"MLflow {_named(source)} in {uri}: {err.message}") from err
     defaults = DecodingDefaults.from_logged(run.data.params) or found.defaults
     return Artifacts(found.checkpoint, found.vocab, found.encoder, found.weights,
                      found.image_size, defaults, train_run=found.train_run)

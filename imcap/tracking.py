@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -74,6 +75,20 @@ def repo_root() -> Path:
 def tracking_uri(root: Path | None = None) -> str:
     default = f"sqlite:///{(root or repo_root()) / 'mlflow.db'}"
     return os.environ.get("MLFLOW_TRACKING_URI") or default
+
+
+def server_not_answering(err: Exception, uri: str) -> str | None:
+    """The one line for a tracking server that gave no answer (refused, timed out: MLflow's
+    `API request to ... failed with exception ...`), naming it; None for any other error."""
+    message = str(getattr(err, "message", err))
+    if not uri.startswith(("http://", "https://")) or not re.match(
+            r"API request to \S+ failed with exception", message):
+        return None
+    reason = (re.search(r"\[Errno -?\d+\] ([^\"')]+)", message)
+              or re.search(r"Caused by (\w+)", message))
+    why = reason[1].strip() if reason else "no answer"
+    return (f"the MLflow server {uri} does not answer ({why}); start it, or set "
+            "MLFLOW_TRACKING_URI to a working one")
 
 
 def file_md5(path: Path) -> str:

@@ -17,10 +17,12 @@ def free_port() -> int:
 
 
 def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    """Poll `url` until it answers; `process` (text stdout) exiting first fails the test."""
+    """Poll `url` until it answers; `process` exiting first fails the test (with its output,
+    when its stdout is a text pipe)."""
     deadline = time.monotonic() + timeout
     while True:
-        assert process.poll() is None, f"the server exited: {process.stdout.read()}"
+        assert process.poll() is None, (
+            f"the server exited: {process.stdout.read() if process.stdout else ''}")
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
         try:
             urllib.request.urlopen(url, timeout=2).close()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from local_process import free_port
 from params_overrides import cpu_features, merged, write_params
 from PIL import Image
 from torch import nn
@@ -399,6 +400,24 @@ def test_a_damaged_mlflow_store_is_one_line_naming_it(tmp_path, monkeypatch, cap
                    "read ((sqlite3.DatabaseError) file is not a database); repair it or move "
                    "it aside, or set MLFLOW_TRACKING_URI to a working store\n")
 
+
+
+@pytest.mark.parametrize("command", [["caption", "IMAGE", "--run-id", "models:/imcap/1"],
+                                     ["caption", "IMAGE", "--run-id", "0" * 32],
+                                     ["compare", "0" * 32, "1" * 32]],
+                         ids=["caption models:/", "caption run", "compare"])
+def test_a_tracking_server_that_does_not_answer_is_one_line_naming_it(tmp_path, monkeypatch,
+                                                                        capsys, command):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    image = write_images(tmp_path / "mine", 1)[0]
+    status, out, err = run(capsys, *(image if arg == "IMAGE" else arg for arg in command),
+                           "--root", tmp_path)
+    assert (status, out) == (1, "")
+    assert err == (f"imcap {command[0]}: error: the MLflow server {url} does not answer "
+                   "(Connection refused); start it, or set MLFLOW_TRACKING_URI to a working "
+                   "one\n")
 
 def test_a_gpu_out_of_memory_says_which_batch_size_to_lower(project, monkeypatch, capsys):
     """Raised while the checkpoint moves to the device (injected: no GPU here): not taken for a

@@ -217,6 +217,20 @@ def test_git_revisions_through_dvc(dvc_repo, monkeypatch, capsys):
         load_side("HEAD", dvc_repo)
 
 
+
+def test_an_experiment_pulled_without_its_outputs_says_to_pull_them(dvc_repo, monkeypatch):
+    """An experiment's name is no git ref (`dvc exp pull` stores it under refs/exps/): named
+    without its outputs in the cache, it is told apart from a run that logged none."""
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dvc_repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    run(dvc_repo, "git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/team-exp", "HEAD")
+    assert load_side("team-exp", dvc_repo).equals(load_side("HEAD", dvc_repo))
+    shutil.rmtree(dvc_repo / ".dvc" / "cache")
+    with pytest.raises(CompareError, match=r"team-exp: its metrics/captions\.csv is not in this "
+                                           r"DVC cache .*`dvc exp pull <git remote> <name>`"):
+        load_side("team-exp", dvc_repo)
+
 def test_mlflow_run_artifact(tmp_path, monkeypatch):
     references, fair = corpus()
     path = write(tmp_path / "out" / EVAL_CAPTIONS.name, table(references, {"greedy": fair}))

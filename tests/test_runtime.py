@@ -4,6 +4,7 @@ import pytest
 import torch
 from params_overrides import cpu_features
 
+from imcap.distributed import Shard
 from imcap.features.runtime import Runtime
 
 
@@ -16,3 +17,21 @@ def test_runtime_defaults_by_device():
     with pytest.raises(ValueError, match="nvjpeg decodes on the GPU"):
         Runtime.resolve(cpu_features(decode="nvjpeg"))
 
+
+
+def test_each_rank_reads_with_its_share_of_its_own_nodes_cpus(monkeypatch):
+    """Two nodes of 4 GPUs and 17 CPUs each: a rank's share is 17 // 4 CPUs of its node (3
+    loader workers beside it), not 17 // 8 as if all 8 ranks shared one node's CPUs."""
+    import imcap.features.runtime as runtime
+
+    monkeypatch.setattr(runtime, "pick_device", lambda name, param: torch.device("cuda"))
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(17)),
+                        raising=False)
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    shard = Shard.from_env()
+    assert shard == Shard(rank=5, world_size=8, local_rank=1, local_world_size=4)
+    resolved = Runtime.resolve(cpu_features(device="auto", num_workers=-1, decode="pil"), shard)
+    assert resolved.device == torch.device("cuda", 1) and resolved.num_workers == 3

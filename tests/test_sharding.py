@@ -126,8 +126,11 @@ def test_shard_from_torchrun_environment(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert Shard.from_env() == Shard(3, 4, 1, 4)  # no node size given: every rank on this one
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     shard = Shard.from_env()
-    assert shard == Shard(3, 4, 1)
+    assert shard == Shard(3, 4, 1, 2)
     assert shard_file(Path("data/features/features.h5"), shard).name == ".features.h5.shard-3-of-4"
 
 

@@ -1,6 +1,7 @@
 """The team setup: one `mlflow server` (a real process, SQLite backend, artifact root), every
-stage reaching it through MLFLOW_TRACKING_URI. Run, params, metrics and artifacts land on the
-server, the artifacts under its artifact root, not in the stage's checkout."""
+stage reaching it through MLFLOW_TRACKING_URI, and one DVC remote. Run, params, metrics and
+artifacts land on the server, the artifacts under its artifact root, not in the stage's
+checkout; two clones of one project share runs, registered versions and experiments."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from local_process import free_port, wait_until_up
+from mlflow_server import BIN, client_env, mlflow_server
+from test_e2e_dvc import make_project
+
+from imcap.tracking import MODEL_VERSION_TAG, STAGE_TAG, TRAIN_RUN_TAG
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 STAGE = """
-import os
 from pathlib import Path
 from imcap.params import repo_params
 from imcap.tracking import mlflow_run
@@ -36,30 +38,13 @@ print("run", tracker.run_id)
 def server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """`mlflow server` as a team would start it; yields its URL and artifact root."""
     home = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    process = subprocess.Popen(
-        [BIN / "mlflow", "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-         "--artifacts-destination", (home / "artifacts").as_uri(), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        env=env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}",
-                   "MLFLOW_DISABLE_TELEMETRY": "true"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/health", process, timeout=120)
+    with mlflow_server(home) as url:
         yield url, home / "artifacts"
-    finally:
-        os.killpg(process.pid, 15)  # the server and its uvicorn worker, started here
-        process.wait(timeout=30)
-        process.stdout.close()
 
 
 def test_a_stage_logs_to_the_tracking_server(server, tmp_path):
     url, artifacts = server
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env |= {"MLFLOW_TRACKING_URI": url, "DVC_ROOT": str(tmp_path), "NO_PROXY": "127.0.0.1",
-            "no_proxy": "127.0.0.1", "PYTHONPATH": str(REPO)}
+    env = client_env(url) | {"DVC_ROOT": str(tmp_path), "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", STAGE], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -74,3 +59,75 @@ def test_a_stage_logs_to_the_tracking_server(server, tmp_path):
     assert [a.path for a in client.list_artifacts(run_id)] == ["decoder.pt"]
     assert list(artifacts.rglob("decoder.pt")), "the artifact is not under the server's root"
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def _team_params(params: dict) -> None:
+    params["mlflow"]["experiment"] = "team"  # apart from the other test's runs
+    params["eval"] |= {"beams": [1, 3], "meteor": False, "attention_figures": 1}
+
+
+def _in(root: Path, url: str, *args: str) -> str:
+    """Run `args` in the checkout `root` as a team member does (the shared server's URL in
+    MLFLOW_TRACKING_URI); its output."""
+    env = client_env(url) | {"DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(REPO)}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    assert "WARNING: MLflow tracking failed" not in result.stderr, result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_two_clones_share_the_tracking_server_the_registry_and_experiments(server, tmp_path):
+    """Clone A runs the pipeline and pushes it (git + the DVC remote); clone B pulls it,
+    evaluates A's model again (the registry finds A's version on the server) and runs an
+    experiment with other decoding defaults (a new version), which A pulls and compares."""
+    url, artifacts = server
+    origin, remote = tmp_path / "origin.git", tmp_path / "dvc-remote"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    a = make_project(tmp_path / "a", _team_params)
+    # An absolute path: DVC resolves a relative one against the revision's tree in
+    # `dvc exp push` (a remote `../x` landed in `/x`).
+    _in(a, url, "dvc", "remote", "add", "-d", "team", str(remote))
+    _in(a, url, "dvc", "repro")
+    _in(a, url, "git", "add", "-A")
+    _in(a, url, "git", "commit", "-qm", "baseline")
+    _in(a, url, "git", "push", "-q", str(origin), "HEAD:main")
+    _in(a, url, "git", "remote", "add", "origin", str(origin))
+    _in(a, url, "dvc", "push")
+
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(tmp_path / "b")],
+                   check=True)
+    b = tmp_path / "b"
+    for key, value in (("user.email", "b@example.com"), ("user.name", "B")):
+        _in(b, url, "git", "config", key, value)
+    _in(b, url, "dvc", "pull")
+    assert "model unchanged, registered as models:/imcap/1" in _in(
+        b, url, "dvc", "repro", "--force", "--single-item", "evaluate")
+    assert "model new, registered as models:/imcap/2" in _in(
+        b, url, "dvc", "exp", "run", "-n", "from-b", "-S", "eval.length_penalty=0.7")
+    _in(b, url, "dvc", "exp", "push", "origin", "from-b")
+
+    _in(a, url, "dvc", "exp", "pull", "origin", "from-b")
+    compared = _in(a, url, str(BIN / "imcap"), "compare", "HEAD", "from-b")
+    assert compared.startswith("A = HEAD, B = from-b: ")
+
+    client = mlflow.MlflowClient(url)
+    experiment = client.get_experiment_by_name("team").experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    assert [(r.data.tags[STAGE_TAG], r.data.tags.get(MODEL_VERSION_TAG)) for r in runs] == [
+        ("train", None), ("evaluate", "1"), ("evaluate", "1"), ("evaluate", "2")]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    train_run = runs[0].info.run_id  # A's: every evaluate run, B's too, is nested under it
+    assert all(r.data.tags[TRAIN_RUN_TAG] == train_run for r in runs[1:])
+    versions = client.search_model_versions("name = 'imcap'")
+    assert sorted((v.version, v.run_id) for v in versions) == [
+        ("1", runs[1].info.run_id), ("2", runs[3].info.run_id)]
+    served = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri("imcap", "2"),
+        dst_path=str(tmp_path / "v2"), tracking_uri=url)
+    assert (Path(served) / "MLmodel").is_file()
+    assert list(artifacts.rglob("decoder.pt")), "the artifacts are not under the server's root"
+    for clone in (a, b):
+        assert not (clone / "mlruns").exists() and not (clone / "mlflow.db").exists()

@@ -82,8 +82,9 @@ def open_at_revision(path: Path, rev: str, root: Path, made_by: str,
     except PathMissingError as err:
         if _records_output(rev, path, root):
             raise CompareError(f"{rev}: its {path} is not in this DVC cache (a fresh "
-                               "clone holds none of a commit's outputs); `dvc pull` it, or "
-                               "name experiments run here") from err
+                               "clone holds none of a commit's outputs); `dvc pull` it (an "
+                               "experiment: `dvc exp pull <git remote> <name>`), or name "
+                               "experiments run here") from err
         raise CompareError(f"{rev}: has no {path} (not {made_by} at that revision, or "
                            "before that output was kept)") from err
     except (SCMError, NotDvcRepoError) as err:  # not a git (DVC) repository
@@ -96,11 +97,16 @@ def open_at_revision(path: Path, rev: str, root: Path, made_by: str,
 
 
 def _records_output(rev: str, path: Path, root: Path) -> bool:
-    """Whether git revision `rev` records `path` as a DVC output (its `dvc.lock` or a `.dvc`
-    file), so that only its cached copy is missing."""
-    def show(path: str) -> str | None:
-        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
-                               text=True, check=False)
+    """Whether revision `rev` (a DVC experiment's name too: no git ref, `dvc exp pull` brings
+    it as refs/exps/...) records `path` as a DVC output (its `dvc.lock` or a `.dvc` file), so
+    that only its cached copy is missing."""
+    from dvc.scm import SCM, resolve_rev
+
+    commit = resolve_rev(SCM(str(root)), rev)
+
+    def show(name: str) -> str | None:
+        shown = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=root,
+                               capture_output=True, text=True, check=False)
         return shown.stdout if shown.returncode == 0 else None
 
     lock = show("dvc.lock")
@@ -113,7 +119,7 @@ def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from imcap.tracking import tracking_uri
+    from imcap.tracking import server_not_answering, tracking_uri
 
     uri = tracking_uri(root.resolve())
     store = Path(uri.removeprefix("sqlite:///"))
@@ -123,7 +129,8 @@ def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:
     try:
         mlflow.MlflowClient(uri).get_run(run_id)
     except MlflowException as err:
-        raise CompareError(f"MLflow run {run_id} in {uri}: {err.message}") from err
+        raise CompareError(server_not_answering(err, uri)
+                           or f"MLflow run {run_id} in {uri}: {err.message}") from err
     with TemporaryDirectory(prefix="imcap-compare-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(

@@ -47,7 +47,7 @@ class Runtime:
                              "device; use decode: pil (or auto) on CPU")
         usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)
-        cpus = max(1, usable // shard.world_size)
+        cpus = max(1, usable // shard.local_world_size)  # this node's CPUs, its ranks'
         num_workers = config.num_workers
         if num_workers < 0:
             num_workers = min(MAX_WORKERS, max(1, cpus - 1)) if cuda else 0

@@ -2,15 +2,22 @@
 
 Each rank encodes a contiguous slice of the images into its own shard file; the ranks then
 exchange their outcome (a collective, so a failed rank cannot leave the others waiting) and
-rank 0 merges the shards into the final store, atomically. Rank 0's shard is that store in the
-making: it has a row for every image (rank 0's slice, the first, written), the other shards'
-rows are copied into it chunk by chunk as stored, and it is renamed to the final path. The store
-stays one self-contained file (DVC caches it), and no shard is copied twice.
+rank 0 merges the shards into the final store, atomically. So every rank must write where rank
+0 reads: on several machines, the store's folder must be on storage every node shares, at the
+same path. Before any work the ranks check that they see one folder (`check_shared_folder`), so
+a node with its own disk fails at once, naming the folder, not after encoding.
+
+Rank 0's shard is that store in the making: it has a row for every image (rank 0's slice, the
+first, written), the other shards' rows are copied into it chunk by chunk as stored, and it is
+renamed to the final path. The store stays one self-contained file (DVC caches it), and no
+shard is copied twice.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +31,11 @@ from imcap.features.store import merge_shards
 
 class ShardFailedError(RuntimeError):
     """Another extraction rank failed; its message is included."""
+
+
+class FolderNotSharedError(RuntimeError):
+    """The ranks do not all see the folder rank 0 writes the store in (nodes with their own
+    disks); the message names it and the first rank that does not see it."""
 
 
 class ExtractionJob(Protocol):
@@ -44,6 +56,7 @@ def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: 
                   shard: Shard) -> None:
     """This rank encodes its slice into its shard file; once every rank is done, rank 0
     merges the shards into `out`. A failure on any rank fails every rank, naming it."""
+    check_shared_folder(out.parent, shard)
     start, stop = shard.bounds(len(names))
     store_names = names if shard.rank == 0 else names[start:stop]  # rank 0: the final store's
     failure: Exception | None = None
@@ -65,6 +78,29 @@ def extract_shard(job: ExtractionJob, paths: list[Path], names: list[str], out: 
     finally:
         if shard.rank == 0:  # every rank is past writing its shard (the collective above)
             remove_shards(out)
+
+
+def check_shared_folder(folder: Path, shard: Shard) -> None:
+    """Every rank: rank 0 leaves a uniquely named mark in `folder`, every rank looks for it;
+    unless all of them see it, `FolderNotSharedError` on every rank."""
+    mark = folder / f".shared-check.{uuid.uuid4().hex}" if shard.rank == 0 else None
+    if mark is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    box = [mark]
+    dist.broadcast_object_list(box, src=0)  # after rank 0 made the mark
+    sights: list[tuple[bool, str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(sights, (box[0].is_file(), socket.gethostname()))
+    if mark is not None:  # every rank has looked (the collective above)
+        mark.unlink()
+    blind = [(rank, host) for rank, (seen, host) in enumerate(sights) if not seen]
+    if blind:
+        rank, host = blind[0]
+        raise FolderNotSharedError(
+            f"{folder}: rank {rank} (on {host}) does not see the folder rank 0 (on "
+            f"{sights[0][1]}) writes the feature store in; on several machines, put "
+            f"{folder} on storage every node shares, at the same path in each checkout "
+            "(docs/training.md#several-gpus-or-machines)")
 
 
 def merge(out: Path, shard: Shard, start: int) -> None:
