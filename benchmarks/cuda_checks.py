@@ -29,9 +29,9 @@ from imcap.distributed import Shard
 from imcap.features.encoders import preprocessing
 from imcap.features.images import resize_crop, resize_crops
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder
+from imcap.model.sorted_captions import SortedCaptions
 from imcap.training.batches import epoch_loader, plan_epoch
 
 FAILED: list[str] = []

@@ -47,9 +47,9 @@ def decode_all(model: Any, inputs: Inputs, device: torch.device, beam: int,
                options: dict[str, Any]) -> dict[str, list[list[str]]]:
     """The test captions of greedy decoding (unless the options are diverse beam search's
     alone, which greedy ignores) and of beam search of size `beam`, with `options` on."""
-    from imcap.model.captioning import beam_decoder, caption_batches
     from imcap.model.constraints import DecodingRules
     from imcap.model.decode import greedy_decode
+    from imcap.model.decoding_loop import beam_decoder, caption_batches
 
     settings, test = inputs.params.eval, inputs.test
     rules = DecodingRules.from_vocab(

@@ -39,10 +39,10 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imcap.features.config import ENCODERS, WEIGHTS, FeatureParams
 from imcap.features.encoders import build_encoder, preprocessing
 from imcap.features.extraction import Extraction
-from imcap.features.runtime import Runtime
+from imcap.features.extraction_settings import ExtractionSettings
+from imcap.features.params import ENCODERS, WEIGHTS, FeaturesParams
 from imcap.features.store import FeatureStore
 
 
@@ -87,8 +87,8 @@ def naive(paths: list[Path], encoder: torch.nn.Module, name: str, weights: str, 
     return len(paths) / (time.perf_counter() - start)
 
 
-def pipeline(paths: list[Path], encoder: torch.nn.Module, name: str, config: FeatureParams,
-             runtime: Runtime, out: Path) -> float:
+def pipeline(paths: list[Path], encoder: torch.nn.Module, name: str, config: FeaturesParams,
+             runtime: ExtractionSettings, out: Path) -> float:
     """`imcap`'s extraction into a real store; returns images per second."""
     extraction = Extraction(encoder, preprocessing(name, config.weights, config.image_size),
                             runtime, np.dtype(config.dtype), {"encoder": name})
@@ -99,8 +99,9 @@ def pipeline(paths: list[Path], encoder: torch.nn.Module, name: str, config: Fea
     return len(paths) / (time.perf_counter() - start)
 
 
-def compare(paths: list[Path], names: list[str], config: FeatureParams, runtime: Runtime,
-            tmp: Path) -> list[tuple[str, int, tuple[int, int], float]]:
+def compare(paths: list[Path], names: list[str], config: FeaturesParams,
+            runtime: ExtractionSettings, tmp: Path
+            ) -> list[tuple[str, int, tuple[int, int], float]]:
     """Each encoder's pipeline rate on `paths`: (name, input px, grid (R, C), img/s)."""
     rows = []
     for name in names:
@@ -142,12 +143,12 @@ def main() -> None:
                              "(random deep trunks overflow float16)")
     args = parser.parse_args()
 
-    config = FeatureParams(
+    config = FeaturesParams(
         weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         dtype=args.dtype or ("float32" if args.weights == "none" else "float16"),
         device=args.device, num_workers=args.workers, decode=args.decode,
         precision=args.precision, processes=1)
-    runtime = Runtime.resolve(config)
+    runtime = ExtractionSettings.resolve(config)
     cuda = runtime.device.type == "cuda"
     count = args.images or (20_000 if cuda else 128)
     naive_count = min(count, args.naive_images or (2_000 if cuda else count))
@@ -190,7 +191,7 @@ def main() -> None:
     print(f"ratio: {fast / slow:.2f}x")
 
 
-def _where(runtime: Runtime) -> str:
+def _where(runtime: ExtractionSettings) -> str:
     if runtime.device.type == "cuda":
         return torch.cuda.get_device_name(runtime.device)
     return f"CPU, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads"

@@ -33,11 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from imcap.model.captions import SortedCaptions
 from imcap.model.decode import greedy_decode, sample_decode
 from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder
 from imcap.model.sample import caption_logprobs
+from imcap.model.sorted_captions import SortedCaptions
 from imcap.training.cider_reward import CaptionReward
 from imcap.training.self_critical import self_critical_batch, self_critical_loss
 

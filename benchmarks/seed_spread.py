@@ -187,7 +187,7 @@ def score(model: Any, inputs: Inputs, device: torch.device) -> dict[str, float]:
     from imcap.evaluation.bleu import bleu_scores
     from imcap.evaluation.coco_metrics import CocoScorer
     from imcap.evaluation.split_evaluation import evaluate_split
-    from imcap.model.captioning import beam_decoder, caption_batches
+    from imcap.model.decoding_loop import beam_decoder, caption_batches
 
     settings, test = inputs.params.eval, inputs.test
     greedy = evaluate_split(model, test, inputs.vocab, device, settings.max_length,

@@ -54,11 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import CaptionDecoder, DecoderConfig, prefixes
+from imcap.model.sorted_captions import SortedCaptions
 from imcap.training.batches import epoch_loader, plan_epoch
+from imcap.training.device import autocast_dtype
 from imcap.training.epoch import train_epoch
-from imcap.training.runtime import autocast_dtype
 
 
 def synthetic_split(images: int, regions: int, channels: int, vocab: int, min_words: int,

@@ -1,5 +1,5 @@
 """A trained captioner outside the pipeline: decoder, vocabulary and the encoder that made its
-features (found by `imcap.model_sources`), captioning image files in batches. Used by
+features (found by `imcap.model_lookup`), captioning image files in batches. Used by
 `imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import torch
 
 from imcap.data.vocab import Vocabulary
 from imcap.evaluation.attention_maps import caption_steps
-from imcap.evaluation.config import DecodingDefaults
+from imcap.evaluation.params import DecodingDefaults
 from imcap.features.encoders import build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
 from imcap.features.store import FeatureStore
-from imcap.model.captioning import Decode, beam_decoder, caption_batches
 from imcap.model.checkpoint import load_checkpoint
 from imcap.model.constraints import DecodingRules
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
+from imcap.model.decoding_loop import Decode, beam_decoder, caption_batches
 
 ENCODER_TOLERANCE = 1e-2  # relative difference of pooled features still taken as "the same"
 

@@ -2,7 +2,7 @@
 decoder, its vocabulary and the encoder its features came from — read from this repository's
 DVC outputs (default) or from MLflow (`--run-id`: a train or evaluate run, or `models:/imcap/N`)
 — and can draw the seed's per-word attention figure (`--attention-map out.png`); decoding
-options left out take the model's defaults (imcap.model_sources). `imcap compare A B` compares
+options left out take the model's defaults (imcap.model_lookup). `imcap compare A B` compares
 two evaluated models' test scores image by image (imcap/evaluation/compare.py); `imcap ensemble
 A B C` scores several models captioning together (imcap/ensemble.py)."""
 
@@ -22,9 +22,9 @@ from PIL import Image
 from imcap.captioner import Captioner, CaptionerError, Decoding
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
-from imcap.evaluation.config import DEFAULT_BEAM, DecodingDefaults
+from imcap.evaluation.params import DEFAULT_BEAM, DecodingDefaults
 from imcap.features.images import ImageReadError, load_rgb
-from imcap.model_sources import find_artifacts, store_errors_named
+from imcap.model_lookup import find_artifacts, store_errors_named
 from imcap.stage import is_user_error, out_of_memory
 from imcap.tracking import tracking_uri
 

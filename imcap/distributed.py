@@ -1,6 +1,7 @@
-"""Processes working together under torchrun: this process's rank, the process group, and
-relaunching a stage under torchrun. Feature extraction (`imcap.features.sharding`) and training
-(`imcap.training`) both build on this module, so neither stage depends on the other's code.
+"""Processes working together under torchrun: this process's rank, the process group, what the
+ranks send each other, and relaunching a stage under torchrun. Feature extraction
+(`imcap.features.sharding`) and training (`imcap.training`) both build on this module, so
+neither stage depends on the other's code.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,41 @@ def process_group(shard: Shard, device: torch.device | None = None) -> Iterator[
         yield
     finally:
         dist.destroy_process_group()
+
+
+def broadcast_from_leader(value: T, shard: Shard) -> T:
+    """Rank 0's `value` on every rank (any picklable object; every rank calls it)."""
+    if shard.world_size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def broadcast_weights(model: torch.nn.Module, shard: Shard) -> None:
+    """Rank 0's weights (parameters and buffers) in `model` on every rank, in place."""
+    if shard.world_size == 1:
+        return
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
+def gather_to_leader(value: Any, shard: Shard) -> list[Any] | None:
+    """Every rank's `value`, in rank order, on rank 0; None on the others."""
+    if shard.world_size == 1:
+        return [value]
+    values = [None] * shard.world_size if shard.rank == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values
+
+
+def all_ranks(value: Any, shard: Shard) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if shard.world_size == 1:
+        return [value]
+    values: list[Any] = [None] * shard.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def launch(processes: int, module: str) -> None:

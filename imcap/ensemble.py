@@ -19,22 +19,22 @@ from tempfile import TemporaryDirectory
 import yaml
 
 from imcap.atomic import atomic_path, write_json
-from imcap.config import PARAMS_FILE, load_stage_params
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.bleu import best_constant_caption
 from imcap.evaluation.coco_metrics import CocoScorer
 from imcap.evaluation.compare_sides import MLFLOW_RUN, WORKSPACE, open_at_revision
-from imcap.evaluation.config import EvalStageParams
+from imcap.evaluation.params import EvalStageParams
 from imcap.evaluation.per_image import write_table
 from imcap.evaluation.scoring import caption_test, eval_metrics, score_captions, score_lines
 from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
 from imcap.model.checkpoint import load_checkpoint
-from imcap.model.config import reads_regions
 from imcap.model.ensemble import Ensemble
-from imcap.model_sources import MODEL_URI, dvc_artifacts, mlflow_artifacts
+from imcap.model.params import reads_regions
+from imcap.model_lookup import MODEL_URI, dvc_artifacts, mlflow_artifacts
+from imcap.params_base import PARAMS_FILE, load_stage_params
 from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
 
 METRICS_NAME, CAPTIONS_NAME = "eval.json", "captions.csv"

@@ -4,7 +4,7 @@ first stage (`check`) whenever the file changes, and by tools and tests that nee
 The top-level keys mirror the seed's experiment table (`dataset`, `encoder`, `embeddings`,
 `attention`, `decoder`) so that `dvc exp run -S encoder=resnet101 -S attention=II` reads like a
 table row; their valid values come from the registries that implement them. A stage reads only
-its own model (`imcap.config.load_stage_params`), so that it depends on its own sections' code
+its own model (`imcap.params_base.load_stage_params`), so that it depends on its own sections' code
 only; this module, which imports them all, is a dependency of `check` alone.
 """
 
@@ -13,7 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imcap.config import (
+from imcap.data.params import DATASETS, DownloadStageParams, ShapesParams, VocabStageParams
+from imcap.evaluation.params import EvalStageParams
+from imcap.features.params import ENCODERS, FeatureStageParams
+from imcap.params_base import (
     PARAMS_FILE,
     ParamError,
     choice,
@@ -21,10 +24,7 @@ from imcap.config import (
     read_params_file,
     validate_params,
 )
-from imcap.data.config import DATASETS, DownloadStageParams, ShapesParams, VocabStageParams
-from imcap.evaluation.config import EvalStageParams
-from imcap.features.config import ENCODERS, FeatureStageParams
-from imcap.training.config import TrainParams, TrainStageParams
+from imcap.training.params import TrainParams, TrainStageParams
 
 __all__ = ["REPO_PARAMS", "ParamError", "Params", "load_params", "parse_params", "repo_params"]
 

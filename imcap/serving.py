@@ -54,9 +54,9 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 import imcap
 from imcap.captioner import Artifacts, Caption, Captioner, Decoding
 from imcap.devices import pick_device
-from imcap.evaluation.config import DecodingDefaults
+from imcap.evaluation.params import DecodingDefaults
 from imcap.features.images import ImageReadError
-from imcap.sources import source_digests
+from imcap.stage_code import source_digests
 from imcap.tracking import (
     MODEL_KEY_TAG,
     MODEL_MD5_TAG,

@@ -30,13 +30,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import Field
 
 from imcap.data.cache import file_sha256
+from imcap.params_base import Section
 from imcap.processes import process_running
 
-if TYPE_CHECKING:
-    from imcap.training.config import MlflowParams
+
+class MlflowParams(Section):
+    """Section `mlflow` of `params.yaml`, read by the train and evaluate stages."""
+
+    enabled: bool
+    experiment: Annotated[str, Field(min_length=1)]
 
 
 class TrackedParams(Protocol):

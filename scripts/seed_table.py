@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imcap.config import load_yaml
+from imcap.params_base import load_yaml
 
 METRICS = ("greedy.bleu4", "beam3.bleu4", "greedy.cider", "beam3.cider", "best_epoch")
 WIDTH = 100  # columns of the printed table

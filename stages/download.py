@@ -8,10 +8,10 @@ file (which records where the images are) and the list of skipped images go into
 from pathlib import Path
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
-from imcap.config import load_stage_params
-from imcap.data.config import DownloadStageParams
 from imcap.data.datasets import load_source, normalise
+from imcap.data.params import DownloadStageParams
 from imcap.data.shapes.generate import generate_shapes
+from imcap.params_base import load_stage_params
 from imcap.paths import CAPTION_FILE, DATASET_DIR, IMAGES_DIR, SKIPPED_FILE
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
-from imcap.config import flatten, load_stage_params, read_params_file
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
 from imcap.evaluation.bleu import best_constant_caption
 from imcap.evaluation.coco_metrics import CocoScorer
-from imcap.evaluation.config import DecodingDefaults, EvalStageParams
+from imcap.evaluation.params import DecodingDefaults, EvalStageParams
 from imcap.evaluation.per_image import write_table
 from imcap.evaluation.scoring import (
     Captions,
@@ -36,8 +35,9 @@ from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
-from imcap.model.captioning import DecodedCaption
 from imcap.model.checkpoint import load_checkpoint
+from imcap.model.decoding_loop import DecodedCaption
+from imcap.params_base import flatten, load_stage_params, read_params_file
 from imcap.paths import (
     ATTENTION_DIR,
     BEAM_SWEEP,

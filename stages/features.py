@@ -6,11 +6,11 @@ torchrun directly (`torchrun --standalone --nproc-per-node 8 -m stages.features`
 """
 
 from imcap.atomic import prepare_outputs
-from imcap.config import load_stage_params
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.distributed import Shard, launch, process_group
-from imcap.features.config import FeatureStageParams
 from imcap.features.extraction import extract_features
+from imcap.features.params import FeatureStageParams
+from imcap.params_base import load_stage_params
 from imcap.paths import CAPTION_FILE, FEATURES_FILE
 
 

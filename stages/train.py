@@ -5,12 +5,12 @@ published as data/model/decoder.pt only when training ends, so a killed train ne
 half-trained model where `evaluate` and `imcap caption` would use it. The same folder holds the
 resume state, written after every epoch: a killed train rerun with the same train params
 (speed-only ones aside), inputs, code (the files below `imcap/` and `stages/` it runs,
-`imcap.sources`), library versions and number of processes continues from its last complete
+`imcap.stage_code`), library versions and number of processes continues from its last complete
 epoch, saying so; anything else starts over, saying why (`imcap.training.resume`). To start
 over by hand, delete `.imcap/train/`.
 
 `train.processes` > 1 reruns this stage under torchrun, one process per GPU; started by torchrun
-directly it trains on every rank it is given (`imcap.training.runtime` for several machines).
+directly it trains on every rank it is given (`imcap.training.device` for several machines).
 Only rank 0 logs to MLflow and writes files."""
 
 import shutil
@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
-from imcap.config import flatten, load_stage_params, read_params_file
 from imcap.data.karpathy import load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary, load_embedding_matrix
 from imcap.devices import pick_device
@@ -30,6 +29,7 @@ from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
 from imcap.loading import read_json
 from imcap.model.decoder import DecoderConfig
+from imcap.params_base import flatten, load_stage_params, read_params_file
 from imcap.paths import (
     CAPTION_FILE,
     CAPTIONS_FILE,
@@ -44,10 +44,10 @@ from imcap.paths import (
     VOCAB_METRICS,
 )
 from imcap.processes import lock_folder
-from imcap.sources import source_digests
+from imcap.stage_code import source_digests
 from imcap.tracking import PUBLISHED_TAG, mlflow_run
-from imcap.training.config import TrainStageParams
 from imcap.training.loop import train_decoder
+from imcap.training.params import TrainStageParams
 from imcap.training.resume import EpochLog, claim_state_dir, fingerprint
 
 

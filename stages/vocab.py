@@ -9,11 +9,11 @@ from collections import Counter
 import numpy as np
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
-from imcap.config import load_stage_params
-from imcap.data.config import RANDOM, VocabStageParams
 from imcap.data.embeddings import build_embedding_matrix, coverage, load_vectors
 from imcap.data.karpathy import load_dataset
+from imcap.data.params import RANDOM, VocabStageParams
 from imcap.data.vocab import SPECIALS, build_vocabulary, encode_dataset
+from imcap.params_base import load_stage_params
 from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, VOCAB_FILE, VOCAB_METRICS
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from imcap.features.config import FeatureParams
+from imcap.features.params import FeaturesParams
 from imcap.params import REPO_PARAMS, parse_params
-from imcap.training.config import TrainParams
+from imcap.training.params import TrainParams
 
 DEFAULTS: dict[str, Any] = yaml.safe_load(REPO_PARAMS.read_text())
 
@@ -32,7 +32,7 @@ def write_params(path: Path, overrides: dict[str, Any]) -> None:
     Path(path).write_text(yaml.safe_dump(merged(overrides), sort_keys=False))
 
 
-def cpu_features(**changes: Any) -> FeatureParams:
+def cpu_features(**changes: Any) -> FeaturesParams:
     """The `features` section for small CPU tests: random-weight encoder, 64 px, batches of 2."""
     return _section("features", {"weights": "none", "image_size": 64, "batch_size": 2,
                                  "device": "cpu"}, changes)

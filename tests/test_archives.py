@@ -16,7 +16,7 @@ import pytest
 
 from imcap.data import archives
 from imcap.data.archives import ArchiveError, CorruptArchiveError, extract
-from imcap.data.datasets.sources import obtain
+from imcap.data.datasets.base import obtain
 from imcap.data.download import DownloadError
 
 

@@ -17,7 +17,7 @@ from imcap import captioner
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
 from imcap.features.encoders import Preprocessing
 from imcap.features.images import ImageTransform
-from imcap.model.captioning import DecodedCaption
+from imcap.model.decoding_loop import DecodedCaption
 from imcap.paths import ATTENTION_DIR, CAPTION_FILE
 
 WIDTH, HEIGHT = 120, 60

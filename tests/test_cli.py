@@ -18,7 +18,6 @@ from PIL import Image
 from torch import nn
 
 from imcap import captioner, cli
-from imcap.config import flatten
 from imcap.data.vocab import SPECIALS, Vocabulary
 from imcap.features import extraction as features
 from imcap.features.encoders import Encoder
@@ -28,6 +27,7 @@ from imcap.model.beam import beam_search
 from imcap.model.checkpoint import load_checkpoint, save_checkpoint
 from imcap.model.constraints import DecodingRules
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.params_base import flatten
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, IMAGES_DIR, VOCAB_FILE
 
 WORDS = ("a", "red", "blue", "circle", "square", "left", "right", "top")

@@ -1,4 +1,4 @@
-"""Captioning a split batch by batch (imcap.model.captioning) gives what one batch would."""
+"""Captioning a split batch by batch (imcap.model.decoding_loop) gives what one batch would."""
 
 from functools import partial
 
@@ -7,8 +7,8 @@ from test_decode import features, prefer, tiny_model
 
 from imcap.data.vocab import EOS_ID, SPECIALS, Vocabulary
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captioning import caption_batches
 from imcap.model.decode import greedy_decode
+from imcap.model.decoding_loop import caption_batches
 
 VOCAB = Vocabulary((*SPECIALS, *(f"w{i}" for i in range(14 - len(SPECIALS)))))
 

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from imcap import cli
-from imcap.evaluation.config import DecodingDefaults
+from imcap.evaluation.params import DecodingDefaults
 from imcap.model.decoder import DecoderConfig
 from imcap.params import REPO_PARAMS, load_params
 from imcap.serving import signature

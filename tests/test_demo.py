@@ -283,7 +283,7 @@ def test_the_page_decodes_with_the_models_rules_and_diverse_beam_search():
     from imcap import cli
     from imcap.captioner import Decoding
     from imcap.demo.command import decodings
-    from imcap.evaluation.config import DecodingDefaults
+    from imcap.evaluation.params import DecodingDefaults
 
     args = cli.build_parser().parse_args(["demo"])
     shown = decodings(cli.with_defaults(args, DecodingDefaults(4, 0.5, 20, True, True, 2, 1.0)))

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imcap.config import Section, speed_only_keys
 from imcap.params import STAGE_PARAMS, Params, repo_params
-from imcap.sources import OWN_PACKAGES, stage_sources
+from imcap.params_base import Section, speed_only_keys
+from imcap.stage_code import OWN_PACKAGES, stage_sources
 from imcap.tracking import TrackedParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +43,9 @@ def test_package_inits_are_deps_of_the_stages_that_import_them():
 
 @pytest.mark.parametrize("stage", list(STAGE_PARAMS))
 def test_each_stage_validates_the_params_it_declares(stage):
-    """A stage validates its own model only (`imcap.config.load_stage_params`): every section it
-    lists under `params:` in dvc.yaml must be in that model, or a bad value there would pass."""
+    """A stage validates its own model only (`imcap.params_base.load_stage_params`): every
+    section it lists under `params:` in dvc.yaml must be in that model, or a bad value there
+    would pass."""
     declared = {str(key).split(".")[0] for key in dvc_stages()[stage]["params"]}
     assert declared <= set(STAGE_PARAMS[stage].model_fields)
 
@@ -59,7 +60,7 @@ def _declared_keys(stage: str) -> set[str]:
 
 @pytest.mark.parametrize("stage", list(STAGE_PARAMS))
 def test_no_stage_declares_a_speed_only_param(stage):
-    """Speed-only params (`imcap.config.SPEED_ONLY`, each proven to change no result) are no
+    """Speed-only params (`imcap.params_base.SPEED_ONLY`, each proven to change no result) are no
     stage's DVC params, so `-S train.num_workers=4` reruns nothing."""
     assert not _declared_keys(stage) & speed_only_keys(Params)
 
@@ -94,7 +95,7 @@ def readable_params(model: type[Section]) -> list[str]:
 def test_every_param_a_stage_reads_is_declared_for_it(stage):
     """A param a stage reads but dvc.yaml does not list for it would never rerun it: evaluate
     read `train.device` (the device it decodes on) undeclared. A stage reads its params through
-    its own model only (`imcap.config.load_stage_params`), so the model's keys are what it can
+    its own model only (`imcap.params_base.load_stage_params`), so the model's keys are what it can
     read."""
     flat = repo_params().as_flat_dict()
     readable = {key for entry in readable_params(STAGE_PARAMS[stage]) for key in flat

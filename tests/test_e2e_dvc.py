@@ -155,14 +155,14 @@ def test_bad_param_fails_before_any_work(project: Path, setting: str, message: s
 # A comment added to one module: the stages whose code it is, and no other, are out of date.
 EDITS = {
     "imcap/data/shapes/render.py": {"download"},
-    "imcap/data/config.py": {"check", "download", "vocab"},
+    "imcap/data/params.py": {"check", "download", "vocab"},
     "imcap/data/embeddings.py": {"vocab"},
     "imcap/features/extraction.py": {"features"},
-    "imcap/features/config.py": {"check", "features", "evaluate"},
-    "imcap/model/config.py": {"check", "train", "evaluate"},
-    "imcap/training/config.py": {"check", "train", "evaluate"},
+    "imcap/features/params.py": {"check", "features", "evaluate"},
+    "imcap/model/params.py": {"check", "train", "evaluate"},
+    "imcap/training/params.py": {"check", "train"},
     "imcap/training/loop.py": {"train"},
-    "imcap/evaluation/config.py": {"check", "evaluate"},
+    "imcap/evaluation/params.py": {"check", "evaluate"},
     "imcap/evaluation/coco_metrics.py": {"evaluate"},
 }
 

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from test_e2e_dvc import _dvc, _ran, make_project
 
-from imcap.config import load_stage_params
-from imcap.evaluation.config import EvalStageParams
-from imcap.training.config import TrainStageParams
+from imcap.evaluation.params import EvalStageParams
+from imcap.params_base import load_stage_params
+from imcap.training.params import TrainStageParams
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ import pytest
 from params_overrides import write_params
 
 from imcap.data.cache import cache_dir
-from imcap.data.config import WordVectorParams
 from imcap.data.download import DownloadError
 from imcap.data.embeddings import load_vectors
+from imcap.data.params import WordVectorsParams
 from imcap.data.vocab import SPECIALS, Vocabulary
 from imcap.params import repo_params
 
@@ -49,7 +49,7 @@ def _fasttext_zip(path: Path) -> Path:
     return path
 
 
-def _sources(**changes: str) -> WordVectorParams:
+def _sources(**changes: str) -> WordVectorsParams:
     return repo_params().word_vectors.model_copy(update=changes)
 
 

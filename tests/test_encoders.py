@@ -14,8 +14,8 @@ import torchvision
 from params_overrides import merged, write_params
 from PIL import Image
 
-from imcap.features import config, encoders
-from imcap.features.config import ENCODERS, WEIGHTS, weights_enum
+from imcap.features import encoders
+from imcap.features import params as feature_params
 from imcap.features.encoders import (
     Encoder,
     WeightsUnavailableError,
@@ -26,6 +26,7 @@ from imcap.features.encoders import (
     weights_cache_file,
 )
 from imcap.features.images import image_transform
+from imcap.features.params import ENCODERS, WEIGHTS, weights_enum
 from imcap.params import ParamError, load_params, parse_params
 from imcap.stage import run_stage
 
@@ -363,8 +364,8 @@ def test_native_size_and_auto_values_are_valid_params():
 
 def test_a_clip_encoder_without_its_extra_fails_at_check_naming_the_install_command(
         monkeypatch, tmp_path, capsys):
-    find_spec = config.importlib.util.find_spec
-    monkeypatch.setattr(config.importlib.util, "find_spec",
+    find_spec = feature_params.importlib.util.find_spec
+    monkeypatch.setattr(feature_params.importlib.util, "find_spec",
                         lambda name, *a: None if name == "open_clip" else find_spec(name, *a))
     write_params(tmp_path / "params.yaml", {"encoder": "clip_vit_b_32",
                                             "features": {"weights": "openai"}})

@@ -284,7 +284,7 @@ def test_a_model_trained_on_another_encoders_features_is_refused(project, capsys
 def test_a_member_from_an_mlflow_train_run(project, tmp_path, monkeypatch, capsys):
     import mlflow
 
-    from imcap.config import flatten
+    from imcap.params_base import flatten
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -11,8 +11,8 @@ from PIL import Image
 from imcap.features import extraction as features_module
 from imcap.features.encoders import build_encoder, preprocessing
 from imcap.features.extraction import Extraction, extract_features
+from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.images import ImageReadError, image_transform, load_rgb
-from imcap.features.runtime import Runtime
 from imcap.features.store import FeatureStore
 from imcap.features.writer import NonFiniteFeatureError
 
@@ -150,7 +150,7 @@ def test_gpu_pipeline_code_paths_on_cpu(tmp_path):
     spec = preprocessing("resnet18", "none", 64)
     attrs = {"encoder": "resnet18"}
     for bf16 in (False, True):
-        runtime = Runtime(torch.device("cpu"), batch_size=3, num_workers=1, nvjpeg=True,
+        runtime = ExtractionSettings(torch.device("cpu"), batch_size=3, num_workers=1, nvjpeg=True,
                           bfloat16=bf16)
         out = tmp_path / f"gpu-like-{bf16}.h5"
         Extraction(build_encoder("resnet18"), spec, runtime, np.dtype("float16"), attrs).run(

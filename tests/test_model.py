@@ -7,10 +7,10 @@ import torch
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captions import SortedCaptions
 from imcap.model.decode import greedy_decode
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.model.loss import caption_loss
+from imcap.model.sorted_captions import SortedCaptions
 
 
 def _model(attention, vocab=12):

@@ -4,10 +4,10 @@ import pytest
 import yaml
 from params_overrides import DEFAULTS, merged
 
-from imcap.data.config import DATASETS
-from imcap.features.config import ENCODERS
-from imcap.model.config import ATTENTIONS
-from imcap.params import ParamError, load_params, parse_params
+from imcap.data.params import DATASETS
+from imcap.features.params import ENCODERS
+from imcap.model.params import ATTENTIONS
+from imcap.params import REPO_PARAMS, ParamError, Params, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,3 +151,17 @@ def test_diverse_beam_search_params_are_refused_in_one_line(raw, message):
         parse_params(merged(raw))
     assert "\n" not in str(err.value)
     parse_params(merged({"eval": {"beams": [2, 4], "beam_groups": 2, "diversity_lambda": 0.5}}))
+
+
+def test_each_section_has_a_model_named_after_it_in_the_file_the_docs_name():
+    """Section `word_vectors` -> `WordVectorsParams`, in the file docs/architecture.md's table
+    gives for it: a param's model is found from its section."""
+    table = (REPO_PARAMS.parent / "docs" / "architecture.md").read_text()
+    sections = [key for key, value in yaml.safe_load(REPO_PARAMS.read_text()).items()
+                if isinstance(value, dict)]
+    assert len(sections) == 9
+    for section in sections:
+        model = Params.model_fields[section].annotation
+        assert model.__name__ == "".join(w.capitalize() for w in section.split("_")) + "Params"
+        path = model.__module__.replace(".", "/") + ".py"
+        assert f"| `{section}` | `{model.__name__}` | `{path}` |" in table, section

@@ -27,7 +27,7 @@ from PIL import Image
 from imcap import cli
 from imcap.captioner import Artifacts, Captioner, Decoding
 from imcap.data.vocab import SPECIALS, Vocabulary
-from imcap.evaluation.config import DecodingDefaults
+from imcap.evaluation.params import DecodingDefaults
 from imcap.model.checkpoint import save_checkpoint
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.params import REPO_PARAMS, parse_params

@@ -8,7 +8,7 @@ from types import ModuleType
 
 from PIL import Image
 
-from imcap.data.config import ShapesParams
+from imcap.data.params import ShapesParams
 from imcap.data.shapes.generate import generate_shapes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "make_shapes_figure.py"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imcap.data.config import ShapesParams
+from imcap.data.params import ShapesParams
 from imcap.data.shapes.generate import generate_shapes
 from imcap.data.text import tokenize
 

@@ -212,7 +212,7 @@ def test_deterministic_algorithms_only_when_asked_and_only_while_training(tmp_pa
     assert seen == [False, True]
 
 
-# Speed-only train params (imcap.config.SPEED_ONLY) and a value that takes another code path
+# Speed-only train params (imcap.params_base.SPEED_ONLY) and a value that takes another code path
 # than the default's: each must train exactly the same weights.
 OTHER_SPEED_VALUES = {"train.num_workers": 2, "train.features_in_memory_gb": 0.0}
 
@@ -221,8 +221,8 @@ def test_speed_only_params_train_exactly_the_same_weights(tmp_path):
     """Workers reading the windows, and the store read lazily instead of from RAM: the same
     epoch logs and bit-identical weights (with dropout: the same random draws too), so neither
     reruns `train` nor invalidates a resume state."""
-    from imcap.config import speed_only_keys
-    from imcap.training.config import TrainStageParams
+    from imcap.params_base import speed_only_keys
+    from imcap.training.params import TrainStageParams
 
     assert speed_only_keys(TrainStageParams) == set(OTHER_SPEED_VALUES)
     names, encoded, dataset = _split_inputs()

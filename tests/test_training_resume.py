@@ -13,7 +13,7 @@ from test_training import EMBEDDINGS, VOCAB, _split
 
 from imcap.model.decoder import DecoderConfig
 from imcap.params import repo_params
-from imcap.sources import third_party_imports
+from imcap.stage_code import third_party_imports
 from imcap.training.loop import train_decoder
 from imcap.training.resume import (
     FINGERPRINT_FILE,

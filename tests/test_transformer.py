@@ -11,12 +11,12 @@ from test_decode import features, tiny_model
 
 from imcap.data.vocab import BOS_ID, PAD_ID
 from imcap.model.beam import beam_search
-from imcap.model.captions import SortedCaptions
 from imcap.model.checkpoint import load_checkpoint, save_checkpoint
-from imcap.model.config import DECODERS
 from imcap.model.decode import greedy_decode
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.params import DECODERS
 from imcap.model.registry import BUILDERS, build_decoder
+from imcap.model.sorted_captions import SortedCaptions
 from imcap.model.transformer import TransformerCaptionDecoder
 from imcap.params import ParamError, parse_params
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imcap.data.config import EMBEDDINGS, OFFLINE_GLOVE, ZIP_VECTORS, WordVectorParams
+from imcap.data.params import EMBEDDINGS, OFFLINE_GLOVE, ZIP_VECTORS, WordVectorsParams
 from imcap.data.download import fetch
 from imcap.data.vectors import FoundVectors, VectorFileError, read_zip_vectors
 from imcap.data.vocab import PAD_ID, SPECIALS, Vocabulary
 
 
-def load_vectors(kind: str, words: Collection[str], params: WordVectorParams) -> FoundVectors:
+def load_vectors(kind: str, words: Collection[str], params: WordVectorsParams) -> FoundVectors:
     """The pretrained vectors of those `words` that `kind` has; only these are kept in memory."""
     if kind == OFFLINE_GLOVE:
         return offline_glove_vectors(words)

@@ -27,7 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from imcap.captioner import Captioner, Decoding
-from imcap.demo.captions import caption_image
+from imcap.demo.shown_captions import caption_image
 from imcap.demo.uploads import UploadError, read_upload, too_large
 
 PAGE = files("imcap.demo").joinpath("static", "index.html")

@@ -20,7 +20,7 @@ from imcap.cli import beam_problems, with_defaults
 from imcap.demo.app import create_app
 from imcap.devices import pick_device
 from imcap.model.checkpoint import checkpoint_record
-from imcap.model_sources import find_artifacts, logged_train_run
+from imcap.model_lookup import find_artifacts, logged_train_run
 from imcap.tracking import tracking_uri
 
 

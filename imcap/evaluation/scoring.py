@@ -15,12 +15,12 @@ from imcap.data.vocab import Vocabulary
 from imcap.evaluation.bleu import bleu_scores
 from imcap.evaluation.bootstrap import confidence_intervals
 from imcap.evaluation.coco_metrics import CocoScorer
-from imcap.evaluation.config import EvalParams
+from imcap.evaluation.params import EvalParams
 from imcap.evaluation.per_image import caption_table
 from imcap.evaluation.split_evaluation import evaluate_split
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captioning import DecodedCaption, beam_decoder, caption_batches
 from imcap.model.constraints import DecodingRules
+from imcap.model.decoding_loop import DecodedCaption, beam_decoder, caption_batches
 from imcap.model.interface import Decoder
 
 Captions = list[list[str]]

@@ -11,9 +11,9 @@ import torch
 from imcap.data.vocab import Vocabulary
 from imcap.evaluation.bleu import bleu_scores
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captioning import caption_batches
 from imcap.model.constraints import DecodingRules
 from imcap.model.decode import greedy_decode
+from imcap.model.decoding_loop import caption_batches
 from imcap.model.interface import Decoder
 from imcap.model.loss import split_word_loss
 

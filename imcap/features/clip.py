@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from imcap.features.config import CLIP_INSTALL, CLIP_MODELS
+from imcap.features.params import CLIP_INSTALL, CLIP_MODELS
 
 
 def _open_clip() -> ModuleType:

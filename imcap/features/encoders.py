@@ -29,7 +29,7 @@ from torchvision.transforms import InterpolationMode
 
 from imcap.data.cache import file_sha256
 from imcap.features.clip import clip_preprocess_cfg, clip_trunk
-from imcap.features.config import (
+from imcap.features.params import (
     CLIP_MODELS,
     NATIVE_SIZE,
     PATCH,

@@ -3,10 +3,10 @@
 The main thread reads batches (`imcap.features.loader`), decodes what is left to decode on the
 device, normalises and encodes; a writer thread checks and stores each batch meanwhile
 (`imcap.features.writer`). How that runs on this machine (batch size, workers, nvJPEG, bf16) is
-resolved from the device (`imcap.features.runtime`). Both CPU and GPU use the channels_last
-memory format (oneDNN and cuDNN convolutions are faster in it: 20-30 % on CPU, measured).
-Several GPUs: under torchrun each rank encodes a contiguous slice into a shard; rank 0 merges
-the shards (`imcap.features.sharding`).
+resolved from the device (`imcap.features.extraction_settings`). Both CPU and GPU use the
+channels_last memory format (oneDNN and cuDNN convolutions are faster in it: 20-30 % on CPU,
+measured). Several GPUs: under torchrun each rank encodes a contiguous slice into a shard;
+rank 0 merges the shards (`imcap.features.sharding`).
 
 An unreadable image fails extraction naming the file; so does a non-finite feature.
 """
@@ -23,11 +23,11 @@ import torch
 
 from imcap.atomic import atomic_path
 from imcap.distributed import Shard
-from imcap.features.config import FeatureParams
 from imcap.features.encoders import Encoder, Preprocessing, build_encoder, preprocessing
+from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.images import ImageReadError, Normaliser, gpu_decode
 from imcap.features.loader import Batch, image_batches
-from imcap.features.runtime import Runtime
+from imcap.features.params import FeaturesParams
 from imcap.features.sharding import extract_shard, remove_shards
 from imcap.features.store import create_store
 from imcap.features.writer import EncodedBatch, FeatureWriter
@@ -35,7 +35,7 @@ from imcap.progress import progress_bar
 
 
 def extract_features(images_dir: Path, filenames: Sequence[str], out_path: Path,
-                     encoder_name: str, config: FeatureParams, shard: Shard | None = None
+                     encoder_name: str, config: FeaturesParams, shard: Shard | None = None
                      ) -> None:
     """Encode every image with encoder `encoder_name` into the store `out_path` (written
     atomically), as `config` (the `features` params) says.
@@ -44,7 +44,7 @@ def extract_features(images_dir: Path, filenames: Sequence[str], out_path: Path,
     encodes its slice and rank 0 merges the slices.
     """
     shard = shard or Shard()
-    runtime = Runtime.resolve(config, shard)
+    runtime = ExtractionSettings.resolve(config, shard)
     spec = preprocessing(encoder_name, config.weights, config.image_size)
     encoder = build_encoder(encoder_name, config.weights, spec.crop_size)
     attrs = {"encoder": encoder_name, "weights": config.weights, "image_size": spec.crop_size,
@@ -67,7 +67,7 @@ class Extraction:
 
     encoder: Encoder
     spec: Preprocessing
-    runtime: Runtime
+    runtime: ExtractionSettings
     dtype: np.dtype
     attrs: dict
 

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from imcap.features.encoders import Preprocessing
+from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.images import ImageReadError, is_jpeg, read_pixels
-from imcap.features.runtime import Runtime
 
 
 class Batch(NamedTuple):
@@ -89,7 +89,8 @@ def collate(items: list[tuple[int, torch.Tensor | str]]) -> Batch:
     )
 
 
-def image_batches(paths: Sequence[Path], spec: Preprocessing, runtime: Runtime) -> DataLoader:
+def image_batches(paths: Sequence[Path], spec: Preprocessing,
+                  runtime: ExtractionSettings) -> DataLoader:
     """The images in order, in batches of `runtime.batch_size`, read by its workers."""
     return DataLoader(
         ImageFiles(paths, spec, raw_jpeg=runtime.nvjpeg),

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from imcap.model.captions import SortedCaptions
-from imcap.model.config import ATTENTIONS, ModelParams
+from imcap.model.params import ATTENTIONS, ModelParams
+from imcap.model.sorted_captions import SortedCaptions
 
 
 @dataclass(frozen=True)

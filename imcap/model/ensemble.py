@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import DecoderConfig
 from imcap.model.interface import Decoder, DecodingState
+from imcap.model.sorted_captions import SortedCaptions
 
 
 def mean_log_probs(logits: Sequence[torch.Tensor]) -> torch.Tensor:

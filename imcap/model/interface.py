@@ -34,7 +34,7 @@ class DecodingState(Protocol):
 class Decoder(Protocol):
     """A caption decoder module (`nn.Module`), called as
     `decoder(grid, pooled, captions, teacher_forcing) -> logits [N, V]` to train: the logits of
-    the words `captions.targets` (`imcap.model.captions.SortedCaptions`) holds."""
+    the words `captions.targets` (`imcap.model.sorted_captions.SortedCaptions`) holds."""
 
     config: DecoderConfig  # saved with the checkpoint
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captions import SortedCaptions
 from imcap.model.interface import Decoder
+from imcap.model.sorted_captions import SortedCaptions
 
 
 def summed_word_loss(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,

@@ -8,7 +8,7 @@ from torch import nn
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.model.transformer import TransformerCaptionDecoder
 
-# One builder per `DECODERS` name (imcap.model.config, which params validation reads).
+# One builder per `DECODERS` name (imcap.model.params, which params validation reads).
 BUILDERS: dict[str, type[nn.Module]] = {"lstm": CaptionDecoder,
                                         "transformer": TransformerCaptionDecoder}
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from imcap.data.vocab import BOS_ID, PAD_ID
-from imcap.model.captions import SortedCaptions
+from imcap.model.sorted_captions import SortedCaptions
 
 
 def caption_logprobs(model: nn.Module, grid: torch.Tensor, pooled: torch.Tensor,

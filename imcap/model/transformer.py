@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from imcap.model.captions import SortedCaptions
 from imcap.model.decoder import DecoderConfig
+from imcap.model.sorted_captions import SortedCaptions
 
 
 def sinusoids(positions: torch.Tensor, width: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit
-from imcap.model.captions import SortedCaptions
+from imcap.model.sorted_captions import SortedCaptions
 
 Plan = list[list[np.ndarray]]  # the epoch's windows, each its batches of caption rows
 PREFETCH_BATCHES = 4  # batches each DataLoader worker reads ahead (at least one window)

@@ -18,12 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 from imcap.data.vocab import Vocabulary
-from imcap.distributed import Shard
+from imcap.distributed import Shard, broadcast_from_leader
 from imcap.evaluation.split_evaluation import SplitEvaluation, evaluate_split
 from imcap.features.splits import CaptionedSplit
-from imcap.training.config import TrainParams
+from imcap.training.params import TrainParams
 from imcap.training.resume import EpochLog, Progress, Stateful, rng_states, save_state
-from imcap.training.runtime import broadcast_from_leader
 from imcap.training.schedule import EpochSchedule
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@
   (`imcap.training.self_critical`), whose last weights are published.
 
 `train_decoder` sets up what both share: the model, its optimizers, the resume state (resumable
-after every epoch, `imcap.training.resume`) and the ranks (`imcap.training.runtime`).
+after every epoch, `imcap.training.resume`) and the ranks (`imcap.training.device`).
 Seeded and repeatable on CPU."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from imcap.data.vocab import Vocabulary
-from imcap.distributed import Shard, process_group
+from imcap.distributed import Shard, broadcast_from_leader, process_group
 from imcap.evaluation.split_evaluation import SplitEvaluation
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import save_checkpoint
@@ -33,17 +33,16 @@ from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder
 from imcap.training.averaging import LastEpochs
 from imcap.training.batches import epoch_loader, plan_epoch
-from imcap.training.config import TrainParams
-from imcap.training.driver import EpochDriver
-from imcap.training.epoch import check_finite, train_epoch
-from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state
-from imcap.training.runtime import (
+from imcap.training.device import (
     autocast_dtype,
-    broadcast_from_leader,
     cpu_threads,
     deterministic_algorithms,
     training_device,
 )
+from imcap.training.driver import EpochDriver
+from imcap.training.epoch import check_finite, train_epoch
+from imcap.training.params import TrainParams
+from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state
 from imcap.training.schedule import EpochSchedule
 from imcap.training.scheduled_sampling import teacher_forcing_at
 from imcap.training.self_critical import self_critical_phase

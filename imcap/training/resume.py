@@ -10,7 +10,7 @@ uninterrupted run.
 
 The state directory belongs to one `Fingerprint`: the params training reads that can change a
 result (not the speed-only ones: `TrainStageParams.trained_params`), its input files, the
-repository code the stage runs (`imcap.sources`), the versions of the libraries that change
+repository code the stage runs (`imcap.stage_code`), the versions of the libraries that change
 results, the number of processes. Any other fingerprint starts over in an emptied directory,
 and so does a state that cannot be read or does not fit the model; both say why.
 """
@@ -32,8 +32,7 @@ import numpy as np
 import torch
 
 from imcap.atomic import atomic_path, write_json
-from imcap.distributed import Shard
-from imcap.training.runtime import all_ranks, broadcast_from_leader, gather_to_leader
+from imcap.distributed import Shard, all_ranks, broadcast_from_leader, gather_to_leader
 
 STATE_FILE = "resume.pt"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -137,7 +136,7 @@ def fingerprint(params: dict[str, Any], inputs: list[Path], code: dict[str, str]
                 processes: int = 1) -> Fingerprint:
     """The fingerprint of a training: `params` it reads, its `inputs` (path, size, modification
     time: a changed or re-checked-out input is another file, without hashing gigabytes), the
-    digests of its `code` (`imcap.sources.source_digests`), the library versions and the
+    digests of its `code` (`imcap.stage_code.source_digests`), the library versions and the
     number of processes."""
     files = {str(path): [path.stat().st_size, path.stat().st_mtime_ns] for path in inputs}
     params = json.loads(json.dumps(params, sort_keys=True, default=str))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
-from imcap.training.config import TrainParams
+from imcap.training.params import TrainParams
 from imcap.training.resume import EpochLog
 
 

@@ -12,7 +12,7 @@ continues the schedule where it stopped."""
 
 from __future__ import annotations
 
-from imcap.training.config import TrainParams
+from imcap.training.params import TrainParams
 
 
 def own_word_probability(train: TrainParams, epoch: int) -> float:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from imcap.data.vocab import PAD_ID
-from imcap.distributed import Shard
+from imcap.distributed import Shard, broadcast_weights
 from imcap.evaluation.split_evaluation import SplitEvaluation
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import save_checkpoint
@@ -41,12 +41,11 @@ from imcap.model.decode import greedy_decode, sample_decode
 from imcap.model.sample import caption_logprobs
 from imcap.progress import progress_bar
 from imcap.training.cider_reward import CaptionReward
-from imcap.training.config import SCST_BASELINES as BASELINES
-from imcap.training.config import TrainParams
 from imcap.training.driver import EpochDriver
 from imcap.training.epoch import autocast
+from imcap.training.params import SCST_BASELINES as BASELINES
+from imcap.training.params import TrainParams
 from imcap.training.resume import EpochLog, Progress
-from imcap.training.runtime import broadcast_weights
 
 
 class SelfCriticalBatch(NamedTuple):

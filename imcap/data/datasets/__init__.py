@@ -20,10 +20,10 @@ from imcap.data.datasets.coco import load_coco2014
 from imcap.data.datasets.flickr import load_flickr8k, load_flickr30k
 from imcap.data.datasets.local import load_folder, load_karpathy
 from imcap.data.datasets.normaliser import BadImagesError, check_images, normalise
-from imcap.data.datasets.sources import Source, SourceError
+from imcap.data.datasets.base import Source, SourceError
 
 if TYPE_CHECKING:
-    from imcap.data.config import DownloadStageParams
+    from imcap.data.params import DownloadStageParams
 
 LOADERS: dict[str, Callable[[DownloadStageParams], Source]] = {
     "flickr8k": load_flickr8k,

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imcap.data.datasets.sources import (
+from imcap.data.datasets.base import (
     Entry,
     Source,
     SourceError,
@@ -26,7 +26,7 @@ from imcap.data.datasets.sources import (
 from imcap.data.text import tokenize
 
 if TYPE_CHECKING:
-    from imcap.data.config import DownloadStageParams
+    from imcap.data.params import DownloadStageParams
 
 SUBSETS = ("train2014", "val2014")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imcap.data.datasets.sources import (
+from imcap.data.datasets.base import (
     Entry,
     Source,
     SourceError,
@@ -26,7 +26,7 @@ from imcap.data.datasets.sources import (
 from imcap.data.text import tokenize
 
 if TYPE_CHECKING:
-    from imcap.data.config import DownloadStageParams
+    from imcap.data.params import DownloadStageParams
 
 FLICKR8K_IMAGES = ("Flicker8k_Dataset", "Flickr8k_Dataset")
 TOKEN_FILES = ("Flickr8k.token.txt", "Flickr8k_text/Flickr8k.token.txt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from imcap.data.datasets.sources import (
+from imcap.data.datasets.base import (
     Entry,
     Source,
     local_dir,
@@ -16,7 +16,7 @@ from imcap.data.datasets.sources import (
 from imcap.data.text import tokenize
 
 if TYPE_CHECKING:
-    from imcap.data.config import DownloadStageParams
+    from imcap.data.params import DownloadStageParams
 
 
 def load_karpathy(params: DownloadStageParams) -> Source:

@@ -15,8 +15,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from imcap.data.cache import portable_path
-from imcap.data.config import DownloadParams
-from imcap.data.datasets.sources import Entry, Source, SourceError
+from imcap.data.params import DownloadParams
+from imcap.data.datasets.base import Entry, Source, SourceError
 from imcap.progress import progress_bar
 
 SPLITS = ("train", "val", "test")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imcap.data.config import ShapesParams
-from imcap.data.shapes.captions import describe
+from imcap.data.params import ShapesParams
+from imcap.data.shapes.descriptions import describe
 from imcap.data.shapes.render import render
 from imcap.data.shapes.scene import random_scene
 from imcap.data.text import tokenize

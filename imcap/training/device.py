@@ -17,16 +17,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import torch
-import torch.distributed as dist
 
 from imcap.devices import pick_device
 from imcap.distributed import Shard
 
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
-T = TypeVar("T")
 
 
 def training_device(name: str, shard: Shard) -> torch.device:
@@ -36,41 +33,6 @@ def training_device(name: str, shard: Shard) -> torch.device:
         torch.cuda.set_device(shard.local_rank)
         return torch.device("cuda", shard.local_rank)
     return device
-
-
-def broadcast_from_leader(value: T, shard: Shard) -> T:
-    """Rank 0's `value` on every rank (any picklable object; every rank calls it)."""
-    if shard.world_size == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def broadcast_weights(model: torch.nn.Module, shard: Shard) -> None:
-    """Rank 0's weights (parameters and buffers) in `model` on every rank, in place."""
-    if shard.world_size == 1:
-        return
-    for tensor in model.state_dict().values():
-        dist.broadcast(tensor, src=0)
-
-
-def gather_to_leader(value: Any, shard: Shard) -> list[Any] | None:
-    """Every rank's `value`, in rank order, on rank 0; None on the others."""
-    if shard.world_size == 1:
-        return [value]
-    values = [None] * shard.world_size if shard.rank == 0 else None
-    dist.gather_object(value, values, dst=0)
-    return values
-
-
-def all_ranks(value: Any, shard: Shard) -> list[Any]:
-    """Every rank's `value`, in rank order, on every rank."""
-    if shard.world_size == 1:
-        return [value]
-    values: list[Any] = [None] * shard.world_size
-    dist.all_gather_object(values, value)
-    return values
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from imcap.sources import REPO, source_digests, stage_sources
+from imcap.stage_code import REPO, source_digests, stage_sources
 
 
 def test_the_train_stage_code_is_its_dvc_yaml_code_deps():

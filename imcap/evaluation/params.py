@@ -12,7 +12,9 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import ConfigDict, Field, model_validator
 
-from imcap.config import (
+from imcap.devices import DEVICES
+from imcap.model.params import ATTENTIONS, DECODERS, reads_regions
+from imcap.params_base import (
     BatchSize,
     NonNegative,
     NonNegativeFloat,
@@ -21,9 +23,7 @@ from imcap.config import (
     choice,
     load_stage_params,
 )
-from imcap.devices import DEVICES
-from imcap.model.config import ATTENTIONS, DECODERS, reads_regions
-from imcap.training.config import MlflowParams
+from imcap.tracking import MlflowParams
 
 DEFAULT_BEAM = 3  # the seed's beam size
 LOGGED_KEYS = ("eval.beams", "eval.length_penalty", "eval.max_length")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from imcap.data.shapes.captions import describe
+from imcap.data.shapes.descriptions import describe
 from imcap.data.shapes.scene import Scene, ShapeObject, random_scene
 from imcap.data.text import tokenize
 

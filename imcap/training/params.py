@@ -7,7 +7,9 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, model_validator
 
-from imcap.config import (
+from imcap.devices import DEVICES
+from imcap.model.params import ATTENTIONS, DECODERS, ModelParams, reads_regions
+from imcap.params_base import (
     SPEED_ONLY,
     BatchSize,
     Fraction,
@@ -22,8 +24,7 @@ from imcap.config import (
     Workers,
     choice,
 )
-from imcap.devices import DEVICES
-from imcap.model.config import ATTENTIONS, DECODERS, ModelParams, reads_regions
+from imcap.tracking import MlflowParams
 
 # The sections of what the train stage reads that can change what it computes (the others name
 # and track its MLflow run)
@@ -76,7 +77,7 @@ class TrainParams(Section):
     processes: Processes  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
-    # only at one thread count (imcap.training.runtime.cpu_threads)
+    # only at one thread count (imcap.training.device.cpu_threads)
     cpu_threads: NonNegative
     precision: choice(PRECISIONS)
     compile: bool  # torch.compile the decoder
@@ -117,13 +118,6 @@ class TrainParams(Section):
             raise ValueError("train.scst_baseline mean needs train.scst_samples >= 2 (the mean "
                              "of an image's other samples)")
         return self
-
-
-class MlflowParams(Section):
-    """Read by `imcap.tracking` in the train and evaluate stages."""
-
-    enabled: bool
-    experiment: Annotated[str, Field(min_length=1)]
 
 
 class TrainStageParams(Section):

@@ -14,8 +14,16 @@ from typing import Annotated, Any, Self
 import torchvision
 from pydantic import ConfigDict, Field, model_validator
 
-from imcap.config import MAX_BATCH, MAX_PIXELS, MAX_PROCESSES, Pixels, Processes, Section, choice
 from imcap.devices import DEVICES
+from imcap.params_base import (
+    MAX_BATCH,
+    MAX_PIXELS,
+    MAX_PROCESSES,
+    Pixels,
+    Processes,
+    Section,
+    choice,
+)
 
 # The encoders `params.yaml` may name, in the order docs/features.md lists them. Any torchvision
 # classifier whose feature map feeds a global average pool `avgpool` fits (`ClassifierTrunk`:
@@ -123,7 +131,7 @@ def resolved_image_size(image_size: Any, dataset: Any, encoder_input_size: Any) 
     return encoder_input_size if dataset == "shapes" else 0
 
 
-class FeatureParams(Section):
+class FeaturesParams(Section):
     """`0`, `-1` and `auto` choose by device (docs/features.md)."""
 
     weights: choice(WEIGHTS)  # none = seeded random init; imagenet = IMAGENET1K_V1, _v2 = V2
@@ -155,7 +163,7 @@ class FeatureStageParams(Section):
     dataset: str
     encoder: choice(ENCODERS)
     shapes: ShapesInputParams
-    features: FeatureParams
+    features: FeaturesParams
 
     @model_validator(mode="before")
     @classmethod

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from imcap.captioner import Artifacts, CaptionerError
-from imcap.config import PARAMS_FILE
 from imcap.data.karpathy import image_root
-from imcap.evaluation.config import DecodingDefaults
-from imcap.features.config import resolved_image_size
+from imcap.evaluation.params import DecodingDefaults
+from imcap.features.params import resolved_image_size
 from imcap.features.store import FeatureStore
+from imcap.params_base import PARAMS_FILE
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, VOCAB_FILE
 from imcap.tracking import (
     MODEL_TAG,

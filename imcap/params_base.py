@@ -1,7 +1,7 @@
 """What every `params.yaml` model is built from (a strict, frozen pydantic model and the
 constrained field types the sections share) and how a stage loads the sections it reads.
 
-Each section model lives beside the code that reads it (`imcap/features/config.py`, ...), and so
+Each section model lives beside the code that reads it (`imcap/features/params.py`, ...), and so
 does each stage's model, the sections that stage reads (`FeatureStageParams`, ...): a stage
 imports, and so depends on, only its own sections' code. `imcap.params` assembles every stage's
 model into the whole file, which the pipeline's first stage (`check`) validates whenever

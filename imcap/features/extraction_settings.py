@@ -17,14 +17,14 @@ import torch
 
 from imcap.devices import pick_device
 from imcap.distributed import Shard
-from imcap.features.config import FeatureParams
+from imcap.features.params import FeaturesParams
 
 GPU_BATCH, CPU_BATCH = 256, 32
 MAX_WORKERS = 16
 
 
 @dataclass(frozen=True)
-class Runtime:
+class ExtractionSettings:
     """How extraction runs: the device and what its `0` / `-1` / `auto` params resolved to."""
 
     device: torch.device
@@ -34,7 +34,7 @@ class Runtime:
     bfloat16: bool
 
     @classmethod
-    def resolve(cls, config: FeatureParams, shard: Shard | None = None) -> Runtime:
+    def resolve(cls, config: FeaturesParams, shard: Shard | None = None) -> ExtractionSettings:
         """`batch_size` 0, `num_workers` -1 and the `auto`s pick the device's defaults (module
         docstring); under torchrun each rank takes its local GPU and its share of the CPUs."""
         shard = shard or Shard()

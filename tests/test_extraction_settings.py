@@ -5,24 +5,24 @@ import torch
 from params_overrides import cpu_features
 
 from imcap.distributed import Shard
-from imcap.features.runtime import Runtime
+from imcap.features.extraction_settings import ExtractionSettings
 
 
 def test_runtime_defaults_by_device():
-    cpu = Runtime.resolve(cpu_features(batch_size=0))
+    cpu = ExtractionSettings.resolve(cpu_features(batch_size=0))
     assert (cpu.batch_size, cpu.num_workers, cpu.nvjpeg, cpu.bfloat16) == (32, 0, False, False)
-    assert Runtime.resolve(cpu_features(batch_size=8, num_workers=3,
-                                        precision="bfloat16")) == Runtime(
+    assert ExtractionSettings.resolve(cpu_features(batch_size=8, num_workers=3,
+                                        precision="bfloat16")) == ExtractionSettings(
         torch.device("cpu"), 8, 3, nvjpeg=False, bfloat16=True)
     with pytest.raises(ValueError, match="nvjpeg decodes on the GPU"):
-        Runtime.resolve(cpu_features(decode="nvjpeg"))
+        ExtractionSettings.resolve(cpu_features(decode="nvjpeg"))
 
 
 
 def test_each_rank_reads_with_its_share_of_its_own_nodes_cpus(monkeypatch):
     """Two nodes of 4 GPUs and 17 CPUs each: a rank's share is 17 // 4 CPUs of its node (3
     loader workers beside it), not 17 // 8 as if all 8 ranks shared one node's CPUs."""
-    import imcap.features.runtime as runtime
+    import imcap.features.extraction_settings as runtime
 
     monkeypatch.setattr(runtime, "pick_device", lambda name, param: torch.device("cuda"))
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(17)),
@@ -33,5 +33,6 @@ def test_each_rank_reads_with_its_share_of_its_own_nodes_cpus(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     shard = Shard.from_env()
     assert shard == Shard(rank=5, world_size=8, local_rank=1, local_world_size=4)
-    resolved = Runtime.resolve(cpu_features(device="auto", num_workers=-1, decode="pil"), shard)
+    resolved = ExtractionSettings.resolve(
+        cpu_features(device="auto", num_workers=-1, decode="pil"), shard)
     assert resolved.device == torch.device("cuda", 1) and resolved.num_workers == 3

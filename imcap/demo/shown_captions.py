@@ -14,7 +14,7 @@ from PIL import Image
 
 from imcap.captioner import Captioner, Decoding
 from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
-from imcap.model.captioning import caption_batches
+from imcap.model.decoding_loop import caption_batches
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from imcap.config import (
+from imcap.params_base import (
     Fraction,
     Pixels,
     Positive,
@@ -155,7 +155,7 @@ class VocabParams(Section):
     restrict_to_embeddings: bool  # keep only words that have a pretrained vector (seed v1)
 
 
-class WordVectorParams(Section):
+class WordVectorsParams(Section):
     """Where the pretrained vectors `embeddings` names come from, and the `random` size."""
 
     dim: Annotated[int, Field(gt=0, le=4096)]  # `random` embeddings; pretrained: their file's
@@ -207,7 +207,7 @@ class VocabStageParams(Section):
     embeddings: choice(EMBEDDINGS)
     seed: Seed
     vocab: VocabParams
-    word_vectors: WordVectorParams
+    word_vectors: WordVectorsParams
 
     @model_validator(mode="after")
     def _restriction_needs_vectors(self) -> Self:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from imcap.config import Fraction, Section
+from imcap.params_base import Fraction, Section
 
 ATTENTIONS = ("none", "I", "II")  # the seed's table: none, additive, dot product (bmm)
 DECODERS = ("lstm", "transformer")  # builders: imcap.model.registry
