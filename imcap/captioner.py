@@ -23,6 +23,7 @@ from imcap.features.images import ImageReadError, image_transform, load_rgb
 from imcap.features.split_encoder import tuned_encoder
 from imcap.features.store import FeatureStore
 from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
+from imcap.model.constraints import DecodingRules
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
 from imcap.model.decoding_loop import Decode, beam_decoder, caption_batches
@@ -60,7 +61,9 @@ class Caption:
 
 @dataclass(frozen=True)
 class Decoding:
-    """How to pick the words: beam search of size `beam`, or sampling (`sample`)."""
+    """How to pick the words: beam search of size `beam` (in `beam_groups` groups penalised by
+    `diversity_lambda`: diverse beam search), or sampling (`sample`); beam search obeys the
+    decoding rules (`block_trigrams`, `remove_bad_endings`: imcap.model.constraints)."""
 
     beam: int
     length_penalty: float
@@ -70,15 +73,21 @@ class Decoding:
     max_length: int
     min_length: int
     generator: torch.Generator | None = None
+    block_trigrams: bool = False
+    remove_bad_endings: bool = False
+    beam_groups: int = 1
+    diversity_lambda: float = 0.0
 
-
-    def decoder(self, model: CaptionDecoder) -> Decode:
+    def decoder(self, model: CaptionDecoder, vocab: Vocabulary) -> Decode:
         if self.sample:
             return partial(sample_decode, model, max_length=self.max_length,
                            temperature=self.temperature, top_k=self.top_k,
                            min_length=self.min_length, generator=self.generator)
+        rules = DecodingRules.from_vocab(vocab, block_trigrams=self.block_trigrams,
+                                         remove_bad_endings=self.remove_bad_endings)
         return beam_decoder(model, self.beam, self.max_length, min_length=self.min_length,
-                            length_penalty=self.length_penalty)
+                            length_penalty=self.length_penalty, groups=self.beam_groups,
+                            diversity=self.diversity_lambda, rules=rules)
 
 
 class Captioner:
@@ -161,7 +170,8 @@ class Captioner:
                 if images:
                     yield self._encode(images)
 
-        for caption in caption_batches(decoding.decoder(self.model), batches(), self.vocab):
+        for caption in caption_batches(decoding.decoder(self.model, self.vocab), batches(),
+                                      self.vocab):
             while isinstance(read[0], ImageReadError):
                 yield read.popleft()
             labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)

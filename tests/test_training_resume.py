@@ -50,11 +50,18 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("schedule", ["constant", "plateau"])
+SCHEDULED_SAMPLING = {"lr_schedule": "constant", "scheduled_sampling": True,
+                      "scheduled_sampling_start": 1, "scheduled_sampling_increase_every": 1,
+                      "scheduled_sampling_increase_prob": 0.2, "scheduled_sampling_max_prob": 0.8}
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "scheduled sampling"])
 def test_an_interrupted_training_resumes_to_the_same_result(tmp_path, capsys, schedule):
     """`plateau`: the learning-rate scheduler's state (its best score, its stale epochs) is in
-    the resume state too."""
-    settings = SETTINGS.model_copy(update={"lr_schedule": schedule, "lr_decay_every": 1})
+    the resume state too; scheduled sampling continues at the epoch it stopped (the model's own
+    words 0.2 and 0.4 of the time in epochs 3 and 4, trained again after the resume)."""
+    settings = SETTINGS.model_copy(update=SCHEDULED_SAMPLING if schedule == "scheduled sampling"
+                                   else {"lr_schedule": schedule, "lr_decay_every": 1})
     straight = []
     expected = _train(tmp_path / "a", tmp_path / "a.pt", straight.append, settings=settings)
 

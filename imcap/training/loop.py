@@ -45,6 +45,7 @@ from imcap.training.finetuning import Finetuning
 from imcap.training.params import TrainParams
 from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state
 from imcap.training.schedule import EpochSchedule
+from imcap.training.scheduled_sampling import teacher_forcing_at
 from imcap.training.self_critical import self_critical_phase
 
 Published = tuple[int, float, float | None]  # epochs averaged, its val BLEU-4, the mean's
@@ -191,7 +192,7 @@ def cross_entropy_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
         train_loss = train_epoch(
             driver.trained, optimizer,
             epoch_loader(driver.train_data, windows, shard, driver.device, settings.num_workers),
-            grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
+            grad_clip=settings.grad_clip, teacher_forcing=teacher_forcing_at(settings, epoch),
             dtype=driver.dtype, device=driver.device, world_size=shard.world_size,
             progress=f"epoch {epoch}/{settings.epochs}" if driver.leader else "",
             label_smoothing=settings.label_smoothing,

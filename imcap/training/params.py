@@ -3,7 +3,7 @@ stage reads."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -47,6 +47,15 @@ class TrainParams(Section):
     learning_rate: LearningRate
     grad_clip: PositiveFloat
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
+    # scheduled sampling (imcap.training.scheduled_sampling): the probability of feeding the
+    # model's own word starts at 1 - teacher_forcing and, after scheduled_sampling_start epochs,
+    # grows by scheduled_sampling_increase_prob every scheduled_sampling_increase_every epochs up
+    # to scheduled_sampling_max_prob; false: teacher_forcing throughout
+    scheduled_sampling: bool
+    scheduled_sampling_start: NonNegative
+    scheduled_sampling_increase_every: Positive
+    scheduled_sampling_increase_prob: Fraction
+    scheduled_sampling_max_prob: Fraction
     # torch's cross_entropy(label_smoothing=...): the target puts this much of its mass evenly
     # on every word (ImageCaptioning.pytorch's option); 0 = plain cross-entropy
     label_smoothing: Annotated[float, Field(ge=0, lt=1)]
@@ -64,8 +73,8 @@ class TrainParams(Section):
     # into batches (a store read lazily from disk). imcap.training.batches
     batching: choice(("captions", "images"))
     image_window: Positive  # images per window (batching: images), read and on the device at once
-    # DataLoader processes reading feature windows; 0: the main one
-    num_workers: Annotated[Workers, SPEED_ONLY]
+    # DataLoader processes reading feature windows; 0: the main one; auto: imcap.training.readahead
+    num_workers: Annotated[Workers | Literal["auto"], SPEED_ONLY]
     processes: Processes  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
@@ -100,6 +109,15 @@ class TrainParams(Section):
     scst_samples: Annotated[int, Field(gt=0, le=100)]  # captions drawn per image (usually 5)
     scst_baseline: choice(SCST_BASELINES)
     scst_bleu_weight: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def _schedule_grows(self) -> Self:
+        if self.scheduled_sampling and self.scheduled_sampling_max_prob < 1 - self.teacher_forcing:
+            raise ValueError(f"train.scheduled_sampling_max_prob "
+                             f"({self.scheduled_sampling_max_prob:g}) is below the probability "
+                             "the schedule starts from, 1 - train.teacher_forcing "
+                             f"({1 - self.teacher_forcing:g}); raise it or train.teacher_forcing")
+        return self
 
     @model_validator(mode="after")
     def _mean_baseline_needs_two_samples(self) -> Self:
@@ -162,4 +180,7 @@ class TrainStageParams(Section):
         if self.decoder == "transformer" and self.train.teacher_forcing < 1:
             raise ValueError("train.teacher_forcing must be 1 with decoder transformer (it "
                              "trains in one causal pass over the true words)")
+        if self.decoder == "transformer" and self.train.scheduled_sampling:
+            raise ValueError("train.scheduled_sampling needs decoder lstm (the transformer "
+                             "trains in one causal pass over the true words); set it to false")
         return self
