@@ -1,5 +1,6 @@
 """A trained captioner outside the pipeline: decoder, vocabulary and the encoder that made its
-features (found by `imcap.model_lookup`), captioning image files in batches. Used by
+features (found by `imcap.model_lookup`), with the stages training tuned when the checkpoint
+holds them (`train.finetune_encoder`), captioning image files in batches. Used by
 `imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +18,11 @@ import torch
 from imcap.data.vocab import Vocabulary
 from imcap.evaluation.attention_maps import caption_steps
 from imcap.evaluation.params import DecodingDefaults
-from imcap.features.encoders import build_encoder
+from imcap.features.encoders import Encoder, build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.split_encoder import tuned_encoder
 from imcap.features.store import FeatureStore
-from imcap.model.checkpoint import load_checkpoint
+from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
 from imcap.model.constraints import DecodingRules
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
@@ -106,7 +109,22 @@ class Captioner:
             raise CaptionerError(f"{artifacts.vocab}: {len(self.vocab)} words, but the decoder in "
                            f"{artifacts.checkpoint} has {self.model.config.vocab_size}")
         if artifacts.reference is not None and artifacts.reference_images is not None:
-            self._check_encoder(artifacts)
+            self._check_encoder(artifacts)  # the encoder the tuned stages started from
+        if (tuned := checkpoint_encoder(artifacts.checkpoint)) is not None:
+            self.encoder = self._tuned_encoder(tuned, artifacts)
+
+    def _tuned_encoder(self, tuned: dict[str, Any], artifacts: Artifacts) -> Encoder:
+        """The encoder with the stages training tuned, which the checkpoint holds."""
+        made = (tuned["name"], tuned["weights"], int(tuned["image_size"]))
+        if made != (artifacts.encoder, artifacts.weights, artifacts.image_size):
+            raise CaptionerError(
+                f"{artifacts.checkpoint}: its tuned encoder is {made[0]} (weights {made[1]}, "
+                f"{made[2]} px), not the {artifacts.encoder} (weights {artifacts.weights}, "
+                f"{artifacts.image_size} px) the model's features came from")
+        try:
+            return tuned_encoder(tuned).to(self.device)
+        except ValueError as err:
+            raise CaptionerError(f"{artifacts.checkpoint}: {err}") from err
 
     @torch.inference_mode()
     def encode(self, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:

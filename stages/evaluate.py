@@ -2,7 +2,9 @@
 size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode,
 BLEU-4 and CIDEr-D with 95 % bootstrap intervals over test images; every test caption with its
 per-image statistics (for `imcap compare`); the beam sweep as a plot; per-word attention figures
-of the first test images; samples.
+of the first test images; samples. A model whose encoder training tuned
+(`train.finetune_encoder`) is scored on the test features of its tuned encoder, computed here
+(the feature store's are the untuned encoder's).
 Logged as an MLflow run of its own, nested under the train run of the model it scores: the
 headline metrics (greedy and the default beam, `run_metrics`), every score as the artifact
 `scores.csv`, and the captioner as a pyfunc model, registered as a version of `imcap` unless a
@@ -31,11 +33,12 @@ from imcap.evaluation.scoring import (
     score_captions,
     score_lines,
 )
+from imcap.features.encode import tuned_split
 from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
-from imcap.model.checkpoint import load_checkpoint
+from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
 from imcap.model.decoding_loop import DecodedCaption
 from imcap.params_base import flatten, load_stage_params, read_params_file
 from imcap.paths import (
@@ -105,6 +108,10 @@ def main() -> None:
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
     device = pick_device(params.train.device, "train.device", report=True)
     model = load_checkpoint(CHECKPOINT_FILE, device)
+    if (tuned := checkpoint_encoder(CHECKPOINT_FILE)) is not None:  # the store's are stale
+        test = tuned_split(test, tuned, store, [image_root(CAPTION_FILE) / name
+                                                for name in test_files],
+                           device, settings.batch_size, params.reads_regions)
 
     # Started first: METEOR's Java process loads its tables while the captions are decoded.
     with CocoScorer(meteor=settings.meteor) as coco:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, model_validator
 
 from imcap.devices import DEVICES
+from imcap.features.params import check_finetune_stages
 from imcap.model.params import ATTENTIONS, DECODERS, ModelParams, reads_regions
 from imcap.params_base import (
     SPEED_ONLY,
@@ -92,6 +93,12 @@ class TrainParams(Section):
     # ending at the best one by validation BLEU-4, or that best epoch when it validates higher
     # (imcap.training.loop.publish); 0 = the best epoch
     average_last: NonNegative
+    # fine-tuning the encoder (imcap.training.finetuning): its last `finetune_encoder` stages
+    # (imcap.features.params.STAGES) trained on the images with the decoder, from epoch
+    # `finetune_from_epoch` on, at `encoder_learning_rate`; 0 = off (the stored features)
+    finetune_encoder: NonNegative
+    encoder_learning_rate: LearningRate
+    finetune_from_epoch: Positive
     # self-critical training (imcap.training.self_critical): after the cross-entropy epochs and
     # from their published model, `scst_epochs` epochs of REINFORCE with reward CIDEr-D +
     # scst_bleu_weight x BLEU-4, `scst_samples` captions drawn per image, baseline the greedy
@@ -156,6 +163,16 @@ class TrainStageParams(Section):
             raise ValueError("model.attention_gate needs decoder lstm with attention I or II "
                              f"(got decoder {self.decoder}, attention {self.attention}); set it "
                              "to false")
+        return self
+
+    @model_validator(mode="after")
+    def _encoder_has_the_stages_to_tune(self) -> Self:
+        if self.train.finetune_encoder:
+            check_finetune_stages(self.encoder, self.train.finetune_encoder)
+            if self.train.finetune_from_epoch > self.train.epochs:
+                raise ValueError(f"train.finetune_from_epoch {self.train.finetune_from_epoch} "
+                                 f"is after the last epoch (train.epochs {self.train.epochs}): "
+                                 "the encoder would never be tuned")
         return self
 
     @model_validator(mode="after")

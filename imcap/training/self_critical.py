@@ -37,7 +37,7 @@ from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard, broadcast_weights
 from imcap.evaluation.split_evaluation import SplitEvaluation
 from imcap.features.splits import CaptionedSplit
-from imcap.model.checkpoint import save_checkpoint
+from imcap.model.checkpoint import load_weights, save_checkpoint
 from imcap.model.decode import greedy_decode, sample_decode
 from imcap.model.sample import caption_logprobs
 from imcap.progress import progress_bar
@@ -171,8 +171,7 @@ def self_critical_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
     settings, shard, device = driver.settings, driver.shard, driver.device
     if not progress.scst_epoch:
         if driver.leader:
-            driver.model.load_state_dict(torch.load(
-                driver.checkpoint_path, weights_only=True, map_location=device)["state_dict"])
+            load_weights(driver.model, driver.checkpoint_path, device)
         broadcast_weights(driver.model, shard)
         progress.published = published
     reward = reward_of(driver.train_data, len(driver.vocab), device)
