@@ -30,7 +30,7 @@ from imcap.evaluation.per_image import write_table
 from imcap.evaluation.scoring import caption_test, eval_metrics, score_captions, score_lines
 from imcap.features.splits import load_split
 from imcap.features.store import FeatureStore
-from imcap.model.checkpoint import load_checkpoint
+from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
 from imcap.model.ensemble import Ensemble
 from imcap.model.params import reads_regions
 from imcap.model_lookup import MODEL_URI, dvc_artifacts, mlflow_artifacts
@@ -109,6 +109,12 @@ def run_ensemble(sources: Sequence[str], root: Path, out: Path, device_name: str
         members = [fetch_member(source, root, Path(tmp) / f"member{i}")
                    for i, source in enumerate(sources)]
         check_vocabularies([*members, test_split])
+        for member in members:
+            if checkpoint_encoder(member.checkpoint) is not None:
+                raise EnsembleError(f"{member.name}: its encoder was fine-tuned "
+                                    "(train.finetune_encoder), so the stored features are not "
+                                    "what it reads; an ensemble's models must be trained on the "
+                                    "stored features (train.finetune_encoder: 0)")
         models = [load_checkpoint(member.checkpoint, device) for member in members]
     store = FeatureStore(root / FEATURES_FILE)
     encoder = (str(store.attrs["encoder"]), str(store.attrs["weights"]))

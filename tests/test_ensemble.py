@@ -281,6 +281,18 @@ def test_a_model_trained_on_another_encoders_features_is_refused(project, capsys
                    "none); an ensemble's models must be trained on this encoder's features\n")
 
 
+def test_a_model_with_a_fine_tuned_encoder_is_refused(project, capsys):
+    checkpoint = project / "data/model/decoder.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    torch.save(saved | {"encoder": {"state_dict": {}}}, checkpoint)
+    status, _, err = ensemble(capsys, "HEAD", "workspace")
+    assert status == 1
+    assert err == ("imcap ensemble: error: workspace: its encoder was fine-tuned "
+                   "(train.finetune_encoder), so the stored features are not what it reads; an "
+                   "ensemble's models must be trained on the stored features "
+                   "(train.finetune_encoder: 0)\n")
+
+
 def test_a_member_from_an_mlflow_train_run(project, tmp_path, monkeypatch, capsys):
     import mlflow
 
