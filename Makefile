@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test test-fast test-durations lint show seeds seed-table baseline gpu-wheels
+.PHONY: setup repro test test-fast test-durations lint show seeds seed-table baseline gpu-wheels scale
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -53,6 +53,12 @@ seeds: setup
 # The table alone, from the experiments DVC already has.
 seed-table: setup
 	$(PY) scripts/seed_table.py
+
+# The stages' time, peak RSS and bytes at 3k, 12k, 48k and 123k COCO-like images, with growth
+# exponents (docs/speed.md, "COCO scale"): hours on 2 cores. SCALE_ARGS="--sizes 3000 12000" for less.
+SCALE_ARGS ?=
+scale: setup
+	$(PY) benchmarks/scale.py --workdir /tmp/imcap-scale $(SCALE_ARGS)
 
 # Refresh the committed baseline after changing a stage's code or params (tests/test_baseline.py).
 baseline: repro

@@ -18,7 +18,11 @@ the per-seed differences (self-critical − cross-entropy), mean ± std.
 Besides the scores, each model's share of degenerate test captions (greedy and beam 3): a word
 twice in a row ("a a") or a caption ending in an article, preposition or conjunction ("… with
 a"), the known failure of self-critical training. And the seconds per epoch (validation
-included) of each phase.
+included) of each phase, and the peak memory of the process that trained it.
+
+With `-S train.finetune_encoder=N` the train and validation splits become the frozen trunk's
+outputs of the images and the test split the tuned encoder's features, as the train and
+evaluate stages make them (`imcap.training.finetuning`).
 
 `--dataset signs` is the second synthetic set (`tests/signs_dataset.py`, 1,000 images, 150 test
 images) through `dataset: karpathy`, as `tests/test_unseen_data.py` runs it. `-S key=value`
@@ -38,11 +42,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -214,11 +220,11 @@ def run_seed(workdir: Path, params: Params, seed: int, threads: int
     from imcap.training.loop import train_decoder
 
     inputs = load_inputs(workdir, params)
+    finetuning = tuned_inputs(workdir, inputs, device := pick_device(params.train.device))
     runs = workdir / "runs"
     runs.mkdir(exist_ok=True)
     state = runs / f"seed{seed}-state"
     shutil.rmtree(state, ignore_errors=True)
-    device = pick_device(params.train.device)
     scst_epochs = params.train.scst_epochs
     phases = {"ce": params.train.model_copy(update={"scst_epochs": 0})}
     if scst_epochs:
@@ -232,16 +238,62 @@ def run_seed(workdir: Path, params: Params, seed: int, threads: int
         with contextlib.redirect_stdout(sys.stderr):  # the epoch lines: stdout is the report's
             result = train_decoder(inputs.config, settings, inputs.embeddings, inputs.train,
                                    inputs.val, inputs.vocab, checkpoint, seed=seed,
-                                   state_dir=state)
+                                   state_dir=state, finetuning=finetuning)
         seconds = time.perf_counter() - start
         epochs = scst_epochs if phase == "scst" else result.epochs_run
-        out[phase] = {"seed": seed, **score(load_checkpoint(checkpoint, device), inputs, device),
+        scored = tuned_test(workdir, inputs, checkpoint, device) if finetuning else inputs
+        out[phase] = {"seed": seed, **score(load_checkpoint(checkpoint, device), scored, device),
                       "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                       "averaged_epochs": result.averaged_epochs,  # 0: the best epoch
                       "train_seconds": round(seconds, 1),
-                      "epoch_seconds": round(seconds / epochs, 2)}
+                      "epoch_seconds": round(seconds / epochs, 2),
+                      "peak_rss_mb": round(peak_rss_mb())}
     shutil.rmtree(state, ignore_errors=True)
     return out
+
+
+def tuned_inputs(workdir: Path, inputs: Inputs, device: torch.device) -> Any:
+    """With `train.finetune_encoder`: the stages to tune (a fresh copy per seed), and the
+    train and validation splits turned into the frozen trunk's outputs, as the train stage
+    does (`imcap.training.finetuning`); None otherwise."""
+    if not inputs.params.train.finetune_encoder:
+        return None
+    from imcap.data.karpathy import image_root
+    from imcap.data.vocab import EncodedCaptions
+    from imcap.features.store import FeatureStore
+    from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, FEATURES_FILE
+    from imcap.training.finetuning import finetuning_splits
+
+    finetuning, splits = finetuning_splits(
+        inputs.params.train, FeatureStore(workdir / FEATURES_FILE),
+        EncodedCaptions.load(workdir / CAPTIONS_FILE), {"train": inputs.train, "val": inputs.val},
+        image_root(workdir / CAPTION_FILE), device)
+    inputs.train, inputs.val = splits["train"], splits["val"]
+    return finetuning
+
+
+def tuned_test(workdir: Path, inputs: Inputs, checkpoint: Path, device: torch.device
+               ) -> Inputs:
+    """`inputs` with the test features of the encoder `checkpoint` tuned, as evaluate does."""
+    from imcap.data.karpathy import image_root
+    from imcap.data.vocab import EncodedCaptions
+    from imcap.features.encode import tuned_split
+    from imcap.features.store import FeatureStore
+    from imcap.model.checkpoint import checkpoint_encoder
+    from imcap.paths import CAPTION_FILE, CAPTIONS_FILE, FEATURES_FILE
+
+    encoded = EncodedCaptions.load(workdir / CAPTIONS_FILE)
+    root = image_root(workdir / CAPTION_FILE)
+    files = [root / str(name) for name in encoded.filenames[encoded.images_in("test")]]
+    test = tuned_split(inputs.test, checkpoint_encoder(checkpoint),
+                       FeatureStore(workdir / FEATURES_FILE), files, device,
+                       inputs.params.eval.batch_size, inputs.params.reads_regions)
+    return dataclasses.replace(inputs, test=test)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -254,7 +306,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per metric: mean, std (n - 1), min, max over the runs."""
     summary = {}
-    for key in (*METRICS, *SHARES, *COUNTS, "train_seconds", "epoch_seconds"):
+    for key in (*METRICS, *SHARES, *COUNTS, "train_seconds", "epoch_seconds", "peak_rss_mb"):
         values = [float(run[key]) for run in runs]
         mean, std = mean_std(values)
         summary[key] = {"mean": mean, "std": std, "min": min(values), "max": max(values)}

@@ -1,5 +1,6 @@
 """A trained captioner outside the pipeline: decoder, vocabulary and the encoder that made its
-features (found by `imcap.model_lookup`), captioning image files in batches. Used by
+features (found by `imcap.model_lookup`), with the stages training tuned when the checkpoint
+holds them (`train.finetune_encoder`), captioning image files in batches. Used by
 `imcap caption`, `imcap demo` and the served MLflow model (`imcap.serving`)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +18,12 @@ import torch
 from imcap.data.vocab import Vocabulary
 from imcap.evaluation.attention_maps import caption_steps
 from imcap.evaluation.params import DecodingDefaults
-from imcap.features.encoders import build_encoder
+from imcap.features.encoders import Encoder, build_encoder
 from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.split_encoder import tuned_encoder
 from imcap.features.store import FeatureStore
-from imcap.model.checkpoint import load_checkpoint
+from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
+from imcap.model.constraints import DecodingRules
 from imcap.model.decode import sample_decode
 from imcap.model.decoder import CaptionDecoder
 from imcap.model.decoding_loop import Decode, beam_decoder, caption_batches
@@ -57,7 +61,9 @@ class Caption:
 
 @dataclass(frozen=True)
 class Decoding:
-    """How to pick the words: beam search of size `beam`, or sampling (`sample`)."""
+    """How to pick the words: beam search of size `beam` (in `beam_groups` groups penalised by
+    `diversity_lambda`: diverse beam search), or sampling (`sample`); beam search obeys the
+    decoding rules (`block_trigrams`, `remove_bad_endings`: imcap.model.constraints)."""
 
     beam: int
     length_penalty: float
@@ -67,15 +73,21 @@ class Decoding:
     max_length: int
     min_length: int
     generator: torch.Generator | None = None
+    block_trigrams: bool = False
+    remove_bad_endings: bool = False
+    beam_groups: int = 1
+    diversity_lambda: float = 0.0
 
-
-    def decoder(self, model: CaptionDecoder) -> Decode:
+    def decoder(self, model: CaptionDecoder, vocab: Vocabulary) -> Decode:
         if self.sample:
             return partial(sample_decode, model, max_length=self.max_length,
                            temperature=self.temperature, top_k=self.top_k,
                            min_length=self.min_length, generator=self.generator)
+        rules = DecodingRules.from_vocab(vocab, block_trigrams=self.block_trigrams,
+                                         remove_bad_endings=self.remove_bad_endings)
         return beam_decoder(model, self.beam, self.max_length, min_length=self.min_length,
-                            length_penalty=self.length_penalty)
+                            length_penalty=self.length_penalty, groups=self.beam_groups,
+                            diversity=self.diversity_lambda, rules=rules)
 
 
 class Captioner:
@@ -97,7 +109,22 @@ class Captioner:
             raise CaptionerError(f"{artifacts.vocab}: {len(self.vocab)} words, but the decoder in "
                            f"{artifacts.checkpoint} has {self.model.config.vocab_size}")
         if artifacts.reference is not None and artifacts.reference_images is not None:
-            self._check_encoder(artifacts)
+            self._check_encoder(artifacts)  # the encoder the tuned stages started from
+        if (tuned := checkpoint_encoder(artifacts.checkpoint)) is not None:
+            self.encoder = self._tuned_encoder(tuned, artifacts)
+
+    def _tuned_encoder(self, tuned: dict[str, Any], artifacts: Artifacts) -> Encoder:
+        """The encoder with the stages training tuned, which the checkpoint holds."""
+        made = (tuned["name"], tuned["weights"], int(tuned["image_size"]))
+        if made != (artifacts.encoder, artifacts.weights, artifacts.image_size):
+            raise CaptionerError(
+                f"{artifacts.checkpoint}: its tuned encoder is {made[0]} (weights {made[1]}, "
+                f"{made[2]} px), not the {artifacts.encoder} (weights {artifacts.weights}, "
+                f"{artifacts.image_size} px) the model's features came from")
+        try:
+            return tuned_encoder(tuned).to(self.device)
+        except ValueError as err:
+            raise CaptionerError(f"{artifacts.checkpoint}: {err}") from err
 
     @torch.inference_mode()
     def encode(self, paths: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +170,8 @@ class Captioner:
                 if images:
                     yield self._encode(images)
 
-        for caption in caption_batches(decoding.decoder(self.model), batches(), self.vocab):
+        for caption in caption_batches(decoding.decoder(self.model, self.vocab), batches(),
+                                      self.vocab):
             while isinstance(read[0], ImageReadError):
                 yield read.popleft()
             labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)

@@ -3,7 +3,8 @@ decoder, its vocabulary and the encoder its features came from — read from thi
 DVC outputs (default) or from MLflow (`--run-id`: a train or evaluate run, or `models:/imcap/N`)
 — and can draw the seed's per-word attention figure (`--attention-map out.png`); decoding
 options left out take the model's defaults (imcap.model_lookup). `imcap compare A B` compares
-two evaluated models' test scores image by image (imcap/evaluation/compare.py)."""
+two evaluated models' test scores image by image (imcap/evaluation/compare.py); `imcap ensemble
+A B C` scores several models captioning together (imcap/ensemble.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from imcap.tracking import tracking_uri
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                            if fmt in Image.OPEN)
-DEFAULTED = ("beam", "length_penalty", "max_length")  # None: the model's DecodingDefaults
+DEFAULTED = ("beam", "length_penalty", "max_length", "block_trigrams", "remove_bad_endings",
+             "beam_groups", "diversity_lambda")  # None: the model's DecodingDefaults
 # Sampling's: 0.001 samples as greedy decoding does, 1000 all but uniformly; beyond them (inf,
 # or 1e-40: logits / temperature overflow) sampling draws from NaN.
 TEMPERATURES = (0.001, 1000.0)
@@ -56,13 +58,28 @@ def decoding_from_args(args: argparse.Namespace, device: torch.device) -> Decodi
                     ("min_length", args.min_length,
                      0 <= args.min_length <= args.max_length, "between 0 and --max-length"),
                     ("batch_size", args.batch_size, args.batch_size >= 1, ">= 1"))
-                if not ok]
+                if not ok] + ([] if args.sample else beam_problems(args))
     if problems:
         raise CaptionerError("; ".join(problems))
     generator = (torch.Generator(device=device).manual_seed(args.seed) if args.sample
                  else None)
     return Decoding(args.beam, args.length_penalty, args.sample, args.temperature, args.top_k,
-                    args.max_length, args.min_length, generator)
+                    args.max_length, args.min_length, generator, args.block_trigrams,
+                    args.remove_bad_endings, args.beam_groups, args.diversity_lambda)
+
+
+def beam_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the diverse beam search options, given the beam size (each from
+    the command line or the model's defaults)."""
+    if args.beam_groups < 1 or args.beam < 1 or args.beam % args.beam_groups:
+        return [f"--beam-groups must be >= 1 and divide --beam ({args.beam}), got "
+                f"{args.beam_groups}"]
+    if not 0 <= args.diversity_lambda < math.inf:
+        return [f"--diversity-lambda must be a finite number >= 0, got {args.diversity_lambda}"]
+    if args.diversity_lambda > 0 and args.beam_groups == 1:
+        return ["--diversity-lambda > 0 needs --beam-groups > 1 (diverse beam search); pass "
+                "--diversity-lambda 0 or more groups"]
+    return []
 
 
 def image_files(arguments: Sequence[str]) -> list[Path]:
@@ -174,6 +191,15 @@ def compare_command(args: argparse.Namespace) -> None:
                             html_mode=args.html_mode, html_images=args.html_images))
 
 
+def ensemble_command(args: argparse.Namespace) -> None:
+    from imcap.ensemble import run_ensemble
+
+    root = Path(args.root)
+    with store_errors_named(tracking_uri(root.resolve())):  # for MLflow run ids
+        for line in run_ensemble(args.models, root, Path(args.out), args.device):
+            print(line)
+
+
 def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
     """The decoding options: left out (None), each takes the model's default."""
     parser.add_argument("--beam", type=int, help=f"{beam} (default: the model's, {DEFAULT_BEAM} "
@@ -184,6 +210,17 @@ def add_decoding_options(parser: argparse.ArgumentParser, beam: str) -> None:
                              "the model's eval.length_penalty)")
     parser.add_argument("--max-length", type=int,
                         help="most words (default: the model's eval.max_length)")
+    for rule, what in (("block-trigrams", "no word that repeats a trigram of the caption"),
+                       ("remove-bad-endings", "no end after 'a', 'the', 'with', ...")):
+        parser.add_argument(f"--{rule}", action=argparse.BooleanOptionalAction,
+                            help=f"beam: {what} (default: the model's "
+                                 f"eval.{rule.replace('-', '_')})")
+    parser.add_argument("--beam-groups", type=int,
+                        help="diverse beam search in this many groups, dividing the beam "
+                             "(default: the model's eval.beam_groups)")
+    parser.add_argument("--diversity-lambda", type=float,
+                        help="diverse beam search: penalty per earlier group's choice of a word "
+                             "(default: the model's eval.diversity_lambda)")
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -254,6 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images on the page (default 20: half where B scores higher, "
                               "half where A does)")
     compare.set_defaults(run=compare_command)
+    ensemble = commands.add_parser(
+        "ensemble", help="caption and score the test split with several models at once",
+        description="Caption the test split of this repository's DVC outputs with the mean of "
+                    "several trained models' log-probabilities at every step, decoded and "
+                    "scored as the evaluate stage does (params.yaml's eval section), and write "
+                    "OUT/eval.json and OUT/captions.csv (for `imcap compare`). Each model: a "
+                    "git revision, a DVC experiment, `workspace`, an MLflow train or evaluate "
+                    "run id, or models:/imcap/N; all must share one vocabulary.")
+    ensemble.add_argument("models", nargs="+", metavar="MODEL",
+                          help="a model of the ensemble (revision, experiment, workspace, run "
+                               "id or models:/imcap/N)")
+    ensemble.add_argument("--out", default="ensemble",
+                          help="folder of eval.json and captions.csv (default ensemble)")
+    ensemble.add_argument("--root", default=".",
+                          help="repository of the test split, revisions and MLflow store "
+                               "(default .)")
+    ensemble.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                          help="default: params.yaml's train.device")
+    ensemble.set_defaults(run=ensemble_command)
     return parser
 
 
@@ -262,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except Exception as err:
-        message = out_of_memory(err, "--batch-size") if args.command == "caption" else None
+        batch = {"caption": "--batch-size", "ensemble": "eval.batch_size"}.get(args.command)
+        message = out_of_memory(err, batch) if batch else None
         if message is None and not is_user_error(err):
             raise
         print(f"imcap {args.command}: error: {message or err}", file=sys.stderr)

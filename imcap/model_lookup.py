@@ -136,9 +136,8 @@ def _registered(client: Any, name: str, version: str, dest: Path, root: Path) ->
     if not {"decoder", "vocab"} <= files.keys() or not {"encoder", "weights",
                                                          "image_size"} <= config.keys():
         raise CaptionerError(f"models:/{name}/{version}: not a captioner logged by imcap")
-    recorded = {key: config[key] for key in ("beam", "length_penalty", "max_length")
-                if key in config}
-    defaults = (DecodingDefaults(**recorded) if len(recorded) == 3 else _repo_defaults(root))
+    recorded = all(key in config for key in ("beam", "length_penalty", "max_length"))
+    defaults = DecodingDefaults.from_config(config) if recorded else _repo_defaults(root)
     source_run = client.get_model_version(name, version).run_id
     train_run = (client.get_run(source_run).data.tags.get(TRAIN_RUN_TAG) if source_run
                  else None)

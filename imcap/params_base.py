@@ -166,7 +166,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _describe(model: type[Section], error: dict[str, Any]) -> str:
     """One pydantic error as a line that names the key, the value and what was expected."""
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
-                  for part in error["loc"]).removeprefix(".")  # eval.beams[1]
+                  for part in error["loc"]  # not a union's member tags ("constrained-int")
+                  if isinstance(part, int) or part.isidentifier()).removeprefix(".")  # beams[1]
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "extra_forbidden":
         section = key.rpartition(".")[0]

@@ -69,10 +69,14 @@ from imcap.tracking import (
 # listed, because MLflow's inference of them would load the model in a subprocess (seconds).
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "h5py", "matplotlib",
                 "pydantic", "tqdm", "mlflow")
-PARAM_TYPES = {"beam": "long", "length_penalty": "double", "max_length": "long"}
+PARAM_TYPES = {"beam": "long", "length_penalty": "double", "max_length": "long",
+               "block_trigrams": "boolean", "remove_bad_endings": "boolean",
+               "beam_groups": "long", "diversity_lambda": "double"}
 # The valid range of each numeric param, ends included.
 PARAM_RANGES: dict[str, tuple[float, float]] = {"beam": (1, 10), "max_length": (1, 100),
-                                                "length_penalty": (0.0, 10.0)}
+                                                "length_penalty": (0.0, 10.0),
+                                                "beam_groups": (1, 10),
+                                                "diversity_lambda": (0.0, 10.0)}
 
 
 class RequestParamError(MlflowException):
@@ -103,11 +107,18 @@ def request_decoding(params: dict[str, Any] | None, defaults: DecodingDefaults
     problems = [f"{name} must be between {low:g} and {high:g}, got {params[name]!r}"
                 for name, (low, high) in PARAM_RANGES.items()
                 if not (isinstance(params[name], int | float) and low <= params[name] <= high)]
+    if not problems and params["beam"] % params["beam_groups"]:
+        problems.append(f"beam_groups must divide beam ({params['beam']}), got "
+                        f"{params['beam_groups']}")
     if problems:
         raise RequestParamError("invalid params: " + "; ".join(problems))
     decoding = Decoding(beam=int(params["beam"]), length_penalty=float(params["length_penalty"]),
                         sample=False, temperature=1.0, top_k=0,
-                        max_length=int(params["max_length"]), min_length=0)
+                        max_length=int(params["max_length"]), min_length=0,
+                        block_trigrams=bool(params["block_trigrams"]),
+                        remove_bad_endings=bool(params["remove_bad_endings"]),
+                        beam_groups=int(params["beam_groups"]),
+                        diversity_lambda=float(params["diversity_lambda"]))
     return decoding, bool(params["attention"])
 
 
@@ -116,8 +127,7 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = context.model_config
-        self.defaults = DecodingDefaults(int(config["beam"]), float(config["length_penalty"]),
-                                         int(config["max_length"]))
+        self.defaults = DecodingDefaults.from_config(config)
         artifacts = Artifacts(Path(context.artifacts["decoder"]),
                               Path(context.artifacts["vocab"]), config["encoder"],
                               config["weights"], int(config["image_size"]), self.defaults)
@@ -186,7 +196,7 @@ def log_captioner(checkpoint: Path, vocab: Path, config: dict[str, Any], example
     """Log the captioner to the active run as the pyfunc model `captioner` with `config`
     (`model_config`), with `example` (an image file) as input example, and register it as a
     new version of `imcap`."""
-    defaults = DecodingDefaults(config["beam"], config["length_penalty"], config["max_length"])
+    defaults = DecodingDefaults.from_config(config)
     return mlflow.pyfunc.log_model(
         name="captioner", python_model=CaptionModel(),
         artifacts={"decoder": str(checkpoint), "vocab": str(vocab)},

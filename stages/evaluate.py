@@ -2,7 +2,9 @@
 size in `eval.beams`; BLEU the seed's way (nltk) and the COCO caption metrics per decoding mode,
 BLEU-4 and CIDEr-D with 95 % bootstrap intervals over test images; every test caption with its
 per-image statistics (for `imcap compare`); the beam sweep as a plot; per-word attention figures
-of the first test images; samples.
+of the first test images; samples. A model whose encoder training tuned
+(`train.finetune_encoder`) is scored on the test features of its tuned encoder, computed here
+(the feature store's are the untuned encoder's).
 Logged as an MLflow run of its own, nested under the train run of the model it scores: the
 headline metrics (greedy and the default beam, `run_metrics`), every score as the artifact
 `scores.csv`, and the captioner as a pyfunc model, registered as a version of `imcap` unless a
@@ -13,27 +15,31 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
 from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import caption_steps, draw_attention, encoder_view
-from imcap.evaluation.bleu import best_constant_caption, bleu_scores
-from imcap.evaluation.bootstrap import confidence_intervals
+from imcap.evaluation.bleu import best_constant_caption
 from imcap.evaluation.coco_metrics import CocoScorer
-from imcap.evaluation.params import DecodingDefaults, EvalParams, EvalStageParams
-from imcap.evaluation.per_image import caption_table, write_table
-from imcap.evaluation.split_evaluation import evaluate_split
+from imcap.evaluation.params import DecodingDefaults, EvalStageParams
+from imcap.evaluation.per_image import write_table
+from imcap.evaluation.scoring import (
+    Captions,
+    Scores,
+    caption_test,
+    eval_metrics,
+    score_captions,
+    score_lines,
+)
+from imcap.features.encode import tuned_split
 from imcap.features.encoders import preprocessing
 from imcap.features.images import load_rgb
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
-from imcap.model.checkpoint import load_checkpoint
-from imcap.model.constraints import DecodingRules
-from imcap.model.decoder import CaptionDecoder
-from imcap.model.decoding_loop import DecodedCaption, beam_decoder, caption_batches
+from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
+from imcap.model.decoding_loop import DecodedCaption
 from imcap.params_base import flatten, load_stage_params, read_params_file
 from imcap.paths import (
     ATTENTION_DIR,
@@ -50,8 +56,6 @@ from imcap.paths import (
 from imcap.stage import interruption_held
 from imcap.tracking import mlflow_run
 
-Captions = list[list[str]]
-Scores = dict[str, dict[str, float]]  # mode -> metric -> value
 HEADLINE = ("bleu4", "cider")  # with their 95 % intervals, for greedy and the default beam
 
 
@@ -63,23 +67,6 @@ def run_metrics(scores: Scores, beam: int) -> dict[str, float]:
     return {f"test_{mode}_{name}{bound}": round(scores[mode][f"{name}{bound}"], 4)
             for mode in ("greedy", f"beam{beam}") for name in HEADLINE
             for bound in ("", "_ci_low", "_ci_high")}
-
-
-def beam_captions(model: CaptionDecoder, test: CaptionedSplit, vocab: Vocabulary,
-                  device: torch.device, beam_size: int, settings: EvalParams,
-                  rules: DecodingRules) -> tuple[Captions, list[DecodedCaption]]:
-    """Captions of every test image, and the first `settings.attention_figures` of them with
-    their attention, for the figures."""
-    beam = beam_decoder(model, beam_size, settings.max_length,
-                        length_penalty=settings.length_penalty, groups=settings.beam_groups,
-                        diversity=settings.diversity_lambda, rules=rules)
-    captions: Captions = []
-    figures: list[DecodedCaption] = []
-    for caption in caption_batches(beam, test.image_batches(settings.batch_size, device), vocab):
-        captions.append(caption.words)
-        if len(figures) < settings.attention_figures:
-            figures.append(caption)
-    return captions, figures
 
 
 def draw_figures(figures: list[DecodedCaption], images: list[Path], label: str,
@@ -119,40 +106,25 @@ def main() -> None:
                       int(params.train.features_in_memory_gb * 2**30),
                       regions=params.reads_regions)
     test_files = encoded.filenames[encoded.images_in("test")].tolist()
-    device = pick_device(params.train.device, "train.device")
+    device = pick_device(params.train.device, "train.device", report=True)
     model = load_checkpoint(CHECKPOINT_FILE, device)
-
-    rules = DecodingRules.from_vocab(vocab, block_trigrams=settings.block_trigrams,
-                                     remove_bad_endings=settings.remove_bad_endings)
+    if (tuned := checkpoint_encoder(CHECKPOINT_FILE)) is not None:  # the store's are stale
+        test = tuned_split(test, tuned, store, [image_root(CAPTION_FILE) / name
+                                                for name in test_files],
+                           device, settings.batch_size, params.reads_regions)
 
     # Started first: METEOR's Java process loads its tables while the captions are decoded.
     with CocoScorer(meteor=settings.meteor) as coco:
-        greedy = evaluate_split(model, test, vocab, device, settings.max_length,
-                                settings.batch_size, rules)
-        loss = greedy.loss
-        captions: dict[str, Captions] = {"greedy": greedy.captions}
-        figures: dict[int, list[DecodedCaption]] = {}
-        for k in settings.beams:
-            captions[f"beam{k}"], figures[k] = beam_captions(model, test, vocab, device, k,
-                                                             settings, rules)
-        scores, cider = {}, {}
-        for mode, hypotheses in captions.items():
-            coco_scores, cider[mode] = coco.score_images(test.references, hypotheses)
-            scores[mode] = bleu_scores(test.references, hypotheses) | coco_scores
-    per_image = caption_table(test_files, test.references, captions, cider)
-    for mode, bounds in confidence_intervals(per_image).items():  # bleu4_ci_low, ..
-        scores[mode] |= bounds
-    for mode, values in scores.items():
-        print(f"{mode:>8}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
-    for metric, why in coco.skipped.items():
-        print(f"{metric}: skipped ({why})")
+        decoded = caption_test(model, test, vocab, device, settings)
+        captions, loss = decoded.captions, decoded.loss
+        scores, per_image = score_captions(coco, test_files, test.references, captions)
+    for line in score_lines(scores, coco.skipped):
+        print(line)
 
     train_captions = [c for image in dataset.split("train") for c in image.captions]
     constant, constant_bleu4 = best_constant_caption(test.references, train_captions)
     print(f"best constant caption {' '.join(constant)!r}: BLEU-4 {constant_bleu4:.2f}")
-    metrics = {mode: {k: round(v, 4) for k, v in values.items()} for mode, values in scores.items()}
-    metrics |= {"test_loss": round(loss, 4), "constant_caption_bleu4": round(constant_bleu4, 4),
-                "test_images": len(test.references), "skipped_metrics": coco.skipped}
+    metrics = eval_metrics(scores, loss, constant_bleu4, len(test.references), coco.skipped)
     sweep = pd.DataFrame([{"beam": k, "bleu4": scores[f"beam{k}"]["bleu4"],
                            "cider": scores[f"beam{k}"]["cider"]} for k in settings.beams])
     best = max(settings.beams, key=lambda k: (scores[f"beam{k}"]["bleu4"], -k))
@@ -172,7 +144,7 @@ def main() -> None:
         for target, write in writers.items():
             files.append(outputs.enter_context(atomic_path(target)))
             write(files[-1])
-        files += draw_figures(figures[best], [root / name for name in test_files],
+        files += draw_figures(decoded.figures[best], [root / name for name in test_files],
                               f"beam {best}", store,
                               outputs.enter_context(atomic_path(ATTENTION_DIR, replace_dir=True)))
         log_run(params, scores, metrics, sweep, files,

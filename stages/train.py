@@ -1,4 +1,6 @@
-"""DVC stage `train`: train the caption decoder on the selected encoder's features.
+"""DVC stage `train`: train the caption decoder on the selected encoder's features; with
+`train.finetune_encoder`, the encoder's last stages with it, on the images
+(`imcap.training.finetuning`).
 
 Checkpoints go to a staging folder outside DVC's outputs (`.imcap/train/`); the best one is
 published as data/model/decoder.pt only when training ends, so a killed train never leaves a
@@ -21,7 +23,7 @@ import pandas as pd
 import torch
 
 from imcap.atomic import atomic_path, prepare_outputs, write_json
-from imcap.data.karpathy import load_dataset
+from imcap.data.karpathy import image_root, load_dataset
 from imcap.data.vocab import EncodedCaptions, Vocabulary, load_embedding_matrix
 from imcap.devices import pick_device
 from imcap.distributed import Shard, launch
@@ -46,6 +48,8 @@ from imcap.paths import (
 from imcap.processes import lock_folder
 from imcap.stage_code import source_digests
 from imcap.tracking import PUBLISHED_TAG, mlflow_run
+from imcap.training.device import training_device
+from imcap.training.finetuning import finetuning_splits
 from imcap.training.loop import train_decoder
 from imcap.training.params import TrainStageParams
 from imcap.training.resume import EpochLog, claim_state_dir, fingerprint
@@ -75,15 +79,23 @@ def main() -> None:
     vocab_metrics = read_json(VOCAB_METRICS, stage="vocab")  # size, embedding coverage
     store = FeatureStore(FEATURES_FILE)
     in_memory = int(params.train.features_in_memory_gb * 2**30)  # larger splits: read lazily
-    train_data = load_split("train", encoded, store, dataset, in_memory, params.reads_regions)
-    val_data = load_split("val", encoded, store, dataset, in_memory, params.reads_regions)
+    regions = params.reads_regions and not params.train.finetune_encoder  # tuned: not stored
+    train_data = load_split("train", encoded, store, dataset, in_memory, regions)
+    val_data = load_split("val", encoded, store, dataset, in_memory, regions)
+    finetuning = None
+    if params.train.finetune_encoder:  # the frozen trunk's outputs stand in for the features
+        finetuning, splits = finetuning_splits(
+            params.train, store, encoded, {"train": train_data, "val": val_data},
+            image_root(CAPTION_FILE), training_device(params.train.device, shard))
+        train_data, val_data = splits["train"], splits["val"]
     config = DecoderConfig.from_params(params.attention, params.model, decoder=params.decoder,
                                        vocab_size=len(vocab),
                                        embed_dim=embeddings.shape[1],
                                        encoder_channels=store.feature_dim)
     if shard.rank != 0:
         train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
-                      STAGED_CHECKPOINT, seed=params.train.seed, state_dir=TRAIN_STAGING_DIR)
+                      STAGED_CHECKPOINT, seed=params.train.seed, state_dir=TRAIN_STAGING_DIR,
+                      finetuning=finetuning)
         return
     inputs = [CAPTION_FILE, VOCAB_FILE, CAPTIONS_FILE, EMBEDDINGS_FILE, FEATURES_FILE]
     key = fingerprint(params.trained_params(), inputs, source_digests("stages.train"),
@@ -109,7 +121,7 @@ def main() -> None:
         start = time.perf_counter()
         result = train_decoder(config, params.train, embeddings, train_data, val_data, vocab,
                                STAGED_CHECKPOINT, seed=params.train.seed, on_epoch=on_epoch,
-                               state_dir=TRAIN_STAGING_DIR)
+                               state_dir=TRAIN_STAGING_DIR, finetuning=finetuning)
         publish_model(STAGED_CHECKPOINT)
         summary = {"best_epoch": result.best_epoch, "best_val_bleu4": result.best_val_bleu4,
                    "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from imcap.features.extraction import extract_features
 from imcap.features.images import image_transform
 from imcap.model.beam import beam_search
 from imcap.model.checkpoint import load_checkpoint, save_checkpoint
+from imcap.model.constraints import DecodingRules
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.model.registry import build_decoder
 from imcap.params_base import flatten
@@ -84,16 +86,20 @@ def run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str
 
 
 def expected_captions(project: Path, images: list[Path], beam: int, max_length: int = 20,
-                      length_penalty: float = 0.0) -> list[str]:
-    """The same captions straight from the library."""
+                      length_penalty: float = 0.0, **options: Any) -> list[str]:
+    """The same captions straight from the library (`options`: beam search's `groups`,
+    `diversity`, and the rules' `block_trigrams`, `remove_bad_endings`)."""
     model = load_checkpoint(project / CHECKPOINT_FILE)
     vocab = Vocabulary.load(project / VOCAB_FILE)
     transform = image_transform(IMAGE_SIZE)
     with torch.no_grad():
         grid, pooled = tiny_encoder()(torch.stack([transform(Image.open(p).convert("RGB"))
                                                    for p in images]))
-    tokens = beam_search(model, grid, pooled, beam, max_length,
-                         length_penalty=length_penalty).tokens
+    rules = DecodingRules.from_vocab(vocab,
+                                     block_trigrams=options.pop("block_trigrams", False),
+                                     remove_bad_endings=options.pop("remove_bad_endings", False))
+    tokens = beam_search(model, grid, pooled, beam, max_length, length_penalty=length_penalty,
+                         rules=rules, **options).tokens
     return [" ".join(vocab.decode(row)) for row in tokens.tolist()]
 
 
@@ -266,6 +272,37 @@ def test_decoding_options_left_out_take_the_projects_eval_params(tmp_path, monke
     status, out, _ = run(capsys, "caption", image, "--root", project, "--max-length", "5")
     assert out.split("\t", 1)[1].strip() == expected_captions(project, [image], 2, max_length=5,
                                                               length_penalty=1.0)[0]
+
+
+DIVERSE = {"eval": {"beams": [2, 4], "block_trigrams": True, "remove_bad_endings": True,
+                    "beam_groups": 2, "diversity_lambda": 2.0}}  # default beam 4
+
+
+def lines(images: list[Path], captions: list[str]) -> str:
+    return "".join(f"{image}\t{caption}\n" for image, caption in zip(images, captions,
+                                                                      strict=True))
+
+
+def test_the_decoding_rules_and_diverse_beam_search_are_the_models_defaults(tmp_path, monkeypatch,
+                                                                           capsys):
+    project = make_project(tmp_path / "repo", monkeypatch, params=DIVERSE)
+    images = write_images(tmp_path / "mine", 6, seed=11)
+    lp = merged({})["eval"]["length_penalty"]
+    status, out, err = run(capsys, "caption", *images, "--root", project)
+    assert status == 0, err
+    diverse = expected_captions(project, images, 4, length_penalty=lp, groups=2, diversity=2.0,
+                                block_trigrams=True, remove_bad_endings=True)
+    assert out == lines(images, diverse)
+    plain = expected_captions(project, images, 4, length_penalty=lp)
+    assert plain != diverse  # the options change some caption: the defaults were applied
+    status, out, err = run(capsys, "caption", *images, "--root", project, "--beam-groups", "1",
+                           "--diversity-lambda", "0", "--no-block-trigrams",
+                           "--no-remove-bad-endings")
+    assert out == lines(images, plain)
+    status, out, err = run(capsys, "caption", images[0], "--root", project, "--beam", "3")
+    assert (status, out) == (1, "")
+    assert err == ("imcap caption: error: --beam-groups must be >= 1 and divide --beam (3), "
+                   "got 2\n")
 
 
 def test_a_run_decodes_as_its_logged_params_say(project, tmp_path, monkeypatch, capsys):

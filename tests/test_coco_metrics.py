@@ -3,6 +3,7 @@
 import random
 import shutil
 
+import numpy as np
 import pytest
 
 from imcap.evaluation import coco_metrics
@@ -92,13 +93,62 @@ def test_an_interruption_while_meteor_scores_leaves_nothing_to_wait_for(monkeypa
     scorer = CocoScorer(meteor=True)
     meteor = scorer._meteor
 
-    def interrupted(*args: object) -> str:
-        raise KeyboardInterrupt
+    class Interrupted:  # the Java process's output, read when the interruption lands
+        def __init__(self, stream):
+            self.stream = stream
 
-    monkeypatch.setattr(meteor, "_stat", interrupted)
+        def readline(self) -> bytes:
+            raise KeyboardInterrupt
+
+        def close(self) -> None:
+            self.stream.close()
+
+    monkeypatch.setattr(meteor.meteor_p, "stdout", Interrupted(meteor.meteor_p.stdout))
     with pytest.raises(KeyboardInterrupt), scorer:
         scorer.score([[["a", "red", "circle"]]], [["a", "red", "circle"]])
     assert not meteor.lock.locked() and meteor.meteor_p.poll() is not None
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
+def test_meteor_sends_every_image_before_reading_an_answer_and_scores_as_pycocoevalcap():
+    """One round trip per image kept the Java process waiting for each next line; pipelined,
+    the images go out together and the number is the same."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    references, hypotheses = random_corpus(4, images=30)
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+    reference = Meteor()
+    try:
+        expected, _ = reference.compute_score(gts, res)
+    finally:
+        reference.__del__()
+    sent = [0]  # SCORE lines handed to the Java process so far
+    seen: list[int] = []  # how many had been, as each answer arrived
+    scorer = CocoScorer(meteor=True)
+    process = scorer._meteor.meteor_p
+
+    class Recorded:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def write(self, data: bytes) -> int:
+            sent[0] += data.count(b"SCORE")  # counted before Java can answer any of them
+            return self.stream.write(data)
+
+        def readline(self) -> bytes:
+            line = self.stream.readline()
+            seen.append(sent[0])
+            return line
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    process.stdin, process.stdout = Recorded(process.stdin), Recorded(process.stdout)
+    with scorer:
+        assert scorer.score(references, hypotheses)["meteor"] == pytest.approx(100 * expected,
+                                                                               abs=1e-12)
+    assert seen[0] == len(references)  # one round trip per image: 1
 
 
 def test_meteor_is_skipped_not_failed_without_java(monkeypatch):
@@ -116,3 +166,21 @@ def test_mismatched_or_empty_inputs_are_errors():
             scorer.score([[["a"]]], [["a"], ["b"]])
         with pytest.raises(ValueError, match="no captions"):
             scorer.score([], [])
+
+
+@pytest.mark.parametrize("meteor", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("java") is None, reason="METEOR needs Java"))])
+def test_modes_scored_in_parallel_processes_score_exactly_as_one_after_the_other(meteor):
+    from imcap.evaluation.scoring import score_modes
+
+    references, _ = random_corpus(5, images=30)
+    captions = {f"mode{seed}": random_corpus(seed, images=30)[1] for seed in range(3)}
+    with CocoScorer(meteor=meteor) as coco:
+        apart, apart_cider = score_modes(references, captions, coco, processes=3)
+        together, together_cider = score_modes(references, captions, coco, processes=1)
+        expected = {mode: bleu_scores(references, h) | coco.score(references, h)
+                    for mode, h in captions.items()}
+    assert apart == together == expected
+    assert [list(s) for s in apart.values()] == [list(s) for s in expected.values()]  # key order
+    assert all(np.array_equal(apart_cider[m], together_cider[m]) for m in captions)
+    assert ("meteor" in apart["mode0"]) == meteor

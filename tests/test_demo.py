@@ -275,3 +275,21 @@ def test_a_port_in_use_is_the_error_alone_naming_it(monkeypatch, capsys):
     assert (status, out) == (1, "")
     assert err == (f"imcap demo: error: port {port} on 127.0.0.1 is in use; stop what uses it "
                    "or choose another --port\n")
+
+
+def test_the_page_decodes_with_the_models_rules_and_diverse_beam_search():
+    """Greedy with the model's decoding rules (one group: exactly greedy decoding), the beam
+    with its rules and diverse beam search."""
+    from imcap import cli
+    from imcap.captioner import Decoding
+    from imcap.demo.command import decodings
+    from imcap.evaluation.params import DecodingDefaults
+
+    args = cli.build_parser().parse_args(["demo"])
+    shown = decodings(cli.with_defaults(args, DecodingDefaults(4, 0.5, 20, True, True, 2, 1.0)))
+    assert shown == {"greedy": Decoding(1, 0.0, False, 1.0, 0, 20, 0, None, True, True, 1, 0.0),
+                     "beam 4": Decoding(4, 0.5, False, 1.0, 0, 20, 0, None, True, True, 2, 1.0)}
+    args = cli.build_parser().parse_args(["demo", "--beam", "3"])
+    with pytest.raises(cli.CaptionerError, match=r"--beam-groups must be >= 1 and divide "
+                                                 r"--beam \(3\), got 2"):
+        decodings(cli.with_defaults(args, DecodingDefaults(4, 0.5, 20, True, True, 2, 1.0)))

@@ -24,7 +24,7 @@ def test_each_rank_reads_with_its_share_of_its_own_nodes_cpus(monkeypatch):
     loader workers beside it), not 17 // 8 as if all 8 ranks shared one node's CPUs."""
     import imcap.features.extraction_settings as runtime
 
-    monkeypatch.setattr(runtime, "pick_device", lambda name, param: torch.device("cuda"))
+    monkeypatch.setattr(runtime, "pick_device", lambda name, param, **kw: torch.device("cuda"))
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(17)),
                         raising=False)
     monkeypatch.setenv("RANK", "5")

@@ -46,3 +46,14 @@ def test_invalid_json_names_the_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(DatasetFormatError, match=r"broken\.json: not valid JSON"):
         load_dataset(path)
+
+
+def test_a_word_is_one_string_however_often_the_captions_use_it(tmp_path):
+    """At COCO's size (7M word uses) a string per use cost the train stage ~0.5 GB and took
+    its peak over 3 GB (docs/speed.md)."""
+    path = _write(tmp_path, {"images": [_image(f"{i}.jpg", tokens=("a", "red", "cat"))
+                                        for i in range(3)]})
+    captions = [c for image in load_dataset(path).images for c in image.captions]
+    assert captions == [("a", "red", "cat")] * 3
+    for position in range(3):
+        assert len({id(c[position]) for c in captions}) == 1

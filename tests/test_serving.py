@@ -168,9 +168,32 @@ def test_an_evaluate_only_change_of_the_decoding_defaults_serves_a_new_version(
     assert served_decoding("1", image).length_penalty == DEFAULTS.length_penalty
 
 
-def served_decoding(version: str, image: Path) -> Decoding:
+def test_a_version_decodes_with_the_rules_and_diverse_beam_search_it_was_evaluated_with(
+        tmp_path, monkeypatch):
+    """`eval.block_trigrams`, `eval.remove_bad_endings`, `eval.beam_groups` and
+    `eval.diversity_lambda` are recorded with the version, which decodes with them unless a
+    request says otherwise."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    write_outputs(tmp_path)
+    diverse = {"block_trigrams": True, "remove_bad_endings": True, "beam_groups": 3,
+               "diversity_lambda": 0.5}
+    assert DEFAULTS.beam == 3
+    assert evaluate_run(tmp_path) == ("1", True)
+    assert evaluate_run(tmp_path, dataclasses.replace(DEFAULTS, **diverse)) == ("2", True)
+    image = write_image(tmp_path / "mine.png", seed=5)
+    plain = served_decoding("1", image)
+    assert (plain.block_trigrams, plain.remove_bad_endings, plain.beam_groups,
+            plain.diversity_lambda) == (False, False, 1, 0.0)
+    assert served_decoding("2", image) == dataclasses.replace(plain, **diverse)
+    off = {"block_trigrams": False, "beam_groups": 1, "diversity_lambda": 0.0}
+    assert served_decoding("2", image, off) == dataclasses.replace(plain, remove_bad_endings=True)
+
+
+def served_decoding(version: str, image: Path, params: dict | None = None) -> Decoding:
     """The decoding the registered `version` captions `image` with when a request names no
-    param."""
+    param (or `params`)."""
     served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{version}")
     captioner = served.unwrap_python_model().captioner
     decodings, caption = [], captioner.caption
@@ -180,7 +203,7 @@ def served_decoding(version: str, image: Path) -> Decoding:
         return caption(images, decoding, **kwargs)
 
     captioner.caption = recorded
-    served.predict(pd.DataFrame({"image": [encode_image(image)]}))
+    served.predict(pd.DataFrame({"image": [encode_image(image)]}), params=params)
     (decoding,) = decodings
     return decoding
 
@@ -263,7 +286,9 @@ BAD_PARAMS = {"beam 0": ({"beam": 0}, "beam must be between 1 and 10, got 0"),
               "max_length 3000000": ({"max_length": 3_000_000, "beam": 3},
                                      "max_length must be between 1 and 100, got 3000000"),
               "length_penalty -1": ({"length_penalty": -1.0},
-                                    "length_penalty must be between 0 and 10, got -1.0")}
+                                    "length_penalty must be between 0 and 10, got -1.0"),
+              "beam_groups 2 of beam 3": ({"beam": 3, "beam_groups": 2},
+                                          "beam_groups must divide beam (3), got 2")}
 
 
 def test_params_out_of_range_are_refused_naming_the_param_and_its_range(store, tmp_path):

@@ -247,3 +247,67 @@ def test_speed_only_params_train_exactly_the_same_weights(tmp_path):
     (logs, weights), (other_logs, other_weights) = runs["default"], runs["other"]
     assert logs == other_logs
     assert all(torch.equal(weights[key], other_weights[key]) for key in weights)
+
+
+def _lazy(split: CaptionedSplit) -> CaptionedSplit:
+    """`split` as if read from the store batch by batch."""
+    return CaptionedSplit(grid=CountingRows(split.grid), pooled=CountingRows(split.pooled),
+                          captions=split.captions, image_row=split.image_row,
+                          references=split.references)
+
+
+def test_auto_workers_read_ahead_only_on_cuda_for_a_split_read_from_the_store(monkeypatch):
+    from imcap.training import readahead
+
+    monkeypatch.setattr(readahead, "_usable_cpus", lambda: 16)
+    split = _split(40, 0)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert readahead.readers("auto", _lazy(split), 10, 2, cuda) == readahead.AUTO_WORKERS
+    assert readahead.readers("auto", split, 10, 2, cuda) == 0  # in RAM: nothing to wait for
+    assert readahead.readers("auto", _lazy(split), 10, 2, cpu) == 0  # the CPU does both
+    assert readahead.readers(3, split, 10, 2, cpu) == 3
+
+
+def _small_shared_memory(monkeypatch, free: int) -> None:
+    """A /dev/shm with `free` bytes, as Docker's default 64 MB is for a COCO window."""
+    import shutil as real_shutil
+
+    from imcap.training import readahead
+
+    usage = real_shutil.disk_usage(".")
+    monkeypatch.setattr(readahead.shutil, "disk_usage",
+                        lambda path: usage._replace(free=free))
+
+
+def test_workers_whose_windows_do_not_fit_in_shared_memory_are_one_line_not_a_bus_error(
+        monkeypatch):
+    from imcap.training.readahead import SharedMemoryError
+
+    split = _split(90, 0)
+    plan = plan_epoch(split, 16, _seed(0), image_window=40)
+    _small_shared_memory(monkeypatch, free=1000)
+    with pytest.raises(SharedMemoryError) as error:
+        _epoch(split, plan, num_workers=2)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("train.num_workers 2: the windows they read ahead take up to ")
+    assert "/dev/shm, which has 0 MB free; give it more (Docker: --shm-size=1g" in message
+    assert message.endswith("or set train.num_workers to 0 (read in the training process)")
+    _small_shared_memory(monkeypatch, free=2**30)  # room enough: the workers read
+    assert len(_epoch(split, plan, num_workers=2)) == len(_batches(plan))
+
+
+def test_auto_reads_in_the_training_process_when_shared_memory_is_too_small(monkeypatch,
+                                                                             capsys):
+    from imcap.training import readahead
+
+    monkeypatch.setattr(readahead, "_usable_cpus", lambda: 16)
+    readahead._say.cache_clear()
+    _small_shared_memory(monkeypatch, free=1000)
+    lazy = _lazy(_split(40, 0))
+    for _ in range(2):  # every epoch asks; the line is said once
+        assert readahead.readers("auto", lazy, 10, 2, torch.device("cuda")) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("train.num_workers auto: reading in the training process, not in "
+                           f"{readahead.AUTO_WORKERS} workers: the windows they read ahead take")
+    readahead._say.cache_clear()

@@ -3,6 +3,7 @@ cross-entropy training; on, they follow the reward from the cross-entropy model,
 epoch numbers and logs, publish their last weights, and resume after a kill."""
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -146,3 +147,42 @@ def test_image_batches_cover_every_image_once_and_leave_no_rank_idle():
 def test_the_mean_baseline_needs_two_samples():
     with pytest.raises(ValueError, match="scst_samples >= 2"):
         cpu_training(scst_baseline="mean", scst_samples=1)
+
+
+class ReadBy:
+    """Rows that note which process read how many of them (a worker's reads are not this
+    process's)."""
+
+    def __init__(self, rows: torch.Tensor, log) -> None:
+        self.rows, self.log = rows, log
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {len(index)}\n")
+        return self.rows[index]
+
+
+def test_self_critical_epochs_read_ahead_in_workers_and_train_the_same_weights(tmp_path):
+    """`train.num_workers` reads the self-critical batches' features in worker processes, as it
+    does the cross-entropy windows: the same epochs and bit-identical weights (the captions
+    are sampled from the same random draws)."""
+    results, readers = {}, {}
+    for workers in (0, 2):
+        log = tmp_path / f"reads{workers}.txt"
+        base = _split(64, 0)
+        split = dataclasses.replace(base, grid=ReadBy(base.grid, log),
+                                    pooled=ReadBy(base.pooled, log))
+        logs = []
+        results[workers] = (_train(tmp_path, f"w{workers}.pt", split, on_epoch=logs.append,
+                                   num_workers=workers, **RESUMABLE), logs)
+        reads = [line.split() for line in log.read_text().splitlines()]
+        # the self-critical batches: scst_batch_size images (a cross-entropy window: all 64)
+        readers[workers] = {pid for pid, rows in reads if int(rows) == RESUMABLE["scst_batch_size"]}
+    assert results[2] == results[0]
+    a, b = (torch.load(tmp_path / f"w{w}.pt", weights_only=True)["state_dict"] for w in (0, 2))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert readers[0] == {str(os.getpid())}
+    assert readers[2] and str(os.getpid()) not in readers[2]

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from imcap.captioner import Artifacts, Captioner, CaptionerError, Decoding
-from imcap.cli import with_defaults
+from imcap.cli import beam_problems, with_defaults
 from imcap.demo.app import create_app
 from imcap.devices import pick_device
 from imcap.model.checkpoint import checkpoint_record
@@ -42,11 +42,20 @@ def check(args: argparse.Namespace) -> None:
 
 
 def decodings(args: argparse.Namespace) -> dict[str, Decoding]:
-    """Greedy (beam 1, no length penalty: exactly greedy decoding) and beam `--beam`."""
-    rules = {"greedy": (1, 0.0), f"beam {args.beam}": (args.beam, args.length_penalty)}
+    """Greedy (beam 1 in one group, no length penalty: exactly greedy decoding) and beam
+    `--beam`, both with the decoding rules."""
+    problems = beam_problems(args)
+    if problems:
+        raise CaptionerError("; ".join(problems))
+    beams = {"greedy": (1, 0.0, 1, 0.0),
+             f"beam {args.beam}": (args.beam, args.length_penalty, args.beam_groups,
+                                   args.diversity_lambda)}
     return {name: Decoding(beam, penalty, sample=False, temperature=1.0, top_k=0,
-                           max_length=args.max_length, min_length=0)
-            for name, (beam, penalty) in rules.items()}
+                           max_length=args.max_length, min_length=0,
+                           block_trigrams=args.block_trigrams,
+                           remove_bad_endings=args.remove_bad_endings, beam_groups=groups,
+                           diversity_lambda=diversity)
+            for name, (beam, penalty, groups, diversity) in beams.items()}
 
 
 def describe(source: str, artifacts: Artifacts, captioner: Captioner) -> dict[str, str]:

@@ -37,8 +37,8 @@ def caption_image(captioner: Captioner, image: Image.Image, decodings: Mapping[s
     results = []
     with tempfile.TemporaryDirectory(prefix="imcap-demo-") as tmp:
         for name, decoding in decodings.items():
-            [caption] = caption_batches(decoding.decoder(captioner.model), [features],
-                                        captioner.vocab)
+            [caption] = caption_batches(decoding.decoder(captioner.model, captioner.vocab),
+                                        [features], captioner.vocab)
             text = " ".join(caption.words)
             labels, maps = caption_steps(caption.words, caption.alphas, caption.ended)
             figure = None

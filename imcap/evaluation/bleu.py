@@ -12,8 +12,6 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
-from nltk.translate.bleu_score import brevity_penalty, closest_ref_length
-from nltk.translate.bleu_score import corpus_bleu as nltk_bleu
 
 from imcap.evaluation.bleu_counts import NGRAMS, CaptionNgrams, WordIds, corpus_bleu
 
@@ -27,6 +25,11 @@ def bleu_scores(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tok
     """`{"bleu1": .., "bleu4": ..}` in percent, `length`: the mean caption length in words, and
     `brevity_penalty` (0..1): nltk's, over the corpus, from each caption's closest reference
     length (1 when the captions are together longer than those references)."""
+    # imported here: training imports this module, and the GPU machines' benchmarks run it
+    # without nltk
+    from nltk.translate.bleu_score import brevity_penalty, closest_ref_length
+    from nltk.translate.bleu_score import corpus_bleu as nltk_bleu
+
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
     with warnings.catch_warnings():  # nltk warns on every zero n-gram order; 0 is the answer

@@ -11,7 +11,9 @@ lowercased, and scoring the very tokens nltk scores keeps the two BLEUs comparab
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -74,28 +76,73 @@ class CocoScorer:
     def score_images(self, references: Sequence[Sequence[Tokens]],
                      hypotheses: Sequence[Tokens]) -> tuple[dict[str, float], np.ndarray]:
         """`score`'s scores, and the CIDEr-D of each image × 100 (their mean is "cider")."""
-        if len(references) != len(hypotheses):
-            raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
-        if not hypotheses:
-            raise ValueError("no captions to score")
-        gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
-        res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        scores = {f"coco_bleu{n}": b for n, b in enumerate(bleu, start=1)}
-        scores["rouge_l"], _ = Rouge().compute_score(gts, res)
-        scores["cider"], cider = Cider().compute_score(gts, res)
-        if self._meteor is not None:
-            scores["meteor"] = self._meteor_score(gts, res)
-        return ({name: 100.0 * float(value) for name, value in scores.items()},
-                100.0 * np.asarray(cider, dtype=np.float64))
+        scores, cider = text_scores(references, hypotheses)
+        meteor = self.meteor(references, hypotheses)
+        return scores | ({} if meteor is None else {"meteor": meteor}), cider
+
+    def meteor(self, references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+               ) -> float | None:
+        """METEOR × 100, None when it is skipped."""
+        if self._meteor is None:
+            return None
+        gts, res = _as_text(references, hypotheses)
+        return 100.0 * float(self._meteor_score(gts, res))
 
     def _meteor_score(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
         try:
-            score, _ = self._meteor.compute_score(gts, res)
+            return meteor_score(self._meteor, gts, res)
         except (ValueError, BrokenPipeError) as err:  # the process died: no number to read
             detail = self._meteor.meteor_p.stderr.read().decode(errors="replace").strip()
             self.close()
             raise MeteorError(f"METEOR (java -jar meteor-1.5.jar) failed: {detail[-2000:] or err}"
                               ) from err
-        return score
+
+
+def text_scores(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+                ) -> tuple[dict[str, float], np.ndarray]:
+    """The metrics computed in Python, × 100: `{"coco_bleu1".."coco_bleu4", "rouge_l",
+    "cider"}`, and the CIDEr-D of each image."""
+    gts, res = _as_text(references, hypotheses)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"coco_bleu{n}": b for n, b in enumerate(bleu, start=1)}
+    scores["rouge_l"], _ = Rouge().compute_score(gts, res)
+    scores["cider"], cider = Cider().compute_score(gts, res)
+    return ({name: 100.0 * float(value) for name, value in scores.items()},
+            100.0 * np.asarray(cider, dtype=np.float64))
+
+
+def _as_text(references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]
+             ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """pycocoevalcap's input: per image its references, and its one hypothesis, as text."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
+    if not hypotheses:
+        raise ValueError("no captions to score")
+    return ({i: [" ".join(r) for r in refs] for i, refs in enumerate(references)},
+            {i: [" ".join(h)] for i, h in enumerate(hypotheses)})
+
+
+def meteor_score(meteor: Meteor, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    """pycocoevalcap's `Meteor.compute_score`, the same lines sent, the same number read back,
+    but pipelined: every image's `SCORE` line is written by a thread while this one reads the
+    answers, instead of one round trip to the Java process per image: the Java process never
+    waits for the next line (487 images on the busy shared machine: 8.1 s against 10.8 s)."""
+    lines = [" ||| ".join(("SCORE", " ||| ".join(gts[i]),
+                           res[i][0].replace("|||", "").replace("  ", " "))) for i in gts]
+    process = meteor.meteor_p
+    with meteor.lock:
+        def write() -> None:
+            with contextlib.suppress(BrokenPipeError, ValueError):  # the reader reports it
+                process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+                process.stdin.flush()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        stats = [process.stdout.readline().decode().strip() for _ in lines]
+        writer.join()
+        process.stdin.write(" ||| ".join(("EVAL", *stats)).encode() + b"\n")
+        process.stdin.flush()
+        for _ in lines:  # each image's score, then the corpus score
+            process.stdout.readline()
+        return float(process.stdout.readline().strip())
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import IO
 
 import pandas as pd
 
@@ -54,25 +57,36 @@ def load_side(source: str, root: Path) -> pd.DataFrame:
 
 
 def _from_revision(rev: str, root: Path) -> pd.DataFrame:
+    with open_at_revision(EVAL_CAPTIONS, rev, root, "evaluated") as stream:
+        return read_table(stream, f"{rev}:{EVAL_CAPTIONS}")
+
+
+@contextmanager
+def open_at_revision(path: Path, rev: str, root: Path, made_by: str,
+                     mode: str = "r") -> Iterator[IO]:
+    """The DVC output or git file `path` as git revision or DVC experiment `rev` of the
+    repository at `root` recorded it (from the DVC cache, else the remote); `made_by` says
+    what a revision without it lacked ("evaluated", "trained"). Every way it cannot be read is
+    a `CompareError` in one line."""
     import dvc.api
     from dvc.exceptions import DvcException, NotDvcRepoError, PathMissingError
     from dvc.scm import RevError, SCMError
 
-    name = f"{rev}:{EVAL_CAPTIONS}"
+    name = f"{rev}:{path}"
     try:
-        with dvc.api.open(str(EVAL_CAPTIONS), repo=str(root), rev=rev) as stream:
-            return read_table(stream, name)
+        with dvc.api.open(str(path), repo=str(root), rev=rev, mode=mode) as stream:
+            yield stream
     except RevError as err:
         raise CompareError(f"{rev}: not a git revision, DVC experiment or MLflow run id in "
                            f"{root.resolve()}, nor a file ({err})") from err
     except PathMissingError as err:
-        if _records_output(rev, root):
-            raise CompareError(f"{rev}: its {EVAL_CAPTIONS} is not in this DVC cache (a fresh "
+        if _records_output(rev, path, root):
+            raise CompareError(f"{rev}: its {path} is not in this DVC cache (a fresh "
                                "clone holds none of a commit's outputs); `dvc pull` it (an "
-                               "experiment: `dvc exp pull <git remote> <name>`), or compare "
+                               "experiment: `dvc exp pull <git remote> <name>`), or name "
                                "experiments run here") from err
-        raise CompareError(f"{rev}: has no {EVAL_CAPTIONS} (evaluated before per-image "
-                           "results were kept, or not evaluated)") from err
+        raise CompareError(f"{rev}: has no {path} (not {made_by} at that revision, or "
+                           "before that output was kept)") from err
     except (SCMError, NotDvcRepoError) as err:  # not a git (DVC) repository
         raise CompareError(f"{rev}: {err}; outside one, name per-image files or MLflow run "
                            "ids") from err
@@ -82,22 +96,22 @@ def _from_revision(rev: str, root: Path) -> pd.DataFrame:
                            "`dvc exp apply` the experiment and rerun `dvc repro`") from err
 
 
-def _records_output(rev: str, root: Path) -> bool:
+def _records_output(rev: str, path: Path, root: Path) -> bool:
     """Whether revision `rev` (a DVC experiment's name too: no git ref, `dvc exp pull` brings
-    it as refs/exps/...) records the per-image file as a DVC output (its `dvc.lock` or a `.dvc`
-    file), so that only its cached copy is missing."""
+    it as refs/exps/...) records `path` as a DVC output (its `dvc.lock` or a `.dvc` file), so
+    that only its cached copy is missing."""
     from dvc.scm import SCM, resolve_rev
 
     commit = resolve_rev(SCM(str(root)), rev)
 
-    def show(path: str) -> str | None:
-        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root,
+    def show(name: str) -> str | None:
+        shown = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=root,
                                capture_output=True, text=True, check=False)
         return shown.stdout if shown.returncode == 0 else None
 
     lock = show("dvc.lock")
-    return ((lock is not None and f"path: {EVAL_CAPTIONS}" in lock)
-            or show(f"{EVAL_CAPTIONS}.dvc") is not None)
+    return ((lock is not None and f"path: {path}" in lock)
+            or show(f"{path}.dvc") is not None)
 
 
 def _from_mlflow(run_id: str, root: Path) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import ConfigDict, Field, model_validator
@@ -107,15 +107,22 @@ class EvalStageParams(Section):
 @dataclass(frozen=True)
 class DecodingDefaults:
     """How a trained model decodes when a command or request does not say: beam search of
-    `eval`'s default beam, with its length penalty and caption length."""
+    `eval`'s default beam, with its length penalty, caption length, decoding rules and diverse
+    beam search. The last four default to off for models that recorded none of them."""
 
     beam: int
     length_penalty: float
     max_length: int
+    block_trigrams: bool = False
+    remove_bad_endings: bool = False
+    beam_groups: int = 1
+    diversity_lambda: float = 0.0
 
     @classmethod
     def from_eval(cls, params: EvalParams) -> DecodingDefaults:
-        return cls(params.default_beam, params.length_penalty, params.max_length)
+        return cls(params.default_beam, params.length_penalty, params.max_length,
+                   params.block_trigrams, params.remove_bad_endings, params.beam_groups,
+                   params.diversity_lambda)
 
     @classmethod
     def from_params_file(cls, path: Path) -> DecodingDefaults:
@@ -129,4 +136,21 @@ class DecodingDefaults:
         if not all(key in params for key in LOGGED_KEYS):
             return None
         beams, penalty, length = (yaml.safe_load(params[key]) for key in LOGGED_KEYS)
-        return cls(default_beam(beams), float(penalty), int(length))
+        return cls.from_config({"beam": default_beam(beams), "length_penalty": penalty,
+                                "max_length": length}
+                               | {name: yaml.safe_load(params[f"eval.{name}"])
+                                  for name in OPTIONAL_KEYS if f"eval.{name}" in params})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DecodingDefaults:
+        """From a mapping of its fields (a served model's config); the optional ones it lacks
+        are off."""
+        return cls(int(config["beam"]), float(config["length_penalty"]),
+                   int(config["max_length"]),
+                   **{name: kind(config[name]) for name, kind in OPTIONAL_KEYS.items()
+                      if name in config})
+
+
+# The fields of `DecodingDefaults` that models recorded before they existed lack, in order.
+OPTIONAL_KEYS: dict[str, type] = {"block_trigrams": bool, "remove_bad_endings": bool,
+                                  "beam_groups": int, "diversity_lambda": float}

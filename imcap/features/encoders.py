@@ -115,17 +115,23 @@ class Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform_input:
-            images = _inception_transform_input(images)
-        if self.tokens:
-            grid, pooled = self.trunk(images)
-            return grid, pooled.float()
-        fmap = self.trunk(images)  # [B, C, H, W]
-        # permute + flatten: free for a channels_last fmap, equal to flatten(2).transpose(1, 2)
-        grid = fmap.permute(0, 2, 3, 1).flatten(1, 2)  # [B, H*W, C]
-        return grid, grid.float().mean(dim=1)
+            images = inception_transform_input(images)
+        return grid_and_pooled(self.trunk(images), self.tokens)
 
 
-def _inception_transform_input(x: torch.Tensor) -> torch.Tensor:
+def grid_and_pooled(output: torch.Tensor | tuple[torch.Tensor, torch.Tensor], tokens: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grid [B, R, C], pooled [B, C] float32) of what a trunk returns: a feature map
+    [B, C, H, W] (its regions and their mean), or with `tokens` the (grid, pooled) pair."""
+    if tokens:
+        grid, pooled = output
+        return grid, pooled.float()
+    # permute + flatten: free for a channels_last fmap, equal to flatten(2).transpose(1, 2)
+    grid = output.permute(0, 2, 3, 1).flatten(1, 2)  # [B, H*W, C]
+    return grid, grid.float().mean(dim=1)
+
+
+def inception_transform_input(x: torch.Tensor) -> torch.Tensor:
     """torchvision's `Inception3._transform_input`, broadcast (keeps channels_last)."""
     scale = torch.tensor([s / 0.5 for s in IMAGENET_STD], dtype=x.dtype, device=x.device)
     shift = torch.tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN], dtype=x.dtype,
@@ -165,20 +171,26 @@ def build_encoder(name: str, weights: str = "none", image_size: int = 0) -> Enco
     """Encoder `name` in eval mode at `image_size` px (0: native; only patch models are built
     for a size): seeded random init, or pretrained weights."""
     check_encoder(name, weights, image_size)
-    size = image_size or NATIVE_SIZE[name]
+    if name in CLIP_MODELS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(NONE_SEED)
+            return _clip_encoder(name, weights, image_size or NATIVE_SIZE[name])
+    return encoder_from_model(classifier_model(name, weights, image_size))
+
+
+def classifier_model(name: str, weights: str = "none", image_size: int = 0) -> nn.Module:
+    """torchvision's model `name` (not CLIP) at `image_size` px (0: native) as
+    `build_encoder` builds it, head included: seeded random init, or pretrained weights."""
+    check_encoder(name, weights, image_size)
+    kwargs = {"image_size": image_size or NATIVE_SIZE[name]} if name in VITS else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(NONE_SEED)
-        if name in CLIP_MODELS:
-            return _clip_encoder(name, weights, size)
-        kwargs = {"image_size": size} if name in VITS else {}
         enum = weights_enum(name, weights)
-        if enum is None:
-            if name == "inception_v3":
-                kwargs |= {"aux_logits": False, "init_weights": True}
-            model = torchvision.models.get_model(name, weights=None, **kwargs)
-        else:
-            model = _pretrained(name, enum, kwargs)
-    return encoder_from_model(model)
+        if enum is not None:
+            return _pretrained(name, enum, kwargs)
+        if name == "inception_v3":
+            kwargs |= {"aux_logits": False, "init_weights": True}
+        return torchvision.models.get_model(name, weights=None, **kwargs)
 
 
 def _clip_encoder(name: str, weights: str, size: int) -> Encoder:

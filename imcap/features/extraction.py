@@ -25,8 +25,8 @@ from imcap.atomic import atomic_path
 from imcap.distributed import Shard
 from imcap.features.encoders import Encoder, Preprocessing, build_encoder, preprocessing
 from imcap.features.extraction_settings import ExtractionSettings
-from imcap.features.images import ImageReadError, Normaliser, gpu_decode
-from imcap.features.loader import Batch, image_batches
+from imcap.features.images import Normaliser
+from imcap.features.loader import batch_pixels, image_batches
 from imcap.features.params import FeaturesParams
 from imcap.features.sharding import extract_shard, remove_shards
 from imcap.features.store import create_store
@@ -90,7 +90,8 @@ class Extraction:
         with h5py.File(out, "w") as h5, torch.inference_mode():
             try:
                 for batch in bar:
-                    grid, pooled = self._encode(encoder, normalise(self._pixels(batch, paths)))
+                    grid, pooled = self._encode(encoder, normalise(
+                        batch_pixels(batch, paths, self.spec, rt.device)))
                     if writer is None:
                         writer = FeatureWriter(*create_store(h5, names, *grid.shape[1:],
                                                              self.dtype, self.attrs), names)
@@ -105,26 +106,6 @@ class Extraction:
             finally:
                 if writer is not None:
                     writer.stop()
-
-    def _pixels(self, batch: Batch, paths: list[Path]) -> torch.Tensor:
-        """The batch's pixel values [B, 3, S, S] on the device, every image decoded.
-
-        On a GPU the DataLoader pinned the batch's tensors: every copy here is non-blocking.
-        """
-        if batch.errors:
-            raise ImageReadError(batch.errors[0])
-        dev = self.runtime.device
-        pixels = batch.pixels.to(dev, non_blocking=True)
-        if not len(batch.jpeg_slots):
-            return pixels
-        indices = batch.indices.tolist()
-        jpeg_paths = [paths[indices[slot]] for slot in batch.jpeg_slots.tolist()]
-        decoded = gpu_decode(batch.jpegs(), jpeg_paths, self.spec, dev)
-        if not len(batch.pixel_slots):
-            return decoded  # only JPEGs: already in batch order
-        merged = torch.empty(len(indices), *decoded.shape[1:], device=dev)
-        merged.index_copy_(0, batch.pixel_slots.to(dev, non_blocking=True), pixels.float())
-        return merged.index_copy_(0, batch.jpeg_slots.to(dev, non_blocking=True), decoded)
 
     def _encode(self, encoder: Encoder, images: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ class ExtractionSettings:
         """`batch_size` 0, `num_workers` -1 and the `auto`s pick the device's defaults (module
         docstring); under torchrun each rank takes its local GPU and its share of the CPUs."""
         shard = shard or Shard()
-        dev = pick_device(config.device, "features.device")
+        dev = pick_device(config.device, "features.device", report=True)
         cuda = dev.type == "cuda"
         if cuda:
             dev = torch.device("cuda", shard.local_rank)

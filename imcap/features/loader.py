@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imcap.features.encoders import Preprocessing
 from imcap.features.extraction_settings import ExtractionSettings
-from imcap.features.images import ImageReadError, is_jpeg, read_pixels
+from imcap.features.images import ImageReadError, gpu_decode, is_jpeg, read_pixels
 
 
 class Batch(NamedTuple):
@@ -99,3 +99,26 @@ def image_batches(paths: Sequence[Path], spec: Preprocessing,
         collate_fn=collate,
         pin_memory=runtime.device.type == "cuda",
     )
+
+
+def batch_pixels(batch: Batch, paths: Sequence[Path], spec: Preprocessing,
+                 device: torch.device) -> torch.Tensor:
+    """The batch's pixel values [B, 3, S, S] on `device`, every image decoded (what every
+    encoder input is made of: the features stage's, a fine-tuned encoder's in training and
+    evaluation). An unreadable image raises its `ImageReadError`.
+
+    On a GPU the DataLoader pinned the batch's tensors: every copy here is non-blocking.
+    """
+    if batch.errors:
+        raise ImageReadError(batch.errors[0])
+    pixels = batch.pixels.to(device, non_blocking=True)
+    if not len(batch.jpeg_slots):
+        return pixels
+    indices = batch.indices.tolist()
+    jpeg_paths = [paths[indices[slot]] for slot in batch.jpeg_slots.tolist()]
+    decoded = gpu_decode(batch.jpegs(), jpeg_paths, spec, device)
+    if not len(batch.pixel_slots):
+        return decoded  # only JPEGs: already in batch order
+    merged = torch.empty(len(indices), *decoded.shape[1:], device=device)
+    merged.index_copy_(0, batch.pixel_slots.to(device, non_blocking=True), pixels.float())
+    return merged.index_copy_(0, batch.jpeg_slots.to(device, non_blocking=True), decoded)

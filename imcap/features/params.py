@@ -65,6 +65,37 @@ CLIP_WEIGHTS = ("none", "openai")
 # of it (torchvision's ViT asserts it; a CLIP tower would drop the remainder).
 PATCH = {"vit_b_16": 16, "vit_l_16": 16, "clip_vit_b_32": 32, "clip_vit_b_16": 16,
          "clip_vit_l_14": 14}
+# The encoder's stages, as the qualified name of each stage's first module, in order: what
+# `train.finetune_encoder` counts from the end (imcap.features.split_encoder). A stage is a
+# torchvision builder's own block of layers at one resolution (a ViT: one encoder block);
+# ConvNeXt's and Swin's later stages begin with their downsampling, EfficientNetV2's last one
+# ends with its 1x1 head convolution. CLIP's open_clip towers are not split (none listed).
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+_HIERARCHICAL_STAGES = ("features.1", "features.2", "features.4", "features.6")
+STAGES: dict[str, tuple[str, ...]] = {
+    **{name: _RESNET_STAGES for name in ENCODERS if name.startswith(("resnet", "resnext"))},
+    "inception_v3": ("Mixed_5b", "Mixed_6a", "Mixed_7a"),
+    "vit_b_16": tuple(f"encoder.layers.encoder_layer_{i}" for i in range(12)),
+    "vit_l_16": tuple(f"encoder.layers.encoder_layer_{i}" for i in range(24)),
+    **{name: _HIERARCHICAL_STAGES for name in ("swin_t", "swin_b", "convnext_tiny",
+                                               "convnext_base")},
+    "efficientnet_v2_s": tuple(f"features.{i}" for i in range(1, 7)),
+}
+
+
+def check_finetune_stages(name: str, stages: int) -> None:
+    """Raise ValueError naming the maximum if encoder `name` has fewer than `stages` stages to
+    fine-tune (`train.finetune_encoder`)."""
+    _check_name(name)
+    if name not in STAGES and stages:
+        raise ValueError(f"train.finetune_encoder: encoder {name} cannot be fine-tuned (its "
+                         "open_clip tower is not split into stages); set it to 0")
+    most = len(STAGES.get(name, ()))
+    if stages > most:
+        raise ValueError(f"train.finetune_encoder {stages} is more than encoder {name}'s "
+                         f"{most} stages; at most {most}")
+
+
 # Input side the architectures were designed for (and their pretrained weights trained at).
 NATIVE_SIZE = {name: {"inception_v3": 299, "efficientnet_v2_s": 384}.get(name, 224)
                for name in ENCODERS}

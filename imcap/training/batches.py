@@ -37,6 +37,7 @@ from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard
 from imcap.features.splits import CaptionedSplit
 from imcap.model.sorted_captions import SortedCaptions
+from imcap.training.readahead import readers
 
 Plan = list[list[np.ndarray]]  # the epoch's windows, each its batches of caption rows
 PREFETCH_BATCHES = 4  # batches each DataLoader worker reads ahead (at least one window)
@@ -118,6 +119,22 @@ class EpochWindows(Dataset):
                       global_words=tuple(int(self.words[b].sum()) for b in batches))
 
 
+class ImageBatches(Dataset):
+    """Item k is this rank's share of the k-th batch of image rows and their features (the
+    self-critical epochs' batches of images, `imcap.training.self_critical`)."""
+
+    def __init__(self, split: CaptionedSplit, batches: list[torch.Tensor], shard: Shard) -> None:
+        self.split, self.batches, self.shard = split, batches, shard
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = self.batches[index]
+        mine = rows[slice(*self.shard.bounds(len(rows)))]
+        return mine, self.split.grid[mine], self.split.pooled[mine]
+
+
 def plan_epoch(split: CaptionedSplit, batch_size: int, generator: torch.Generator,
                world_size: int = 1, image_window: int | None = None) -> Plan:
     """The epoch's windows of batches of caption rows, shuffled by `generator` (see the module
@@ -146,6 +163,13 @@ def _window_captions(split: CaptionedSplit, image_window: int, generator: torch.
     return np.split(captions, np.cumsum(counts)[:-1])
 
 
+def _largest_window(split: CaptionedSplit, windows: Plan) -> int:
+    """The most images any window of the plan reads."""
+    image_row = split.image_row.numpy()
+    return max((len(np.unique(image_row[np.concatenate(window)])) for window in windows),
+               default=0)
+
+
 def _cut(rows: np.ndarray, size: int, world_size: int) -> list[np.ndarray]:
     """`rows` in consecutive pieces of `size` (the last may hold fewer)."""
     return _join_short_tail(np.array_split(rows, range(size, len(rows), size)), world_size)
@@ -159,13 +183,36 @@ def _join_short_tail(pieces: list[np.ndarray], world_size: int) -> list[np.ndarr
 
 
 def epoch_loader(split: CaptionedSplit, windows: Plan, shard: Shard, device: torch.device,
-                 num_workers: int) -> Iterator[Batch]:
+                 num_workers: int | str) -> Iterator[Batch]:
     """The epoch's batches for this rank on `device`: each window read by one of `num_workers`
-    processes (0: this one), pinned on CUDA, copied to `device` once."""
+    processes (0: this one; `auto`: `imcap.training.readahead`), pinned on CUDA, copied to
+    `device` once."""
     batches = sum(len(window) for window in windows)
     ahead = max(1, math.ceil(PREFETCH_BATCHES * len(windows) / batches))
+    # a worker holds the windows it has read ahead and the one it is reading
+    workers = readers(num_workers, split, _largest_window(split, windows), ahead + 1, device)
     loader = DataLoader(EpochWindows(split, windows, shard), batch_size=None,
-                        num_workers=num_workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=ahead if num_workers else None)
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=ahead if workers else None)
     for window in loader:
         yield from window.to(device).batches()
+
+
+def image_loader(split: CaptionedSplit, batches: list[torch.Tensor], shard: Shard,
+                 device: torch.device, num_workers: int | str
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """This rank's share of each batch of image rows with its grid and pooled features, on
+    `device`, read ahead as `epoch_loader` reads its windows. The loader draws its workers'
+    seeds from a generator of its own: the global one, which samples the captions, is left as
+    it was."""
+    largest = max((len(rows) for rows in batches), default=0)
+    workers = readers(num_workers, split, largest, PREFETCH_BATCHES + 1, device)
+    loader = DataLoader(ImageBatches(split, batches, shard), batch_size=None,
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=PREFETCH_BATCHES if workers else None,
+                        generator=torch.Generator())
+    non_blocking = device.type == "cuda"
+    for rows, grid, pooled in loader:
+        yield (rows.to(device, non_blocking=non_blocking),
+               grid.to(device, non_blocking=non_blocking),
+               pooled.to(device, non_blocking=non_blocking))

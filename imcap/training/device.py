@@ -28,7 +28,7 @@ CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
 def training_device(name: str, shard: Shard) -> torch.device:
     """The device `name` picks; on CUDA with several ranks, this rank's GPU on its node."""
-    device = pick_device(name, "train.device")
+    device = pick_device(name, "train.device", report=True)
     if device.type == "cuda" and shard.world_size > 1:
         torch.cuda.set_device(shard.local_rank)
         return torch.device("cuda", shard.local_rank)

@@ -41,9 +41,11 @@ from imcap.training.device import (
 )
 from imcap.training.driver import EpochDriver
 from imcap.training.epoch import check_finite, train_epoch
+from imcap.training.finetuning import Finetuning
 from imcap.training.params import TrainParams
 from imcap.training.resume import STATE_FILE, EpochLog, Progress, load_state
 from imcap.training.schedule import EpochSchedule
+from imcap.training.scheduled_sampling import teacher_forcing_at
 from imcap.training.self_critical import self_critical_phase
 
 Published = tuple[int, float, float | None]  # epochs averaged, its val BLEU-4, the mean's
@@ -97,6 +99,7 @@ def train_decoder(
     seed: int,
     on_epoch: Callable[[EpochLog], None] = lambda log: None,
     state_dir: Path | None = None,
+    finetuning: Finetuning | None = None,
 ) -> TrainResult:
     """Train; the published model at `checkpoint_path` (`publish`): the epoch with the best
     validation BLEU-4, or the mean of the weights at the end of the `average_last` epochs that
@@ -107,14 +110,20 @@ def train_decoder(
     which epoch, or why it starts over. Under torchrun every rank calls this (with the same
     `seed`; rank r draws dropout from seed + r); only rank 0 reads and writes the state, calls
     `on_epoch`, validates and decides when to stop, for every rank.
+
+    With `finetuning`, the splits' `grid` holds the frozen trunk's outputs and its tuned
+    stages train in front of the decoder, as one model (`imcap.training.finetuning`).
     """
     shard = Shard.from_env()
     device = training_device(settings.device, shard)
     with (process_group(shard, device), deterministic_algorithms(settings.deterministic),
           cpu_threads(settings.cpu_threads)):
         seed_everything(seed)
-        model = build_decoder(config, embeddings, settings.freeze_embeddings).to(device)
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+        model = build_decoder(config, embeddings, settings.freeze_embeddings)
+        if finetuning is not None:
+            model = finetuning.model(model)
+        model = model.to(device)
+        optimizer = torch.optim.Adam(parameters(model, finetuning, settings.learning_rate),
                                      lr=settings.learning_rate)
         shuffle = torch.Generator().manual_seed(seed)  # the same data order on every rank
         if shard.rank:  # dropout and sampled words: each rank draws its own
@@ -129,7 +138,7 @@ def train_decoder(
             resumable["last_epochs"] = last_epochs
         if settings.scst_epochs:  # a fresh Adam at its own rate, saved once it has stepped
             resumable["scst_optimizer"] = torch.optim.Adam(
-                [p for p in model.parameters() if p.requires_grad],
+                parameters(model, finetuning, settings.scst_learning_rate),
                 lr=settings.scst_learning_rate)
         # Rank 0 reads the state and sends it to every rank.
         progress, note = load_state(state_file, resumable, shuffle, shard, settings.epochs,
@@ -142,14 +151,18 @@ def train_decoder(
             model.compile_steps()
         trained: nn.Module = model
         if shard.world_size > 1:
-            trained = DistributedDataParallel(model)
+            # before train.finetune_from_epoch the tuned stages take no gradient
+            trained = DistributedDataParallel(model, find_unused_parameters=(
+                finetuning is not None and finetuning.from_epoch > 1))
         driver = EpochDriver(model, trained, settings, train_data, val_data, vocab,
                              checkpoint_path, device, autocast_dtype(settings.precision, device),
                              shard, shuffle, resumable, state_file, on_epoch)
         progress, published = cross_entropy_phase(driver, optimizer, schedule, last_epochs,
-                                                  progress)
+                                                  progress, finetuning)
         model_bleu4 = published[1]
         if settings.scst_epochs:
+            if finetuning is not None:  # the self-critical epochs tune the encoder too
+                model.tuning = True
             progress = self_critical_phase(driver, resumable["scst_optimizer"], progress,
                                            published)
             model_bleu4 = progress.history[-1].val_bleu4
@@ -162,22 +175,24 @@ def train_decoder(
 
 
 def cross_entropy_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
-                        schedule: EpochSchedule, last_epochs: LastEpochs, progress: Progress
-                        ) -> tuple[Progress, Published]:
+                        schedule: EpochSchedule, last_epochs: LastEpochs, progress: Progress,
+                        finetuning: Finetuning | None = None) -> tuple[Progress, Published]:
     """The cross-entropy epochs not yet run, until `train.patience` epochs without a better
     validation BLEU-4 (rank 0 saves each new best at the checkpoint path); then the published
     model, the same on every rank (`publish`; already chosen when resumed in the self-critical
-    epochs)."""
+    epochs). With `finetuning`, its stages train from its first epoch on."""
     settings, shard = driver.settings, driver.shard
 
     def train(epoch: int) -> float:
+        if finetuning is not None:
+            finetuning.start_epoch(driver.model, epoch)
         windows = plan_epoch(driver.train_data, settings.batch_size, driver.shuffle,
                              shard.world_size,
                              settings.image_window if settings.batching == "images" else None)
         train_loss = train_epoch(
             driver.trained, optimizer,
             epoch_loader(driver.train_data, windows, shard, driver.device, settings.num_workers),
-            grad_clip=settings.grad_clip, teacher_forcing=settings.teacher_forcing,
+            grad_clip=settings.grad_clip, teacher_forcing=teacher_forcing_at(settings, epoch),
             dtype=driver.dtype, device=driver.device, world_size=shard.world_size,
             progress=f"epoch {epoch}/{settings.epochs}" if driver.leader else "",
             label_smoothing=settings.label_smoothing,
@@ -211,6 +226,15 @@ def cross_entropy_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
     published = broadcast_from_leader(published, shard)  # one result on every rank
     assert published is not None
     return progress, published
+
+
+def parameters(model: nn.Module, finetuning: Finetuning | None, learning_rate: float
+               ) -> list[nn.Parameter] | list[dict]:
+    """What Adam trains: the decoder's trainable weights, and with `finetuning` the tuned
+    stages' in a group at their own rate."""
+    if finetuning is not None:
+        return finetuning.param_groups(model, learning_rate)
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def publish(driver: EpochDriver, last_epochs: LastEpochs, progress: Progress) -> Published:

@@ -3,11 +3,12 @@ stage reads."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
 from imcap.devices import DEVICES
+from imcap.features.params import check_finetune_stages
 from imcap.model.params import ATTENTIONS, DECODERS, ModelParams, reads_regions
 from imcap.params_base import (
     SPEED_ONLY,
@@ -46,6 +47,15 @@ class TrainParams(Section):
     learning_rate: LearningRate
     grad_clip: PositiveFloat
     teacher_forcing: Fraction  # probability of feeding the true previous word (seed v1: 0.9)
+    # scheduled sampling (imcap.training.scheduled_sampling): the probability of feeding the
+    # model's own word starts at 1 - teacher_forcing and, after scheduled_sampling_start epochs,
+    # grows by scheduled_sampling_increase_prob every scheduled_sampling_increase_every epochs up
+    # to scheduled_sampling_max_prob; false: teacher_forcing throughout
+    scheduled_sampling: bool
+    scheduled_sampling_start: NonNegative
+    scheduled_sampling_increase_every: Positive
+    scheduled_sampling_increase_prob: Fraction
+    scheduled_sampling_max_prob: Fraction
     # torch's cross_entropy(label_smoothing=...): the target puts this much of its mass evenly
     # on every word (ImageCaptioning.pytorch's option); 0 = plain cross-entropy
     label_smoothing: Annotated[float, Field(ge=0, lt=1)]
@@ -63,8 +73,8 @@ class TrainParams(Section):
     # into batches (a store read lazily from disk). imcap.training.batches
     batching: choice(("captions", "images"))
     image_window: Positive  # images per window (batching: images), read and on the device at once
-    # DataLoader processes reading feature windows; 0: the main one
-    num_workers: Annotated[Workers, SPEED_ONLY]
+    # DataLoader processes reading feature windows; 0: the main one; auto: imcap.training.readahead
+    num_workers: Annotated[Workers | Literal["auto"], SPEED_ONLY]
     processes: Processes  # > 1: DistributedDataParallel under torchrun, one process per GPU
     deterministic: bool  # deterministic algorithms (+ CUBLAS_WORKSPACE_CONFIG) while training
     # torch's CPU threads while training; 0: one per core. Training on the CPU reproduces exactly
@@ -83,6 +93,12 @@ class TrainParams(Section):
     # ending at the best one by validation BLEU-4, or that best epoch when it validates higher
     # (imcap.training.loop.publish); 0 = the best epoch
     average_last: NonNegative
+    # fine-tuning the encoder (imcap.training.finetuning): its last `finetune_encoder` stages
+    # (imcap.features.params.STAGES) trained on the images with the decoder, from epoch
+    # `finetune_from_epoch` on, at `encoder_learning_rate`; 0 = off (the stored features)
+    finetune_encoder: NonNegative
+    encoder_learning_rate: LearningRate
+    finetune_from_epoch: Positive
     # self-critical training (imcap.training.self_critical): after the cross-entropy epochs and
     # from their published model, `scst_epochs` epochs of REINFORCE with reward CIDEr-D +
     # scst_bleu_weight x BLEU-4, `scst_samples` captions drawn per image, baseline the greedy
@@ -93,6 +109,15 @@ class TrainParams(Section):
     scst_samples: Annotated[int, Field(gt=0, le=100)]  # captions drawn per image (usually 5)
     scst_baseline: choice(SCST_BASELINES)
     scst_bleu_weight: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def _schedule_grows(self) -> Self:
+        if self.scheduled_sampling and self.scheduled_sampling_max_prob < 1 - self.teacher_forcing:
+            raise ValueError(f"train.scheduled_sampling_max_prob "
+                             f"({self.scheduled_sampling_max_prob:g}) is below the probability "
+                             "the schedule starts from, 1 - train.teacher_forcing "
+                             f"({1 - self.teacher_forcing:g}); raise it or train.teacher_forcing")
+        return self
 
     @model_validator(mode="after")
     def _mean_baseline_needs_two_samples(self) -> Self:
@@ -148,8 +173,21 @@ class TrainStageParams(Section):
         return self
 
     @model_validator(mode="after")
+    def _encoder_has_the_stages_to_tune(self) -> Self:
+        if self.train.finetune_encoder:
+            check_finetune_stages(self.encoder, self.train.finetune_encoder)
+            if self.train.finetune_from_epoch > self.train.epochs:
+                raise ValueError(f"train.finetune_from_epoch {self.train.finetune_from_epoch} "
+                                 f"is after the last epoch (train.epochs {self.train.epochs}): "
+                                 "the encoder would never be tuned")
+        return self
+
+    @model_validator(mode="after")
     def _transformer_is_teacher_forced(self) -> Self:
         if self.decoder == "transformer" and self.train.teacher_forcing < 1:
             raise ValueError("train.teacher_forcing must be 1 with decoder transformer (it "
                              "trains in one causal pass over the true words)")
+        if self.decoder == "transformer" and self.train.scheduled_sampling:
+            raise ValueError("train.scheduled_sampling needs decoder lstm (the transformer "
+                             "trains in one causal pass over the true words); set it to false")
         return self

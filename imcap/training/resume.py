@@ -38,9 +38,12 @@ STATE_FILE = "resume.pt"
 FINGERPRINT_FILE = "fingerprint.json"
 SHOWN = 3  # changed params or files named in a start-over line; the rest are counted
 # Besides Python and torch, the libraries the train stage imports that can change what it
-# computes: NumPy (RNG states), nltk (validation BLEU-4 decides early stopping and the published
-# model), h5py (reads the features). Its other imports cannot (tests/test_training_resume.py).
-RESULT_LIBRARIES = ("numpy", "nltk", "h5py")
+# computes (import name -> distribution): NumPy (RNG states), nltk (validation BLEU-4 decides
+# early stopping and the published model), h5py (reads the features), torchvision and Pillow
+# (a fine-tuned encoder's layers, and the images decoded and resized for it). Its other imports
+# cannot (tests/test_training_resume.py).
+RESULT_LIBRARIES = {"numpy": "numpy", "nltk": "nltk", "h5py": "h5py",
+                    "torchvision": "torchvision", "PIL": "pillow"}
 
 
 class Stateful(Protocol):
@@ -129,7 +132,7 @@ def library_versions() -> dict[str, str]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": str(torch.version.cuda), "cudnn": str(cudnn),
-            **{name: version(name) for name in RESULT_LIBRARIES}}
+            **{name: version(package) for name, package in RESULT_LIBRARIES.items()}}
 
 
 def fingerprint(params: dict[str, Any], inputs: list[Path], code: dict[str, str],

@@ -16,12 +16,13 @@ The reward never carries gradients. Everything stays on the device except the on
 sampled tokens `caption_logprobs` makes for the time loop's lengths.
 
 One epoch (`self_critical_epoch`): every training image once, in batches of
-`train.scst_batch_size` images shuffled by the training's generator. The reward's references
-are the training split's encoded captions (their CIDEr-D document frequencies counted once,
-`reward_of`). Under DistributedDataParallel each rank samples for its contiguous share of every
-batch's images, and its loss is scaled by its share of the batch's drawn tokens × the number of
-ranks: DDP's mean of the ranks' gradients is then the gradient of the mean over all the batch's
-tokens, as one process computes it.
+`train.scst_batch_size` images shuffled by the training's generator, their features read ahead
+as the cross-entropy epochs' are (`train.num_workers`, `imcap.training.batches.image_loader`).
+The reward's references are the training split's encoded captions (their CIDEr-D document
+frequencies counted once, `reward_of`). Under DistributedDataParallel each rank samples for its
+contiguous share of every batch's images, and its loss is scaled by its share of the batch's
+drawn tokens × the number of ranks: DDP's mean of the ranks' gradients is then the gradient of
+the mean over all the batch's tokens, as one process computes it.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from imcap.data.vocab import PAD_ID
 from imcap.distributed import Shard, broadcast_weights
 from imcap.evaluation.split_evaluation import SplitEvaluation
 from imcap.features.splits import CaptionedSplit
-from imcap.model.checkpoint import save_checkpoint
+from imcap.model.checkpoint import load_weights, save_checkpoint
 from imcap.model.decode import greedy_decode, sample_decode
 from imcap.model.sample import caption_logprobs
 from imcap.progress import progress_bar
+from imcap.training.batches import image_loader
 from imcap.training.cider_reward import CaptionReward
 from imcap.training.driver import EpochDriver
 from imcap.training.epoch import autocast
@@ -134,12 +136,12 @@ def self_critical_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # reward, baseline, images
     batches = image_batches(len(split.pooled), settings.scst_batch_size, generator,
                             shard.world_size)
-    for rows in progress_bar(batches, desc=progress, unit="batch", disable=not progress):
-        mine = rows[slice(*shard.bounds(len(rows)))]
+    read = image_loader(split, batches, shard, device, settings.num_workers)
+    for mine, grid, pooled in progress_bar(read, total=len(batches), desc=progress,
+                                           unit="batch", disable=not progress):
         with autocast(device, dtype):
             batch = self_critical_batch(
-                model, split.grid[mine].to(device), split.pooled[mine].to(device),
-                mine.to(device), reward, samples=settings.scst_samples,
+                model, grid, pooled, mine, reward, samples=settings.scst_samples,
                 baseline=settings.scst_baseline, max_length=settings.max_length,
                 bleu_weight=settings.scst_bleu_weight)
         loss = batch.loss
@@ -169,8 +171,7 @@ def self_critical_phase(driver: EpochDriver, optimizer: torch.optim.Optimizer,
     settings, shard, device = driver.settings, driver.shard, driver.device
     if not progress.scst_epoch:
         if driver.leader:
-            driver.model.load_state_dict(torch.load(
-                driver.checkpoint_path, weights_only=True, map_location=device)["state_dict"])
+            load_weights(driver.model, driver.checkpoint_path, device)
         broadcast_weights(driver.model, shard)
         progress.published = published
     reward = reward_of(driver.train_data, len(driver.vocab), device)
