@@ -45,7 +45,7 @@ def check(name: str, ok: bool, detail: str = "") -> None:
 
 def decoder(kind: str, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    name, attention = ("transformer", "I") if kind == "transformer" else ("lstm", kind)
+    name, attention = (kind, "I") if kind in ("transformer", "updown") else ("lstm", kind)
     config = DecoderConfig(vocab_size=50, embed_dim=32, encoder_channels=64, projection_size=48,
                            hidden_size=40, attention=attention, attention_size=24, dropout=0.0,
                            decoder=name, layers=2, heads=2, width=32)
@@ -136,9 +136,9 @@ def main() -> None:
     device = torch.device(parser.parse_args().device)
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else device}, "
           f"torch {torch.__version__}")
-    for kind in ("none", "I", "II", "transformer"):
+    for kind in ("none", "I", "II", "transformer", "updown"):
         check_forward(kind, device)
-    for kind in ("I", "transformer"):
+    for kind in ("I", "transformer", "updown"):
         check_compile(kind, device)
     check_resize(device)
     check_loader(device)

@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=PRESETS, default="shapes")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--decoder", default="lstm", choices=["lstm", "transformer"])
+    parser.add_argument("--decoder", default="lstm", choices=["lstm", "transformer", "updown"])
     parser.add_argument("--attention", default="I", choices=["none", "I", "II"])
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--samples", type=int, default=5)

@@ -27,6 +27,7 @@ from imcap.model.beam import beam_search
 from imcap.model.checkpoint import load_checkpoint, save_checkpoint
 from imcap.model.constraints import DecodingRules
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
+from imcap.model.registry import build_decoder
 from imcap.params_base import flatten
 from imcap.paths import CAPTION_FILE, CHECKPOINT_FILE, FEATURES_FILE, IMAGES_DIR, VOCAB_FILE
 
@@ -52,7 +53,7 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "I",
-                 params: dict | None = None) -> Path:
+                 params: dict | None = None, decoder: str = "lstm") -> Path:
     """data/dataset, data/vocab/vocab.json, data/features/features.h5, data/model/decoder.pt,
     and params.yaml: the repository's with `params` merged in."""
     monkeypatch.setattr(features, "build_encoder", lambda name, weights, size: tiny_encoder())
@@ -66,8 +67,8 @@ def make_project(root: Path, monkeypatch: pytest.MonkeyPatch, attention: str = "
     torch.manual_seed(1)
     config = DecoderConfig(vocab_size=len(vocab), embed_dim=8, encoder_channels=16,
                            projection_size=12, hidden_size=10, attention=attention,
-                           attention_size=6, dropout=0.0)
-    save_checkpoint(root / CHECKPOINT_FILE, CaptionDecoder(config).eval(), epoch=1,
+                           attention_size=6, dropout=0.0, decoder=decoder)
+    save_checkpoint(root / CHECKPOINT_FILE, build_decoder(config).eval(), epoch=1,
                     val_bleu4=0.0)
     write_params(root / "params.yaml", params or {})
     return root
@@ -127,6 +128,18 @@ def test_attention_maps_one_file_per_image(project, tmp_path, capsys):
     assert status == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["att-img0.png",
                                                                      "att-img1.png"]
+
+
+def test_an_updown_model_captions_and_draws_its_attention(tmp_path, monkeypatch, capsys):
+    project = make_project(tmp_path / "repo", monkeypatch, decoder="updown",
+                           params={"decoder": "updown"})
+    images = write_images(tmp_path / "mine", 2, seed=5)
+    status, out, err = run(capsys, "caption", *images, "--root", project, "--beam", "3",
+                           "--max-length", "4", "--attention-map", tmp_path / "att.png")
+    assert status == 0, err
+    assert [line.split("\t")[1] for line in out.splitlines()] == expected_captions(
+        project, images, 3, max_length=4)
+    assert sorted(p.name for p in tmp_path.glob("att-*.png")) == ["att-img0.png", "att-img1.png"]
 
 
 def test_a_file_that_is_not_an_image_fails_naming_it(project, tmp_path, capsys):

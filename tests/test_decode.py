@@ -11,13 +11,18 @@ from imcap.model.registry import build_decoder
 
 
 def tiny_model(kind: str, vocab: int = 14, seed: int = 0) -> Decoder:
-    """A random decoder: the LSTM with attention `kind` (none | I | II), or the transformer."""
+    """A random decoder: the LSTM with attention `kind` (none | I | II), the transformer, or
+    Up-Down with attention I."""
     torch.manual_seed(seed)
-    decoder, attention = ("transformer", "I") if kind == "transformer" else ("lstm", kind)
+    decoder, attention = (kind, "I") if kind in ("transformer", "updown") else ("lstm", kind)
     config = DecoderConfig(vocab_size=vocab, embed_dim=8, encoder_channels=16, projection_size=12,
                            hidden_size=10, attention=attention, attention_size=6, dropout=0.0,
                            decoder=decoder, layers=2, heads=2, width=16)
-    return build_decoder(config).eval()
+    model = build_decoder(config).eval()
+    if decoder == "updown":  # regions as strong as the LSTM's image vector: captions vary
+        with torch.no_grad():  # by image (its random LSTMs start at zero, not from the image)
+            model.feature_proj.weight *= 3
+    return model
 
 
 def features(batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +54,7 @@ def test_greedy_never_emits_pad_or_bos_even_when_the_model_prefers_them():
     assert not ((ids == PAD_ID) | (ids == BOS_ID)).any()
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer", "updown"])
 def test_greedy_min_length_delays_eos(attention):
     model = tiny_model(attention)
     prefer(model, EOS_ID)
@@ -69,7 +74,7 @@ def test_bad_lengths_are_rejected():
         greedy_decode(model, *features(1), max_length=0)
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer", "updown"])
 def test_sampling_with_top_k_1_is_greedy(attention):
     model = tiny_model(attention)
     grid, pooled = features(6)

@@ -71,7 +71,7 @@ def words_of(row: torch.Tensor) -> list[int]:
     return ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer", "updown"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_1_is_exactly_greedy(attention, seed):
     for model in (tiny_model(attention, vocab=40, seed=seed), ending_model(attention, seed)):
@@ -87,7 +87,7 @@ def test_beam_1_is_exactly_greedy(attention, seed):
             assert torch.allclose(beam.alphas.sum(dim=2), words.float())
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer", "updown"])
 def test_batched_equals_one_image_at_a_time(attention):
     """Images leave the batch as their beams finish; that must not change any image's result."""
     model = ending_model(attention)
@@ -147,7 +147,7 @@ def test_wider_beams_never_score_worse_than_greedy():
     assert (wide > greedy + 1e-4).any()  # and the search does find better captions
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer"])
+@pytest.mark.parametrize("attention", ["none", "I", "II", "transformer", "updown"])
 def test_no_beam_reaching_eos_still_returns_the_best_open_caption(attention):
     model = tiny_model(attention)
     with torch.no_grad():

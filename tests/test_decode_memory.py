@@ -29,7 +29,7 @@ class LargestTensor(TorchDispatchMode):
 
 
 @pytest.mark.parametrize(("decode", "kind"), [("beam", "I"), ("beam", "transformer"),
-                                            ("greedy", "I")])
+                                            ("beam", "updown"), ("greedy", "I")])
 def test_decoding_memory_does_not_depend_on_max_length(decode, kind):
     model = ending_model(kind)
     grid, pooled = features(2)

@@ -75,7 +75,7 @@ def test_a_wide_beam_finds_the_best_caption_the_rules_allow(rules, length_penalt
     assert result.scores[0].item() == pytest.approx(scored[best], abs=1e-4)
 
 
-@pytest.mark.parametrize("attention", ["none", "I", "transformer"])
+@pytest.mark.parametrize("attention", ["none", "I", "transformer", "updown"])
 def test_greedy_with_rules_is_beam_1_with_rules_and_obeys_them(attention):
     model = ending_model(attention)
     grid, pooled = features(32)
@@ -107,11 +107,12 @@ def diverse_reference(model, grid, pooled, beam_size: int, groups: int, diversit
     """Diverse beam search of one image, plainly: each group ranks its beams' continuations by
     log P less `diversity` × how often earlier groups chose the word at this step; a caption
     that ends among a group's m best is finished with its log P / length^α; the answer is the
-    best finished caption (or the best open beam, cut)."""
+    best finished caption (or the best open beam of max_length words)."""
     m = beam_size // groups
     beams = [[(0.0, 0.0, [])] for _ in range(groups)]  # (search score, log P, words)
     finished: list[tuple[float, list[int]]] = []
     for _ in range(max_length + 1):
+        cut = list(beams)  # the open beams of max_length words, at the last step
         chosen: Counter[int] = Counter()
         for g in range(groups):
             candidates = []
@@ -129,13 +130,13 @@ def diverse_reference(model, grid, pooled, beam_size: int, groups: int, diversit
     if finished:
         score, words = max(finished, key=lambda f: f[0])
         return words, score
-    _, logp, words = max((b for group in beams for b in group), key=lambda b: b[1])
-    return words[:-1], logp / max_length ** length_penalty
+    _, logp, words = max((b for group in cut for b in group), key=lambda b: b[1])
+    return words, logp / max_length ** length_penalty
 
 
 @pytest.mark.parametrize(("beam_size", "groups", "diversity"),
                          [(4, 2, 0.5), (4, 4, 2.0), (6, 3, 1.0), (3, 3, 0.0)])
-@pytest.mark.parametrize("attention", ["II", "transformer"])
+@pytest.mark.parametrize("attention", ["II", "transformer", "updown"])
 def test_diverse_beam_search_equals_the_plain_reference(beam_size, groups, diversity,
                                                         attention):
     model = ending_model(attention, seed=1)

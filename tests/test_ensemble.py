@@ -116,6 +116,10 @@ def transformer(seed: int) -> nn.Module:
     return build_decoder(config).eval()
 
 
+def updown(seed: int) -> nn.Module:
+    return build_decoder(replace(lstm(seed).config, decoder="updown")).eval()
+
+
 def features(images: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
     return (torch.randn(images, 4, 16, generator=generator),
@@ -127,7 +131,8 @@ RULES = DecodingRules.from_vocab(Vocabulary((*SPECIALS, "a", "the",
                                  block_trigrams=True, remove_bad_endings=True)
 
 
-@pytest.mark.parametrize("build", [lstm, transformer], ids=["lstm", "transformer"])
+@pytest.mark.parametrize("build", [lstm, transformer, updown],
+                         ids=["lstm", "transformer", "updown"])
 @pytest.mark.parametrize("copies", [1, 2])
 def test_one_model_or_identical_copies_caption_as_the_model(build, copies):
     model = build(0)

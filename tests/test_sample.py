@@ -9,7 +9,7 @@ from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.model.decode import mask_specials, sample_decode
 from imcap.model.sample import caption_logprobs
 
-KINDS = ["none", "I", "II", "transformer"]
+KINDS = ["none", "I", "II", "transformer", "updown"]
 
 
 def stepwise_logprobs(model, grid, pooled, tokens, n):

@@ -29,7 +29,7 @@ def first_word_probability(model, grid, pooled, word: int) -> float:
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize("kind", ["none", "I", "II", "transformer"])
+@pytest.mark.parametrize("kind", ["none", "I", "II", "transformer", "updown"])
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_self_critical_steps_raise_the_probability_of_the_rewarded_word(kind, baseline):
     model = tiny_model(kind)

@@ -39,6 +39,7 @@ CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, encoder_channels=8,
 
 
 TRANSFORMER = dataclasses.replace(CONFIG, decoder="transformer", layers=1, heads=2, width=16)
+UPDOWN = dataclasses.replace(CONFIG, decoder="updown")
 
 
 def _train(tmp_path, name, epochs=8, patience=50, on_epoch=lambda log: None, **settings):
@@ -87,7 +88,8 @@ def test_a_loss_no_longer_finite_stops_training_in_one_line_naming_the_epoch(
     assert [log.epoch for log in logs] == [1]
 
 
-@pytest.mark.parametrize("config", [CONFIG, TRANSFORMER], ids=["lstm", "transformer"])
+@pytest.mark.parametrize("config", [CONFIG, TRANSFORMER, UPDOWN],
+                         ids=["lstm", "transformer", "updown"])
 @pytest.mark.parametrize("mean_bleu4", [45.0, 39.0], ids=["mean-wins", "best-epoch-wins"])
 def test_the_published_model_is_the_mean_of_the_epochs_ending_at_the_best_or_the_best_epoch(
         tmp_path, monkeypatch, config, mean_bleu4):

@@ -23,19 +23,19 @@ from imcap.training.resume import STATE_FILE
 SETTINGS = cpu_training(epochs=3, batch_size=16, learning_rate=0.01)
 
 
-def _train(out, checkpoint) -> None:
+def _train(out, checkpoint, config=CONFIG) -> None:
     logs = []
-    train_decoder(CONFIG, SETTINGS, EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB, checkpoint,
+    train_decoder(config, SETTINGS, EMBEDDINGS, _split(64, 0), _split(16, 1), VOCAB, checkpoint,
                   seed=2, on_epoch=logs.append)
     if logs:
         torch.save([(log.train_loss, log.val_loss) for log in logs], out)
 
 
-def _rank(rank: int, world: int, port: int, tmp: str) -> None:
+def _rank(rank: int, world: int, port: int, tmp: str, config=CONFIG) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    _train(f"{tmp}/ddp.pt", f"{tmp}/ddp-model.pt")
+    _train(f"{tmp}/ddp.pt", f"{tmp}/ddp-model.pt", config)
 
 
 def _free_port() -> int:
@@ -44,9 +44,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    _train(tmp_path / "single.pt", tmp_path / "single-model.pt")
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("config", [CONFIG, dataclasses.replace(CONFIG, decoder="updown")],
+                         ids=["lstm", "updown"])
+def test_two_gloo_ranks_match_one_process(tmp_path, config):
+    _train(tmp_path / "single.pt", tmp_path / "single-model.pt", config)
+    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path), config), nprocs=2, join=True)
     single = torch.load(tmp_path / "single.pt")
     ddp = torch.load(tmp_path / "ddp.pt")
     assert len(ddp) == len(single) == 3

@@ -28,6 +28,7 @@ CONFIG = DecoderConfig(vocab_size=len(VOCAB), embed_dim=8, encoder_channels=8,
                        projection_size=16, hidden_size=16, attention="I", attention_size=8,
                        dropout=0.3)
 SETTINGS = cpu_training(epochs=4, teacher_forcing=0.7)
+UPDOWN = dataclasses.replace(CONFIG, decoder="updown")
 
 
 class Killed(Exception):
@@ -55,22 +56,25 @@ SCHEDULED_SAMPLING = {"lr_schedule": "constant", "scheduled_sampling": True,
                       "scheduled_sampling_increase_prob": 0.2, "scheduled_sampling_max_prob": 0.8}
 
 
-@pytest.mark.parametrize("schedule", ["constant", "plateau", "scheduled sampling"])
-def test_an_interrupted_training_resumes_to_the_same_result(tmp_path, capsys, schedule):
+@pytest.mark.parametrize(("schedule", "config"), [("constant", CONFIG), ("plateau", CONFIG),
+                                                  ("scheduled sampling", CONFIG),
+                                                  ("constant", UPDOWN)],
+                         ids=["constant", "plateau", "scheduled sampling", "updown"])
+def test_an_interrupted_training_resumes_to_the_same_result(tmp_path, capsys, schedule, config):
     """`plateau`: the learning-rate scheduler's state (its best score, its stale epochs) is in
     the resume state too; scheduled sampling continues at the epoch it stopped (the model's own
     words 0.2 and 0.4 of the time in epochs 3 and 4, trained again after the resume)."""
     settings = SETTINGS.model_copy(update=SCHEDULED_SAMPLING if schedule == "scheduled sampling"
                                    else {"lr_schedule": schedule, "lr_decay_every": 1})
     straight = []
-    expected = _train(tmp_path / "a", tmp_path / "a.pt", straight.append, settings=settings)
+    expected = _train(tmp_path / "a", tmp_path / "a.pt", straight.append, config, settings)
 
     with pytest.raises(Killed):
-        _train(tmp_path / "b", tmp_path / "b.pt", _die_after_epoch(2), settings=settings)
+        _train(tmp_path / "b", tmp_path / "b.pt", _die_after_epoch(2), config, settings)
     assert (tmp_path / "b" / STATE_FILE).is_file()
     capsys.readouterr()
     resumed = []
-    result = _train(tmp_path / "b", tmp_path / "b.pt", resumed.append, settings=settings)
+    result = _train(tmp_path / "b", tmp_path / "b.pt", resumed.append, config, settings)
     state = tmp_path / "b" / STATE_FILE
     assert (f"resuming at epoch 3 of 4 from {state} (to start over: rm -rf {tmp_path / 'b'})"
             in capsys.readouterr().out.splitlines())

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from params_overrides import cpu_training
-from test_training import CONFIG, EMBEDDINGS, TRANSFORMER, VOCAB, _split
+from test_training import CONFIG, EMBEDDINGS, TRANSFORMER, UPDOWN, VOCAB, _split
 from test_training_resume import Killed
 
 from imcap.data.vocab import BOS_ID, EOS_ID
@@ -70,7 +70,8 @@ def _first_word_probability(path, split, word):
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize("config", [CONFIG, TRANSFORMER], ids=["lstm", "transformer"])
+@pytest.mark.parametrize("config", [CONFIG, TRANSFORMER, UPDOWN],
+                         ids=["lstm", "transformer", "updown"])
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_self_critical_epochs_raise_the_probability_of_the_rewarded_word(tmp_path, config,
                                                                          baseline):

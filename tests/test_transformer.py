@@ -247,7 +247,7 @@ def test_a_checkpoint_from_before_v8_loads_as_an_lstm(tmp_path):
 def test_every_decoder_choice_has_a_builder():
     assert tuple(BUILDERS) == DECODERS
     config = tiny_model("transformer").config
-    with pytest.raises(ValueError, match="unknown decoder 'gru'; valid: lstm, transformer"):
+    with pytest.raises(ValueError, match="unknown decoder 'gru'; valid: lstm, transformer, updown"):
         build_decoder(DecoderConfig(**{**config.as_dict(), "decoder": "gru"}))
 
 

@@ -1,7 +1,8 @@
 """Per-word attention figures, the seed's way: one panel per generated word, showing the image
 with that step's attention map (the R = s×s region weights) upsampled smoothly over it. For the
-LSTM these are its attention I / II weights; for the Transformer decoder, the last layer's
-cross-attention weights averaged over its heads (the layer closest to the words it emits).
+LSTM these are its attention I / II weights (Up-Down: its top-down attention's); for the
+Transformer decoder, the last layer's cross-attention weights averaged over its heads (the layer
+closest to the words it emits).
 
 The maps cover what the encoder saw, so the image is drawn as the encoder saw it
 (`encoder_view`): a pretrained encoder's centre crop, not the whole image stretched to a square

@@ -1,2 +1,2 @@
-"""The caption decoder (LSTM with attention none / I / II) and its decoding: greedy, sampling and
-batched beam search."""
+"""The caption decoders (the LSTM with attention none / I / II, the Transformer, Up-Down) and
+their decoding: greedy, sampling and batched beam search."""

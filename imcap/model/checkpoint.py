@@ -46,10 +46,10 @@ def checkpoint_encoder(path: Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Decoder:
-    """The decoder saved at `path` (LSTM or transformer, as its config says), on `device`, in
-    eval mode. A missing or damaged file is an `OutputFileError` naming it; the file is read on
-    the CPU, then moved, so that a CUDA error (out of memory, a driver fault) is never taken for
-    a damaged file."""
+    """The decoder saved at `path` (LSTM, transformer or Up-Down, as its config says), on
+    `device`, in eval mode. A missing or damaged file is an `OutputFileError` naming it; the file
+    is read on the CPU, then moved, so that a CUDA error (out of memory, a driver fault) is never
+    taken for a damaged file."""
     checkpoint = read_output(path, _read, stage="train")
     model = build_decoder(DecoderConfig(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])

@@ -38,8 +38,8 @@ class DecoderConfig:
     # init_fc); they equal params.yaml's `model` section (tests/test_defaults.py).
     init_fc: bool = False  # seed v2: a fully connected layer between image vector and (h0, c0)
     attention_gate: bool = False  # Show-Attend-Tell's gate on the context (attention I / II)
-    decoder: str = "lstm"  # lstm | transformer (checkpoints from before v8 are LSTMs)
-    layers: int = 2  # the transformer's; the LSTM ignores these three
+    decoder: str = "lstm"  # lstm | transformer | updown (checkpoints from before v8 are LSTMs)
+    layers: int = 2  # the transformer's; the LSTM and Up-Down ignore these three
     heads: int = 4
     width: int = 128
 
@@ -92,6 +92,17 @@ class DotAttention(nn.Module):
         return torch.bmm(keys, hidden.unsqueeze(2)).squeeze(2) * self.scale  # [B, R]
 
 
+def attention_module(config: DecoderConfig) -> AdditiveAttention | DotAttention | None:
+    """Attention `config.attention` over regions of `projection_size` channels from a state of
+    `hidden_size` (None for `none`)."""
+    if config.attention == "I":
+        return AdditiveAttention(config.projection_size, config.hidden_size,
+                                 config.attention_size)
+    if config.attention == "II":
+        return DotAttention(config.projection_size, config.hidden_size)
+    return None
+
+
 @dataclass
 class DecoderState:
     h: torch.Tensor
@@ -136,13 +147,7 @@ class CaptionDecoder(nn.Module):
                         if config.init_fc else nn.Identity())
         self.init_h = nn.Linear(config.projection_size, config.hidden_size)
         self.init_c = nn.Linear(config.projection_size, config.hidden_size)
-        if config.attention == "I":
-            self.attention = AdditiveAttention(config.projection_size, config.hidden_size,
-                                               config.attention_size)
-        elif config.attention == "II":
-            self.attention = DotAttention(config.projection_size, config.hidden_size)
-        else:
-            self.attention = None
+        self.attention = attention_module(config)
         self.gate = (nn.Linear(config.hidden_size, 1)
                      if config.attention_gate and self.attention is not None else None)
         context_dim = config.projection_size if self.attention is not None else 0

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from imcap.params_base import Fraction, Section
 
 ATTENTIONS = ("none", "I", "II")  # the seed's table: none, additive, dot product (bmm)
-DECODERS = ("lstm", "transformer")  # builders: imcap.model.registry
+DECODERS = ("lstm", "transformer", "updown")  # builders: imcap.model.registry
 # Bounds that refuse a typo before any memory is allocated (hidden_size 4096 is an LSTM of
 # ~0.5 GB; the seed's is 512).
 Size = Annotated[int, Field(gt=0, le=4096)]
@@ -25,9 +25,9 @@ def reads_regions(decoder: str, attention: str) -> bool:
 
 
 class ModelParams(Section):
-    projection_size: Size  # (lstm) region features are projected from the encoder's C channels
-    hidden_size: Size  # (lstm)
-    attention_size: Size  # (lstm) attention I's score space
+    projection_size: Size  # (lstm, updown) what region features are projected to from C channels
+    hidden_size: Size  # (lstm, updown: each of its two LSTMs)
+    attention_size: Size  # (lstm, updown) attention I's score space
     dropout: Fraction
     init_fc: bool  # (lstm) seed v2: one more fully connected layer between image vector and state
     attention_gate: bool  # (lstm, attention I / II) Show-Attend-Tell gate sigmoid(w . h) on context

@@ -7,10 +7,12 @@ from torch import nn
 
 from imcap.model.decoder import CaptionDecoder, DecoderConfig
 from imcap.model.transformer import TransformerCaptionDecoder
+from imcap.model.updown import UpDownCaptionDecoder
 
 # One builder per `DECODERS` name (imcap.model.params, which params validation reads).
 BUILDERS: dict[str, type[nn.Module]] = {"lstm": CaptionDecoder,
-                                        "transformer": TransformerCaptionDecoder}
+                                        "transformer": TransformerCaptionDecoder,
+                                        "updown": UpDownCaptionDecoder}
 
 
 def build_decoder(config: DecoderConfig, embeddings: torch.Tensor | None = None,

@@ -166,6 +166,13 @@ class TrainStageParams(Section):
         return self
 
     @model_validator(mode="after")
+    def _updown_attends(self) -> Self:
+        if self.decoder == "updown" and self.attention == "none":
+            raise ValueError("decoder updown attends over the regions: set attention to I or II "
+                             "(got none)")
+        return self
+
+    @model_validator(mode="after")
     def _encoder_has_the_stages_to_tune(self) -> Self:
         if self.train.finetune_encoder:
             check_finetune_stages(self.encoder, self.train.finetune_encoder)
