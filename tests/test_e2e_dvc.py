@@ -158,7 +158,7 @@ EDITS = {
     "imcap/data/params.py": {"check", "download", "vocab"},
     "imcap/data/embeddings.py": {"vocab"},
     "imcap/features/extraction.py": {"features"},
-    "imcap/features/params.py": {"check", "features", "evaluate"},
+    "imcap/features/params.py": {"check", "features", "train", "evaluate"},
     "imcap/model/params.py": {"check", "train", "evaluate"},
     "imcap/training/params.py": {"check", "train"},
     "imcap/training/loop.py": {"train"},
