@@ -6,10 +6,14 @@ word) of greedy decoding and beam search with each of `eval.block_trigrams`,
 One model, one training seed: differences smaller than the spread over seeds (docs/experiments.md)
 say nothing. The data are built as `seed_spread.py` builds them (`--workdir` keeps them, and the
 trained model of each setting, between runs); the model is trained with the params as they are
-(`-S` changes them).
+(`-S` changes them). With `--checkpoint` (repeatable) the given models are decoded instead, for
+example the seeds `seed_spread.py` trained in the same `--workdir` (`runs/seed<N>-ce.pt`), and
+each row is the mean ± std over them.
 
     python benchmarks/decoding_options.py --workdir /tmp/decoding
     python benchmarks/decoding_options.py --dataset signs --beam 4 --groups 2 --diversity 1.0
+    python benchmarks/decoding_options.py --workdir /tmp/spread \
+        --checkpoint /tmp/spread/runs/seed0-ce.pt --checkpoint /tmp/spread/runs/seed1-ce.pt
 
 Imports dvc, mlflow and nltk nowhere at module level.
 """
@@ -20,6 +24,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -81,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change a parameter, as dvc exp run -S")
     parser.add_argument("--workdir", type=Path, help="keeps the data and the model")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="decode this trained model (repeatable) instead of training one")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="write the scores here")
     args = parser.parse_args(argv)
@@ -89,42 +96,67 @@ def main(argv: list[str] | None = None) -> None:
     from imcap.evaluation.bleu import bleu_scores
     from imcap.evaluation.coco_metrics import CocoScorer
     from imcap.model.checkpoint import load_checkpoint
-    from imcap.training.loop import train_decoder
 
     with tempfile.TemporaryDirectory(prefix="decoding_options.") as tmp:
         workdir = (args.workdir or Path(tmp)).resolve()
         params = build_data(workdir, args.dataset, parse_overrides(args.overrides))
         inputs = load_inputs(workdir, params)
-        trained_by = {k: v for k, v in params.as_flat_dict().items()
-                      if k.split(".")[0] in ("attention", "decoder", "model", "train")}
-        digest = hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()
-        checkpoint = workdir / "runs" / f"decoding-seed{args.seed}-{digest[:12]}.pt"
-        if not checkpoint.is_file():
-            checkpoint.parent.mkdir(exist_ok=True)
-            with contextlib.redirect_stdout(sys.stderr):
-                train_decoder(inputs.config, params.train, inputs.embeddings, inputs.train,
-                              inputs.val, inputs.vocab, checkpoint, seed=args.seed,
-                              state_dir=checkpoint.with_suffix(".state"))
+        checkpoints = args.checkpoint or [trained_checkpoint(workdir, params, args.seed, inputs)]
         device = pick_device(params.train.device)
-        model = load_checkpoint(checkpoint, device)
         rows = []
         with CocoScorer(meteor=False) as coco:
-            for name, options in variants(args.beam, args.groups, args.diversity).items():
-                for mode, captions in decode_all(model, inputs, device, args.beam,
-                                                 options).items():
-                    rows.append({
-                        "options": name, "mode": mode,
-                        "bleu4": round(bleu_scores(inputs.test.references, captions)["bleu4"], 2),
-                        "cider": round(coco.score(inputs.test.references, captions)["cider"], 1),
-                        "degenerate": round(100 * sum(map(degenerate, captions))
-                                            / len(captions), 1)})
-    print("| options | decoding | BLEU-4 | CIDEr-D | degenerate % |\n|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['options']} | {row['mode']} | {row['bleu4']:.2f} | {row['cider']:.1f} | "
-              f"{row['degenerate']:.1f} |")
+            for checkpoint in checkpoints:
+                model = load_checkpoint(checkpoint, device)
+                for name, options in variants(args.beam, args.groups, args.diversity).items():
+                    for mode, captions in decode_all(model, inputs, device, args.beam,
+                                                     options).items():
+                        rows.append({
+                            "checkpoint": str(checkpoint), "options": name, "mode": mode,
+                            "bleu4": round(bleu_scores(inputs.test.references, captions)["bleu4"],
+                                           2),
+                            "cider": round(coco.score(inputs.test.references, captions)["cider"],
+                                           1),
+                            "degenerate": round(100 * sum(map(degenerate, captions))
+                                                / len(captions), 1)})
+    print(table(rows, len(checkpoints)))
     if args.json:
         args.json.write_text(json.dumps({"dataset": args.dataset, "seed": args.seed,
                                          "overrides": args.overrides, "rows": rows}, indent=1))
+
+
+def trained_checkpoint(workdir: Path, params: Any, seed: int, inputs: Inputs) -> Path:
+    """The model the params train with training seed `seed`, trained once per workdir."""
+    from imcap.training.loop import train_decoder
+
+    trained_by = {k: v for k, v in params.as_flat_dict().items()
+                  if k.split(".")[0] in ("attention", "decoder", "model", "train")}
+    digest = hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()
+    checkpoint = workdir / "runs" / f"decoding-seed{seed}-{digest[:12]}.pt"
+    if not checkpoint.is_file():
+        checkpoint.parent.mkdir(exist_ok=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            train_decoder(inputs.config, params.train, inputs.embeddings, inputs.train,
+                          inputs.val, inputs.vocab, checkpoint, seed=seed,
+                          state_dir=checkpoint.with_suffix(".state"))
+    return checkpoint
+
+
+def table(rows: list[dict[str, Any]], models: int) -> str:
+    """A markdown table of the rows; over several models, each cell is mean ± std."""
+    def cell(values: list[float], digits: int) -> str:
+        mean = f"{statistics.fmean(values):.{digits}f}"
+        return mean if models == 1 else f"{mean} ± {statistics.stdev(values):.{digits}f}"
+
+    lines = [f"{models} model(s)" + (", mean ± std over them" if models > 1 else ""), "",
+             "| options | decoding | BLEU-4 | CIDEr-D | degenerate % |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["options"], row["mode"]), []).append(row)
+    for (options, mode), group in groups.items():
+        lines.append(f"| {options} | {mode} | {cell([r['bleu4'] for r in group], 2)} | "
+                     f"{cell([r['cider'] for r in group], 1)} | "
+                     f"{cell([r['degenerate'] for r in group], 1)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

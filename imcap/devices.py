@@ -1,10 +1,17 @@
-"""Device selection shared by the stages and commands."""
+"""Device selection shared by the stages and commands.
+
+torch is imported when a device is picked, not with this module: the params modules read
+`DEVICES`, and `check` refuses a bad param before paying for torch's import."""
+
+from __future__ import annotations
 
 import functools
 import os
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")  # what `features.device` and `train.device` may name
 
@@ -19,6 +26,8 @@ def pick_device(name: str, param: str = "device", report: bool = False) -> torch
     stages), an `auto` choice is said on stdout, in the stage's log, once per process and
     param, with a warning when this torch is built for CUDA but no GPU is usable (a missing
     driver, a hidden device): a run meant for a GPU would otherwise crawl on the CPU unnoticed."""
+    import torch
+
     if name == "auto":
         with warnings.catch_warnings(record=True) as caught:  # torch's reason, if it gives one
             warnings.simplefilter("always")
@@ -35,6 +44,8 @@ def pick_device(name: str, param: str = "device", report: bool = False) -> torch
 
 def _cpu_instead(caught: list[warnings.WarningMessage], param: str) -> str:
     """What `auto` says when it picks the CPU."""
+    import torch
+
     if torch.version.cuda is None:  # a CPU build of torch: the CPU is what was meant
         return "cpu"
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:

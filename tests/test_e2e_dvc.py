@@ -1,4 +1,9 @@
-"""End to end: the real `dvc repro` and `dvc exp run` on a copy of the project, tiny params."""
+"""End to end: the real `dvc repro` and `dvc exp run` on a copy of the project, tiny params.
+
+A stage reruns exactly when its params or code change and is restored from DVC's run-cache
+otherwise (both `train` and `evaluate` can enter it: no output of theirs is a plain
+`cache: false` one, and the MLflow run is found by the model's hash); every evaluate logs its own
+MLflow run under the train run of its model; a killed train leaves the previous model in place."""
 
 from __future__ import annotations
 
@@ -7,16 +12,22 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 
+from imcap.data.cache import file_sha256
 from imcap.params import parse_params
+from imcap.paths import CHECKPOINT_FILE, STAGED_CHECKPOINT, TRAIN_LOG
+from imcap.tracking import MODEL_TAG, PARENT_TAG, TRAIN_RUN_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -59,9 +70,15 @@ def make_project(root: Path, adjust: Callable[[dict], None] = lambda params: Non
     return root
 
 
+def fast_evaluate(params: dict) -> None:
+    """What the stages' reruns need of evaluate, not its every mode: METEOR (a Java process per
+    mode), four beam sizes and the figures run through DVC in tests/test_e2e_datasets.py."""
+    params["eval"].update(meteor=False, beams=[1, 2], attention_figures=1)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    return make_project(tmp_path_factory.mktemp("project"))
+    return make_project(tmp_path_factory.mktemp("project"), fast_evaluate)
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -95,6 +112,10 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     assert (project / "metrics/samples.csv").read_text().startswith("image,caption,references")
     trained = json.loads((project / "metrics/train.json").read_text())
     assert trained["published"] in ("epoch 1", "epoch 2", "mean of epochs 1-2")
+    client, (baseline_train, baseline_eval) = _runs(project)
+    baseline_model = file_sha256(project / CHECKPOINT_FILE)
+    assert baseline_train.data.tags[MODEL_TAG] == baseline_model
+    assert baseline_eval.data.tags[PARENT_TAG] == baseline_train.info.run_id
 
     again = _dvc(project, "repro")
     assert _ran(again) == set()
@@ -110,25 +131,51 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     assert _ran(encoder) == {"check", "features", "train", "evaluate"}
 
     back = _dvc(project, "exp", "run", "-S", "encoder=resnet18")
-    assert "features" not in _ran(back)
-    assert "features" in _restored(back)  # from DVC's run-cache, not recomputed
-    assert {"train", "evaluate"} <= _restored(back)  # an earlier row: nothing retrained
+    assert _ran(back) == set()  # an earlier row: nothing recomputed, all from the run-cache
+    assert {"features", "train", "evaluate"} <= _restored(back)
+
+    baseline = _dvc(project, "exp", "run", "-S", "attention=I")
+    assert _ran(baseline) == set() and _restored(baseline) == {"check", "train", "evaluate"}
+    assert file_sha256(project / CHECKPOINT_FILE) == baseline_model
+
+    # An evaluate-only change logs a new evaluate run under the model's train run, which
+    # stays as it was.
+    evaluate_only = _dvc(project, "exp", "run", "-S", "eval.max_length=3")
+    assert _ran(evaluate_only) == {"check", "evaluate"}
+    newest = _runs(project)[1][-1]
+    assert newest.data.tags[TRAIN_RUN_TAG] == baseline_train.info.run_id
+    assert newest.data.tags["imcap.stage"] == "evaluate"
+    assert newest.data.params["eval.max_length"] == "3"
+    train_now = client.get_run(baseline_train.info.run_id)
+    assert train_now.data.metrics == baseline_train.data.metrics
+    assert train_now.data.tags == baseline_train.data.tags
+    assert train_now.info.run_name == baseline_train.info.run_name
+
+    # Fine-tuning trains on the images, not the stored features: train and evaluate rerun, the
+    # features stay; switching it off again restores both from the run-cache.
+    tuned = _dvc(project, "exp", "run", "-S", "train.finetune_encoder=1")
+    assert _ran(tuned) == {"check", "train", "evaluate"}
+    assert "encoder" in torch.load(project / CHECKPOINT_FILE, weights_only=True)
+    untuned = _dvc(project, "exp", "run", "-S", "train.finetune_encoder=0")
+    assert _ran(untuned) == set() and _restored(untuned) == {"check", "train", "evaluate"}
 
     shown = json.loads(_dvc(project, "exp", "show", "--json").stdout)
     assert "greedy" in json.dumps(shown) and "bleu4" in json.dumps(shown)
-    diff = _dvc(project, "metrics", "diff", "--json", "HEAD").stdout
-    assert "greedy.bleu4" in diff or "bleu4" in diff
+    diff = json.loads(_dvc(project, "metrics", "diff", "--json", "HEAD").stdout)
+    assert diff["metrics/eval.json"]  # captions cut at eval.max_length=3 score otherwise
 
-    plots = _dvc(project, "plots", "show", "--json").stdout
-    assert "val_bleu4" in plots and "train_loss" in plots
+    plots = json.loads(_dvc(project, "plots", "show", "--json").stdout)["data"]
+    assert [name for name in plots if not name.endswith(".png")] == [
+        "Training loss", "Validation BLEU-4", "BLEU-4 and CIDEr-D vs beam size"]
 
-    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("imcap").experiment_id])
-    assert len(runs) >= 6  # train + evaluate for repro, attention=II, resnet34 (not the last,
-    # which came from the run-cache)
+    _, runs = _runs(project)
+    # A train and an evaluate run each for repro, attention=II, resnet34 and fine-tuning, one
+    # evaluate for eval.max_length; none for the rows restored from the run-cache.
+    assert len(runs) == 9
     exp_names = {run.data.tags.get("dvc_exp_name") for run in runs}
     assert len(exp_names - {None}) >= 2
     for run in runs:
+        assert run.info.status == "FINISHED"
         assert run.data.params["attention"] in ("I", "II")
         if run.data.tags["imcap.stage"] == "train":
             assert "val_bleu4" in run.data.metrics
@@ -137,6 +184,40 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
         else:
             assert "test_greedy_bleu4" in run.data.metrics
             assert run.data.tags["imcap.train_run_id"] in {r.info.run_id for r in runs}
+
+
+def _runs(root: Path) -> tuple[mlflow.MlflowClient, list]:
+    """The project's MLflow client and its runs, oldest first."""
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("imcap").experiment_id
+    return client, client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+
+
+def test_a_killed_train_leaves_the_previous_model(project: Path):
+    _dvc(project, "checkout", "-f")
+    before = (project / CHECKPOINT_FILE).read_bytes()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update({"epochs": 200, "learning_rate": 0.011})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / TRAIN_LOG).unlink()
+    stage = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project,
+                             env=_env(project), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _epochs_logged(project / TRAIN_LOG, 3) and time.monotonic() < deadline:
+            time.sleep(0.05)  # epoch 3 is logged: the best checkpoint so far was saved
+    finally:
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+        subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    assert _epochs_logged(project / TRAIN_LOG, 3)
+    assert (project / CHECKPOINT_FILE).read_bytes() == before
+    assert (project / STAGED_CHECKPOINT).is_file()  # the half-trained one, out of the way
+
+
+def _epochs_logged(log: Path, count: int) -> bool:
+    return log.is_file() and len(log.read_text().splitlines()) > count
 
 
 @pytest.mark.parametrize(("setting", "message"), [

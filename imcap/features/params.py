@@ -9,9 +9,8 @@ code that builds it.
 from __future__ import annotations
 
 import importlib.util
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
-import torchvision
 from pydantic import ConfigDict, Field, model_validator
 
 from imcap.devices import DEVICES
@@ -24,6 +23,9 @@ from imcap.params_base import (
     Section,
     choice,
 )
+
+if TYPE_CHECKING:
+    import torchvision
 
 # The encoders `params.yaml` may name, in the order docs/features.md lists them. Any torchvision
 # classifier whose feature map feeds a global average pool `avgpool` fits (`ClassifierTrunk`:
@@ -114,6 +116,8 @@ def weights_enum(name: str, weights: str) -> torchvision.models.WeightsEnum | No
         raise ValueError(f"encoder {name} comes from open_clip, not torchvision")
     if WEIGHTS[weights] is None:
         return None
+    import torchvision  # here, not above: `check` refuses a bad param before this import
+
     enum = torchvision.models.get_model_weights(name)
     if WEIGHTS[weights] not in enum.__members__:
         available = [key for key, member in WEIGHTS.items()
