@@ -35,12 +35,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_spread import Inputs, build_data, degenerate, load_inputs, parse_overrides
 
+OFF = "off (default)"
+
 
 def variants(beam: int, groups: int, diversity: float) -> dict[str, dict[str, Any]]:
     """Name -> the decoding options it turns on (the rest off)."""
     diverse = {"groups": groups, "diversity": diversity}
     both = {"block_trigrams": True, "remove_bad_endings": True}
-    return {"off (default)": {},
+    return {OFF: {},
             "block_trigrams": {"block_trigrams": True},
             "remove_bad_endings": {"remove_bad_endings": True},
             "both rules": both,
@@ -142,19 +144,25 @@ def trained_checkpoint(workdir: Path, params: Any, seed: int, inputs: Inputs) ->
 
 
 def table(rows: list[dict[str, Any]], models: int) -> str:
-    """A markdown table of the rows; over several models, each cell is mean ± std."""
-    def cell(values: list[float], digits: int) -> str:
-        mean = f"{statistics.fmean(values):.{digits}f}"
+    """A markdown table of the rows; over several models each cell is mean ± std, and Δ is the
+    paired difference from the same model's and decoding's row with every option off."""
+    def cell(values: list[float], digits: int, sign: str = "") -> str:
+        mean = f"{statistics.fmean(values):{sign}.{digits}f}"
         return mean if models == 1 else f"{mean} ± {statistics.stdev(values):.{digits}f}"
 
+    off = {(row["checkpoint"], row["mode"]): row for row in rows if row["options"] == OFF}
     lines = [f"{models} model(s)" + (", mean ± std over them" if models > 1 else ""), "",
-             "| options | decoding | BLEU-4 | CIDEr-D | degenerate % |", "|---|---|---|---|---|"]
+             "| options | decoding | BLEU-4 | Δ | CIDEr-D | Δ | degenerate % |",
+             "|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["options"], row["mode"]), []).append(row)
     for (options, mode), group in groups.items():
+        delta = {metric: [row[metric] - off[row["checkpoint"], mode][metric] for row in group]
+                 for metric in ("bleu4", "cider")}
         lines.append(f"| {options} | {mode} | {cell([r['bleu4'] for r in group], 2)} | "
-                     f"{cell([r['cider'] for r in group], 1)} | "
+                     f"{cell(delta['bleu4'], 2, '+')} | "
+                     f"{cell([r['cider'] for r in group], 1)} | {cell(delta['cider'], 1, '+')} | "
                      f"{cell([r['degenerate'] for r in group], 1)} |")
     return "\n".join(lines)
 

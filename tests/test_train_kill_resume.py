@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from test_e2e_dvc import _dvc, _env, make_project
 
 from imcap.paths import CHECKPOINT_FILE, TRAIN_LOG, TRAIN_METRICS, TRAIN_STAGING_DIR
@@ -29,6 +31,24 @@ def _adjust(params: dict) -> None:
     # Enough epochs that the kill (within 0.5 s after epoch 2) lands mid-training, not after it.
     params["train"].update({"epochs": 30, "patience": 50, "device": "cpu"})
     params["model"]["dropout"] = 0.3  # draws from the RNG that a resume must restore
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A project with train's inputs made (`dvc repro vocab features`), for each test to copy."""
+    root = make_project(tmp_path_factory.mktemp("inputs"), _adjust)
+    _dvc(root, "repro", "vocab", "features")
+    return root
+
+
+def _project(inputs: Path, tmp_path: Path, adjust=_adjust) -> Path:
+    """A copy of the `inputs` project, its params as `adjust` makes them."""
+    root = tmp_path / "project"
+    shutil.copytree(inputs, root, symlinks=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    adjust(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
 
 
 @pytest.fixture
@@ -68,8 +88,9 @@ def _outcome(root: Path) -> tuple[str, dict, dict]:
     return (root / TRAIN_LOG).read_text(), metrics, model
 
 
-def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(tmp_path, kill_moment):
-    root = make_project(tmp_path, _adjust)
+def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(inputs, tmp_path,
+                                                                          kill_moment):
+    root = _project(inputs, tmp_path)
     _dvc(root, "repro", "train")  # the inputs; this first train is the uninterrupted run
     log, metrics, model = _outcome(root)
     assert not (root / TRAIN_STAGING_DIR).exists()  # finished: nothing to resume
@@ -106,11 +127,10 @@ def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(tmp_pa
 INIT_H = "self.init_h = nn.Linear(config.projection_size, config.hidden_size)"
 
 
-def test_a_code_change_after_a_kill_starts_over_saying_why(tmp_path):
+def test_a_code_change_after_a_kill_starts_over_saying_why(inputs, tmp_path):
     """Killed, then a layer changed (`bias=False`), rerun: it starts over (saying why), never
     loads the old code's weights (nor fails on them: `Unexpected key(s) in state_dict`)."""
-    root = make_project(tmp_path, _adjust)
-    _dvc(root, "repro", "features", "vocab")  # the inputs
+    root = _project(inputs, tmp_path)
     _kill_after_epoch(_train(root), root, 1)
     assert (root / TRAIN_STAGING_DIR / STATE_FILE).is_file()
     old_epoch_1 = (root / TRAIN_LOG).read_text().splitlines()[1]
@@ -146,11 +166,11 @@ def _self_critical(params: dict) -> None:
     params["train"].update({"epochs": 2, "scst_epochs": 6, "scst_batch_size": 8})
 
 
-def test_a_train_killed_in_its_self_critical_epochs_resumes_in_them(tmp_path):
+def test_a_train_killed_in_its_self_critical_epochs_resumes_in_them(inputs, tmp_path):
     """Killed during self-critical epoch 2 or later (cross-entropy epochs 1-2 logged, then
     self-critical ones), the rerun resumes there and ends as the uninterrupted run: the same
     log (rewards, no train loss, in those epochs), metrics and model."""
-    root = make_project(tmp_path, _self_critical)
+    root = _project(inputs, tmp_path, _self_critical)
     _dvc(root, "repro", "train")  # the inputs; this first train is the uninterrupted run
     log, metrics, model = _outcome(root)
     assert metrics["scst_epochs_run"] == 6 and metrics["scst_reward"] > 0
