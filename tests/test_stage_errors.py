@@ -63,6 +63,17 @@ def test_the_check_stage_rejects_bad_params_in_one_line(tmp_path, overrides, mes
     assert not (tmp_path / "data").exists()
 
 
+def test_the_check_stage_validates_before_importing_torch():
+    """A bad param is refused in a fraction of a second: the params code and the check stage
+    import neither torch nor torchvision (each about a second and a half) until a device is
+    picked or pretrained weights are looked up."""
+    code = "import sys, stages.check; print(sorted({'torch', 'torchvision'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 # A bad value in a section each stage reads: the stage itself refuses it too.
 STAGE_READS = {"download": ({"dataset": "imagenet"}, "dataset: unknown value 'imagenet'"),
                "vocab": ({"vocab": {"min_count": 0}}, "vocab.min_count must be > 0"),
