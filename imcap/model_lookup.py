@@ -69,7 +69,7 @@ def mlflow_artifacts(source: str, dest: Path, root: Path) -> Artifacts:
     uri = tracking_uri()
     require_store(uri)
     with store_errors_named(uri):
-        client = mlflow.MlflowClient(uri)
+        client = mlflow.MlflowClient(uri, registry_uri=uri)  # the registry lives in that store
         try:
             version = MODEL_URI.fullmatch(source)
             if version:
@@ -126,10 +126,11 @@ def _registered(client: Any, name: str, version: str, dest: Path, root: Path) ->
     import mlflow
     from mlflow.models import Model
 
-    mlflow.set_registry_uri(client.tracking_uri)
+    # Where the version's files are, asked of this client's registry: `models:/` resolved by
+    # mlflow itself would need the process-wide registry URI, which another caller may have set.
+    location = client.get_model_version_download_uri(name, version)
     local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(dest),
-        tracking_uri=client.tracking_uri))
+        artifact_uri=location, dst_path=str(dest), tracking_uri=client.tracking_uri))
     flavor = Model.load(local).flavors["python_function"]
     config = flavor.get("config") or {}
     files = {key: local / value["path"] for key, value in flavor.get("artifacts", {}).items()}

@@ -80,7 +80,7 @@ def test_two_clones_share_the_tracking_server_the_registry_and_experiments(serve
     compared = _in(a, url, str(BIN / "imcap"), "compare", "HEAD", "from-b")
     assert compared.startswith("A = HEAD, B = from-b: ")
 
-    client = mlflow.MlflowClient(url)
+    client = mlflow.MlflowClient(url, registry_uri=url)  # not a registry another test set
     experiment = client.get_experiment_by_name("team").experiment_id
     runs = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
     assert [(r.data.tags[STAGE_TAG], r.data.tags.get(MODEL_VERSION_TAG)) for r in runs] == [
