@@ -219,6 +219,22 @@ def test_imcap_caption_reads_a_registered_version_or_an_evaluate_run(store, tmp_
     assert out == f"{image}\t{expected_caption(store, image, beam=DEFAULTS.beam)}\n"
 
 
+def test_a_registered_version_is_found_whatever_registry_this_process_named_before(
+        store, tmp_path, capsys, monkeypatch):
+    """MLflow's registry URI is process-wide (and exported to subprocesses): the lookup asks its
+    own store's registry, neither misled by one another caller set nor setting one itself."""
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", other)
+    monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", other)
+    image = write_image(tmp_path / "mine.png", seed=4)
+    status = cli.main(["caption", str(image), "--run-id", "models:/imcap/1", "--root",
+                       str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert out == f"{image}\t{expected_caption(store, image, beam=DEFAULTS.beam)}\n"
+    assert mlflow.get_registry_uri() == other and os.environ["MLFLOW_REGISTRY_URI"] == other
+
+
 def test_pyfunc_captions_and_attention_maps_as_imcap_caption_does(store, tmp_path):
     image = write_image(tmp_path / "mine.png", seed=5)
     model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/1")
