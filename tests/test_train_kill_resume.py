@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,13 +42,15 @@ def inputs(tmp_path_factory) -> Path:
     return root
 
 
-def _project(inputs: Path, tmp_path: Path, adjust=_adjust) -> Path:
-    """A copy of the `inputs` project, its params as `adjust` makes them."""
+def _project(inputs: Path, tmp_path: Path,
+             adjust: Callable[[dict], None] | None = None) -> Path:
+    """A copy of the `inputs` project, its params changed by `adjust` if given."""
     root = tmp_path / "project"
     shutil.copytree(inputs, root, symlinks=True)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    adjust(params)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if adjust:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        adjust(params)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
@@ -91,7 +94,7 @@ def _outcome(root: Path) -> tuple[str, dict, dict]:
 def test_a_train_killed_at_any_moment_resumes_to_the_uninterrupted_result(inputs, tmp_path,
                                                                           kill_moment):
     root = _project(inputs, tmp_path)
-    _dvc(root, "repro", "train")  # the inputs; this first train is the uninterrupted run
+    _dvc(root, "repro", "train")  # the uninterrupted run
     log, metrics, model = _outcome(root)
     assert not (root / TRAIN_STAGING_DIR).exists()  # finished: nothing to resume
     (root / TRAIN_LOG).unlink()
@@ -171,7 +174,7 @@ def test_a_train_killed_in_its_self_critical_epochs_resumes_in_them(inputs, tmp_
     self-critical ones), the rerun resumes there and ends as the uninterrupted run: the same
     log (rewards, no train loss, in those epochs), metrics and model."""
     root = _project(inputs, tmp_path, _self_critical)
-    _dvc(root, "repro", "train")  # the inputs; this first train is the uninterrupted run
+    _dvc(root, "repro", "train")  # the uninterrupted run
     log, metrics, model = _outcome(root)
     assert metrics["scst_epochs_run"] == 6 and metrics["scst_reward"] > 0
     header, *rows = log.splitlines()
