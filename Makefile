@@ -55,7 +55,7 @@ seed-table: setup
 	$(PY) scripts/seed_table.py
 
 # The stages' time, peak RSS and bytes at 3k, 12k, 48k and 123k COCO-like images, with growth
-# exponents (docs/speed.md, "COCO scale"): hours on 2 cores. SCALE_ARGS="--sizes 3000 12000" for less.
+# exponents (docs/speed.md, "COCO scale"): about 1.5 h on 2 cores. SCALE_ARGS="--sizes 3000 12000" for less.
 SCALE_ARGS ?=
 scale: setup
 	$(PY) benchmarks/scale.py --workdir /tmp/imcap-scale $(SCALE_ARGS)
