@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from imcap.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from imcap.distributed import Shard
-from imcap.features.encoders import preprocessing
 from imcap.features.images import resize_crop, resize_crops
+from imcap.features.preprocessing import preprocessing
 from imcap.features.splits import CaptionedSplit
 from imcap.model.decoder import DecoderConfig
 from imcap.model.registry import build_decoder

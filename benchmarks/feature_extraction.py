@@ -39,10 +39,11 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imcap.features.encoders import build_encoder, preprocessing
+from imcap.features.encoders import build_encoder
 from imcap.features.extraction import Extraction
 from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.params import ENCODERS, WEIGHTS, FeaturesParams
+from imcap.features.preprocessing import preprocessing
 from imcap.features.store import FeatureStore
 
 

@@ -19,7 +19,8 @@ from imcap.data.vocab import Vocabulary
 from imcap.evaluation.attention_maps import caption_steps
 from imcap.evaluation.params import DecodingDefaults
 from imcap.features.encoders import Encoder, build_encoder
-from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.image_files import ImageReadError, load_rgb
+from imcap.features.images import image_transform
 from imcap.features.split_encoder import tuned_encoder
 from imcap.features.store import FeatureStore
 from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint

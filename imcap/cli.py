@@ -23,7 +23,7 @@ from imcap.captioner import Captioner, CaptionerError, Decoding
 from imcap.devices import pick_device
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
 from imcap.evaluation.params import DEFAULT_BEAM, DecodingDefaults
-from imcap.features.images import ImageReadError, load_rgb
+from imcap.features.image_files import ImageReadError, load_rgb
 from imcap.model_lookup import find_artifacts, store_errors_named
 from imcap.stage import is_user_error, out_of_memory
 from imcap.tracking import tracking_uri

@@ -55,7 +55,7 @@ import imcap
 from imcap.captioner import Artifacts, Caption, Captioner, Decoding
 from imcap.devices import pick_device
 from imcap.evaluation.params import DecodingDefaults
-from imcap.features.images import ImageReadError
+from imcap.features.image_files import ImageReadError
 from imcap.stage_code import source_digests
 from imcap.tracking import (
     MODEL_KEY_TAG,

@@ -33,9 +33,8 @@ from imcap.evaluation.scoring import (
     score_captions,
     score_lines,
 )
-from imcap.features.encode import tuned_split
-from imcap.features.encoders import preprocessing
-from imcap.features.images import load_rgb
+from imcap.features.image_files import load_rgb
+from imcap.features.preprocessing import preprocessing
 from imcap.features.splits import CaptionedSplit, load_split
 from imcap.features.store import FeatureStore
 from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint
@@ -109,6 +108,8 @@ def main() -> None:
     device = pick_device(params.train.device, "train.device", report=True)
     model = load_checkpoint(CHECKPOINT_FILE, device)
     if (tuned := checkpoint_encoder(CHECKPOINT_FILE)) is not None:  # the store's are stale
+        from imcap.features.encode import tuned_split  # torchvision, 2 s: only when tuned
+
         test = tuned_split(test, tuned, store, [image_root(CAPTION_FILE) / name
                                                 for name in test_files],
                            device, settings.batch_size, params.reads_regions)

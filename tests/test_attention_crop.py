@@ -15,8 +15,8 @@ from test_cli import make_project, run
 
 from imcap import captioner
 from imcap.evaluation.attention_maps import draw_attention, encoder_view
-from imcap.features.encoders import Preprocessing
 from imcap.features.images import ImageTransform
+from imcap.features.preprocessing import Preprocessing
 from imcap.model.decoding_loop import DecodedCaption
 from imcap.paths import ATTENTION_DIR, CAPTION_FILE
 

@@ -22,11 +22,11 @@ from imcap.features.encoders import (
     build_encoder,
     encoder_from_model,
     load_weights,
-    preprocessing,
     weights_cache_file,
 )
 from imcap.features.images import image_transform
 from imcap.features.params import ENCODERS, WEIGHTS, weights_enum
+from imcap.features.preprocessing import preprocessing
 from imcap.params import ParamError, load_params, parse_params
 from imcap.stage import run_stage
 
@@ -393,7 +393,7 @@ def test_clip_regions_are_patch_tokens_in_the_embedding_space(name, size, region
         assert torch.allclose(pooled, visual(x), atol=1e-5)
     assert grid.shape == (2, regions, channels) and encoder.feature_dim == channels
     assert isinstance(visual, open_clip.transformer.VisionTransformer)
-    assert preprocessing(name, "openai").interpolation.value == "bicubic"
+    assert preprocessing(name, "openai").interpolation == "bicubic"
 
 
 def test_clip_weights_offline_fail_saying_how_to_preseed_the_cache(monkeypatch):

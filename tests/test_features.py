@@ -9,10 +9,12 @@ from params_overrides import cpu_features
 from PIL import Image
 
 from imcap.features import extraction as features_module
-from imcap.features.encoders import build_encoder, preprocessing
+from imcap.features.encoders import build_encoder
 from imcap.features.extraction import Extraction, extract_features
 from imcap.features.extraction_settings import ExtractionSettings
-from imcap.features.images import ImageReadError, image_transform, load_rgb
+from imcap.features.image_files import ImageReadError, load_rgb
+from imcap.features.images import image_transform
+from imcap.features.preprocessing import preprocessing
 from imcap.features.store import FeatureStore
 from imcap.features.writer import NonFiniteFeatureError
 

@@ -15,7 +15,8 @@ from imcap.data.vocab import SPECIALS, Vocabulary
 from imcap.evaluation.params import DecodingDefaults
 from imcap.features.encode import tuned_split
 from imcap.features.encoders import build_encoder
-from imcap.features.images import image_transform, load_rgb
+from imcap.features.image_files import load_rgb
+from imcap.features.images import image_transform
 from imcap.features.split_encoder import split_encoder
 from imcap.features.splits import CaptionedSplit
 from imcap.model.checkpoint import checkpoint_encoder, load_checkpoint, save_checkpoint

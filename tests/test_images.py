@@ -10,19 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from imcap.features.encoders import Preprocessing, preprocessing
+from imcap.features.image_files import ImageReadError, load_rgb
 from imcap.features.images import (
-    ImageReadError,
     Normaliser,
-    crop_box,
     gpu_decode,
     image_transform,
     is_jpeg,
-    load_rgb,
     read_pixels,
     resize_crop,
     resize_crops,
 )
+from imcap.features.preprocessing import Preprocessing, crop_box, preprocessing
 
 SQUASH = preprocessing("resnet18", "none", 32)
 CROP = preprocessing("resnet18", "imagenet", 32)

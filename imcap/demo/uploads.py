@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imcap.features.images import ImageReadError, load_rgb
+from imcap.features.image_files import ImageReadError, load_rgb
 
 MAX_PIXELS = 50_000_000  # ~ an 8000×6000 photo; decoding more would take gigabytes of memory
 MAX_SIDE = 2048  # px: larger images are decoded reduced (the encoder sees a few hundred px)

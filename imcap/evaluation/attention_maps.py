@@ -20,8 +20,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from imcap.atomic import atomic_path
-from imcap.features.encoders import Preprocessing
-from imcap.features.images import crop_box
+from imcap.features.preprocessing import Preprocessing, crop_box
 
 PANEL_PIXELS = 224  # the image is shown at this square size in every panel
 COLUMNS = 5

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from imcap.features.encoders import Preprocessing, preprocessing
 from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.images import Normaliser
 from imcap.features.loader import batch_pixels, image_batches
+from imcap.features.preprocessing import Preprocessing, preprocessing
 from imcap.features.split_encoder import tuned_encoder
 from imcap.features.splits import CaptionedSplit, MismatchError
 from imcap.features.store import FeatureStore

@@ -16,7 +16,6 @@ i.e. the seed project's encoders. `openai` loads CLIP's weights through open_cli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,10 +24,9 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.models.vision_transformer import interpolate_embeddings
-from torchvision.transforms import InterpolationMode
 
 from imcap.data.cache import file_sha256
-from imcap.features.clip import clip_preprocess_cfg, clip_trunk
+from imcap.features.clip import clip_trunk
 from imcap.features.params import (
     CLIP_MODELS,
     NATIVE_SIZE,
@@ -38,60 +36,13 @@ from imcap.features.params import (
     check_encoder,
     weights_enum,
 )
+from imcap.features.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NONE_SEED = 0  # the initialisation of `weights: none` encoders
 
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither in the torch cache nor downloadable; says how to fix it."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the encoder's input.
-
-    With pretrained weights every value comes from the weights' own metadata
-    (`weights.transforms()`): the image is resized so its shorter side is `resize_size`, then
-    centre-cropped to `crop_size`. Without weights there is no metadata: the whole image is
-    squashed to `crop_size` × `crop_size` (`resize_size` None, nothing cropped away) and
-    normalised with the ImageNet statistics.
-    """
-
-    crop_size: int
-    resize_size: int | None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: InterpolationMode = InterpolationMode.BILINEAR
-
-
-def preprocessing(name: str, weights: str, image_size: int = 0) -> Preprocessing:
-    """The preprocessing of encoder `name` with `weights` at `image_size` (0: native size).
-
-    With pretrained weights a non-zero `image_size` replaces the crop size and scales the resize
-    size in the weights' ratio (256/224 for IMAGENET1K_V1 ResNets), so `image_size` equal to
-    the native size reproduces `weights.transforms()` exactly (CLIP: open_clip's preprocessing,
-    shorter side resized to the crop size).
-    """
-    check_encoder(name, weights, image_size)
-    if WEIGHTS[weights] is None:
-        return Preprocessing(crop_size=image_size or NATIVE_SIZE[name], resize_size=None)
-    if name in CLIP_MODELS:
-        cfg = clip_preprocess_cfg(name, WEIGHTS[weights])
-        if cfg["resize_mode"] != "shortest":
-            raise ValueError(f"{name} {weights}: open_clip resize_mode {cfg['resize_mode']!r} "
-                             "is not supported (only 'shortest')")
-        size = image_size or cfg["size"]
-        return Preprocessing(crop_size=size, resize_size=size, mean=tuple(cfg["mean"]),
-                             std=tuple(cfg["std"]),
-                             interpolation=InterpolationMode(cfg["interpolation"]))
-    meta = weights_enum(name, weights).transforms()
-    crop, resize = meta.crop_size[0], meta.resize_size[0]
-    if image_size:
-        crop, resize = image_size, round(image_size * resize / crop)
-    return Preprocessing(crop_size=crop, resize_size=resize, mean=tuple(meta.mean),
-                         std=tuple(meta.std), interpolation=meta.interpolation)
 
 
 class Encoder(nn.Module):

@@ -23,11 +23,12 @@ import torch
 
 from imcap.atomic import atomic_path
 from imcap.distributed import Shard
-from imcap.features.encoders import Encoder, Preprocessing, build_encoder, preprocessing
+from imcap.features.encoders import Encoder, build_encoder
 from imcap.features.extraction_settings import ExtractionSettings
 from imcap.features.images import Normaliser
 from imcap.features.loader import batch_pixels, image_batches
 from imcap.features.params import FeaturesParams
+from imcap.features.preprocessing import Preprocessing, preprocessing
 from imcap.features.sharding import extract_shard, remove_shards
 from imcap.features.store import create_store
 from imcap.features.writer import EncodedBatch, FeatureWriter
@@ -49,7 +50,7 @@ def extract_features(images_dir: Path, filenames: Sequence[str], out_path: Path,
     encoder = build_encoder(encoder_name, config.weights, spec.crop_size)
     attrs = {"encoder": encoder_name, "weights": config.weights, "image_size": spec.crop_size,
              "resize_size": spec.resize_size or 0, "mean": spec.mean, "std": spec.std,
-             "interpolation": spec.interpolation.value,
+             "interpolation": spec.interpolation,
              "precision": "bfloat16" if runtime.bfloat16 else "float32"}
     paths = [Path(images_dir) / name for name in filenames]
     job = Extraction(encoder, spec, runtime, np.dtype(config.dtype), attrs)

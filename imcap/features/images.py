@@ -1,75 +1,28 @@
-"""Images → encoder input: robust decoding (CPU with PIL, or GPU with nvJPEG), resize/crop and
-normalisation as `imcap.features.encoders.Preprocessing` says.
+"""Images → encoder input: decoding (CPU with PIL, `imcap.features.image_files`, or GPU with
+nvJPEG), resize/crop and normalisation as `imcap.features.preprocessing.Preprocessing` says.
 
 Resize and crop are one step: the crop box is computed in the source image and only that region
 is resized (`resized_crop`). That equals "resize the shorter side to `resize_size`, centre-crop
 `crop_size`" (torchvision's `ImageClassification`) up to a pixel of rounding, resizes fewer
 pixels, and cannot blow up on an extreme aspect ratio (a 1×10000 px image).
-
-Every failure names the file: a corrupt or truncated file, an unknown format, a decoder error.
-16-bit greyscale PNGs are scaled to 8 bits (PIL's own conversion saturates them to white);
-CMYK, greyscale, palette and alpha images are converted to RGB.
 """
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from imcap.features.encoders import Preprocessing, preprocessing
+from imcap.features.image_files import load_rgb, to_rgb
+from imcap.features.preprocessing import Preprocessing, crop_box, preprocessing
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-
-
-class ImageReadError(RuntimeError):
-    """An image could not be read or decoded; the message names the file."""
-
-
-def load_rgb(path: Path, data: bytes | None = None, max_side: int | None = None
-             ) -> Image.Image:
-    """Open an image (from `path`, or its bytes `data`) as 8-bit RGB; `ImageReadError` names it.
-    With `max_side`, a larger image is decoded reduced (JPEG: by its decoder, PIL's `draft`)
-    and shrunk to at most `max_side` px on its longer side, before the conversion to RGB.
-
-    Any decoder failure is caught, not only OSError: PIL raises SyntaxError, ValueError,
-    struct.error or DecompressionBombError for some broken files, and the stage must say which.
-    """
-    try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as image:
-            if max_side is not None and max(image.size) > max_side:
-                image.thumbnail((max_side, max_side))  # JPEG: `draft`s before decoding
-            image.load()
-            return to_rgb(image)
-    except Exception as err:
-        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB, scaling 16-bit (and 32-bit integer) greyscale instead of saturating it."""
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
-        values = np.asarray(image).astype(np.float32)
-        if image.mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
-            values = values / 257
-        image = Image.fromarray(values.clip(0, 255).round().astype(np.uint8))
-    return image.convert("RGB")
-
-
-def crop_box(height: int, width: int, spec: Preprocessing) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the source region that becomes the encoder input."""
-    if spec.resize_size is None:  # no metadata: the whole image, squashed
-        return 0, 0, height, width
-    side = min(height, width) * spec.crop_size / spec.resize_size
-    box_h, box_w = min(height, max(1, round(side))), min(width, max(1, round(side)))
-    return (height - box_h) // 2, (width - box_w) // 2, box_h, box_w
 
 
 def resize_crop(image: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
@@ -77,7 +30,7 @@ def resize_crop(image: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     top, left, height, width = crop_box(*image.shape[-2:], spec)
     size = [spec.crop_size, spec.crop_size]
     return F.resized_crop(image, top, left, height, width, size,
-                          interpolation=spec.interpolation, antialias=True)
+                          interpolation=InterpolationMode(spec.interpolation), antialias=True)
 
 
 def read_pixels(path: Path, spec: Preprocessing, data: bytes | None = None) -> torch.Tensor:
@@ -137,7 +90,7 @@ def resize_crops(images: Sequence[torch.Tensor], spec: Preprocessing) -> torch.T
     for members in groups.values():
         crops = torch.stack([_crop(images[i], boxes[i]) for i in members]).float()
         resized = F.resize(crops, [spec.crop_size, spec.crop_size],
-                           interpolation=spec.interpolation, antialias=True)
+                           interpolation=InterpolationMode(spec.interpolation), antialias=True)
         if len(groups) == 1:
             return resized
         rows.update(zip(members, resized.unbind(), strict=True))

@@ -13,9 +13,10 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from imcap.features.encoders import Preprocessing
 from imcap.features.extraction_settings import ExtractionSettings
-from imcap.features.images import ImageReadError, gpu_decode, is_jpeg, read_pixels
+from imcap.features.image_files import ImageReadError
+from imcap.features.images import gpu_decode, is_jpeg, read_pixels
+from imcap.features.preprocessing import Preprocessing
 
 
 class Batch(NamedTuple):

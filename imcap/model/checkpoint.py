@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from imcap.atomic import atomic_path
-from imcap.features.split_encoder import tuned_state
 from imcap.loading import read_output
 from imcap.model.decoder import DecoderConfig
 from imcap.model.interface import Decoder
@@ -24,6 +23,8 @@ def save_checkpoint(path: Path, model: Decoder | TunedCaptioner, epoch: int,
     `encoder` (`imcap.features.split_encoder.tuned_state`)."""
     tuned = {}
     if isinstance(model, TunedCaptioner):
+        from imcap.features.split_encoder import tuned_state  # torchvision, 2 s: tuned only
+
         model, tuned = model.decoder, {"encoder": tuned_state(model.tail)}
     with atomic_path(path) as tmp:
         torch.save({"config": model.config.as_dict(), "state_dict": model.state_dict(),

@@ -6,14 +6,16 @@ encoder and decoder together."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from imcap.features.split_encoder import EncoderTail
 from imcap.model.decoder import DecoderConfig
 from imcap.model.interface import Decoder, DecodingState
+
+if TYPE_CHECKING:  # torchvision (2 s at import) only where an encoder is tuned
+    from imcap.features.split_encoder import EncoderTail
 
 
 class TunedCaptioner(nn.Module):
