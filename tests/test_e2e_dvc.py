@@ -37,7 +37,8 @@ TINY = {
     "vocab": {"min_count": 2},
     "word_vectors": {"dim": 16},
     "features": {"image_size": 64, "batch_size": 16},
-    "model": {"projection_size": 32, "hidden_size": 32, "attention_size": 16},
+    "model": {"projection_size": 32, "hidden_size": 32, "attention_size": 16,
+              "transformer_layers": 1, "transformer_heads": 2, "transformer_width": 32},
     "train": {"epochs": 2, "batch_size": 32},
     "eval": {"num_samples": 5},
 }

@@ -50,9 +50,9 @@ def test_off_every_epoch_feeds_the_constant_teacher_forcing_as_it_is():
 ])
 def test_bad_schedules_are_refused_in_one_line(raw, message):
     with pytest.raises(ParamError, match=message) as err:
-        parse_params(merged(raw))
+        parse_params(merged({"decoder": "lstm", **raw}))  # the LSTM's option, unless set
     assert "\n" not in str(err.value)
-    parse_params(merged({"train": SCHEDULE}))
+    parse_params(merged({"decoder": "lstm", "train": SCHEDULE}))
 
 
 def test_the_schedule_reaches_the_model_epoch_by_epoch(tmp_path):

@@ -114,9 +114,10 @@ def test_label_smoothing_is_torchs_mix_of_the_target_and_the_uniform_word():
 ])
 def test_options_without_the_attention_they_act_on_are_refused_in_one_line(raw, message):
     with pytest.raises(ParamError, match=message) as err:
-        parse_params(merged(raw))
+        parse_params(merged({"decoder": "lstm", **raw}))  # the options' decoder, unless set
     assert "\n" not in str(err.value)
-    parse_params(merged({"train": {"attention_regularization": 1.0, "label_smoothing": 0.1},
+    parse_params(merged({"decoder": "lstm",
+                         "train": {"attention_regularization": 1.0, "label_smoothing": 0.1},
                          "model": {"attention_gate": True}}))
 
 

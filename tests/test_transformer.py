@@ -268,3 +268,9 @@ def test_params_name_the_transformer_and_check_its_heads():
         params.model.transformer_width)
     with pytest.raises(ParamError, match="multiple of transformer_heads"):
         parse_params(merged({"model": {"transformer_width": 250, "transformer_heads": 4}}))
+    with pytest.raises(ParamError, match=r"decoder transformer attends over the regions "
+                                         r"\(cross-attention\) whatever attention says: for no "
+                                         r"attention set decoder lstm") as err:
+        parse_params(merged({"decoder": "transformer", "attention": "none"}))
+    assert "\n" not in str(err.value)
+    parse_params(merged({"decoder": "lstm", "attention": "none"}))

@@ -166,10 +166,13 @@ class TrainStageParams(Section):
         return self
 
     @model_validator(mode="after")
-    def _updown_attends(self) -> Self:
+    def _attention_none_is_the_lstms(self) -> Self:
         if self.decoder == "updown" and self.attention == "none":
             raise ValueError("decoder updown attends over the regions: set attention to I or II "
                              "(got none)")
+        if self.decoder == "transformer" and self.attention == "none":
+            raise ValueError("decoder transformer attends over the regions (cross-attention) "
+                             "whatever attention says: for no attention set decoder lstm")
         return self
 
     @model_validator(mode="after")
