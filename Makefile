@@ -42,7 +42,7 @@ show: setup
 
 # One row over several training seeds through DVC's queue (each reruns train + evaluate only),
 # then one table of mean ± std of the setting ARGS runs (README, "Several seeds in one command"):
-#   make seeds ARGS="-S attention=II" SEEDS="0 1 2 3 4" JOBS=1
+#   make seeds ARGS="-S decoder=lstm" SEEDS="0 1 2 3 4" JOBS=1
 SEEDS ?= 0 1 2 3 4
 JOBS ?= 1
 seeds: setup

@@ -26,11 +26,11 @@ evaluate stages make them (`imcap.training.finetuning`).
 
 `--dataset signs` is the second synthetic set (`tests/signs_dataset.py`, 1,000 images, 150 test
 images) through `dataset: karpathy`, as `tests/test_unseen_data.py` runs it. `-S key=value`
-changes a parameter as `dvc exp run -S` does (`-S attention=II -S train.epochs=10`).
+changes a parameter as `dvc exp run -S` does (`-S decoder=lstm -S train.epochs=10`).
 
     python benchmarks/seed_spread.py                          # shapes, seeds 0-4, 1 thread each
     python benchmarks/seed_spread.py --dataset signs --seeds 5 --json spread.json
-    python benchmarks/seed_spread.py -S decoder=transformer --jobs 2 --workdir /tmp/spread
+    python benchmarks/seed_spread.py -S decoder=lstm --jobs 2 --workdir /tmp/spread
     python benchmarks/seed_spread.py --seeds 3 -S train.scst_epochs=5   # CE vs + SCST, paired
 
 Imports dvc, mlflow and nltk nowhere at module level (the stages that build the data run as

@@ -4,11 +4,11 @@ A row of the seed's table, run with several training seeds through DVC's queue (
 only train and evaluate: `train.seed` is read by the train stage alone; the data stay those of
 the top-level `seed`):
 
-    for s in 0 1 2 3 4; do dvc exp run --queue -S train.seed=$s -S attention=II; done
+    for s in 0 1 2 3 4; do dvc exp run --queue -S train.seed=$s -S decoder=lstm; done
     dvc queue start -j 1               # workers run in the background (`dvc queue status`)
-    python scripts/seed_table.py --wait -S attention=II  # waits for the queue, then the table
+    python scripts/seed_table.py --wait -S decoder=lstm  # waits for the queue, then the table
 
-(`make seeds ARGS="-S attention=II"` does all three.) Experiments are grouped by their params
+(`make seeds ARGS="-S decoder=lstm"` does all three.) Experiments are grouped by their params
 with the seed keys left out (`--seed-key`, default `train.seed`): one group per setting, with the
 number of seeds, the seeds and mean ± std (n - 1) of each metric. `-S key=value` keeps the
 experiments with that value (the setting just run) and always shows the key. A setting is shown
