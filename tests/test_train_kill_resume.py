@@ -132,8 +132,9 @@ INIT_H = "self.init_h = nn.Linear(config.projection_size, config.hidden_size)"
 
 def test_a_code_change_after_a_kill_starts_over_saying_why(inputs, tmp_path):
     """Killed, then a layer changed (`bias=False`), rerun: it starts over (saying why), never
-    loads the old code's weights (nor fails on them: `Unexpected key(s) in state_dict`)."""
-    root = _project(inputs, tmp_path)
+    loads the old code's weights (nor fails on them: `Unexpected key(s) in state_dict`). The
+    layer is the LSTM's, so the LSTM trains."""
+    root = _project(inputs, tmp_path, lambda params: params.update(decoder="lstm"))
     _kill_after_epoch(_train(root), root, 1)
     assert (root / TRAIN_STAGING_DIR / STATE_FILE).is_file()
     old_epoch_1 = (root / TRAIN_LOG).read_text().splitlines()[1]

@@ -18,22 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from imcap.data.vocab import EncodedCaptions
+from imcap.features.encode import encode_files
 from imcap.features.extraction_settings import CPU_BATCH, GPU_BATCH
 from imcap.features.preprocessing import preprocessing
+from imcap.features.split_encoder import EncoderTail, split_encoder
 from imcap.features.splits import CaptionedSplit
 from imcap.features.store import FeatureStore
 from imcap.model.interface import Decoder
 from imcap.model.tuned import TunedCaptioner
 from imcap.training.params import TrainParams
-
-if TYPE_CHECKING:  # torchvision (2 s at import) only when tuning: every train stage imports this
-    from imcap.features.split_encoder import EncoderTail
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,6 @@ def finetuning_splits(settings: TrainParams, store: FeatureStore, encoded: Encod
                       device: torch.device) -> tuple[Finetuning, dict[str, CaptionedSplit]]:
     """The stages to tune of the encoder that made `store`, and `splits` (by name) with the
     frozen trunk's outputs of their images in place of the stored features."""
-    from imcap.features.encode import encode_files  # torchvision, 2 s: only when tuning
-    from imcap.features.split_encoder import split_encoder
-
     name, weights = str(store.attrs["encoder"]), str(store.attrs["weights"])
     size = int(store.attrs["image_size"])
     halves = split_encoder(name, weights, size, settings.finetune_encoder)
