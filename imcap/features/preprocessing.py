@@ -2,7 +2,7 @@
 encoder and weights (`preprocessing`), and the source region the crop keeps (`crop_box`).
 
 Plain values only, so that code which only needs to know what the encoder saw (the evaluate
-stage's attention figures) does not import torchvision (about 2 s at every stage start);
+stage's attention figures) does not import torchvision (about 2 s at every start of evaluate);
 torchvision is asked only for pretrained weights' metadata.
 """
 
