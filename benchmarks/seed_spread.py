@@ -25,8 +25,9 @@ outputs of the images and the test split the tuned encoder's features, as the tr
 evaluate stages make them (`imcap.training.finetuning`).
 
 `--dataset signs` is the second synthetic set (`tests/signs_dataset.py`, 1,000 images, 150 test
-images) through `dataset: karpathy`, as `tests/test_unseen_data.py` runs it. `-S key=value`
-changes a parameter as `dvc exp run -S` does (`-S decoder=lstm -S train.epochs=10`).
+images; `--signs-images 600` is the size `tests/test_unseen_data.py` runs) through
+`dataset: karpathy`. `-S key=value` changes a parameter as `dvc exp run -S` does
+(`-S decoder=lstm -S train.epochs=10`).
 
     python benchmarks/seed_spread.py                          # shapes, seeds 0-4, 1 thread each
     python benchmarks/seed_spread.py --dataset signs --seeds 5 --json spread.json
@@ -110,18 +111,19 @@ def raw_params(dataset: str, overrides: dict[str, Any], source: Path | None) -> 
     return raw
 
 
-def build_data(workdir: Path, dataset: str, overrides: dict[str, Any]) -> Params:
+def build_data(workdir: Path, dataset: str, overrides: dict[str, Any],
+               signs_images: int = 1000) -> Params:
     """The data stages' outputs in `workdir` (kept when they were built from the same params);
-    the params, validated."""
+    the params, validated. `signs` has `signs_images` images."""
     workdir.mkdir(parents=True, exist_ok=True)
     source = None
     if dataset == "signs":
-        source = workdir / "signs"
+        source = workdir / f"signs-{signs_images}"
         if not (source / "signs.json").is_file():
             sys.path.insert(0, str(REPO / "tests"))
             from signs_dataset import write_signs
 
-            write_signs(source)
+            write_signs(source, num_images=signs_images)
     raw = raw_params(dataset, overrides, source)
     params = parse_params(copy.deepcopy(raw), source="seed_spread")
     (workdir / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -350,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("shapes", "signs"), default="shapes")
+    parser.add_argument("--signs-images", type=int, default=1000,
+                        help="images of the signs set (default 1000)")
     parser.add_argument("--seeds", type=int, default=5, help="training seeds (default 5)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="the seeds are first-seed .. first-seed + seeds - 1")
@@ -365,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     with tempfile.TemporaryDirectory(prefix="seed_spread.") as tmp:
         workdir = (args.workdir or Path(tmp)).resolve()
-        params = build_data(workdir, args.dataset, overrides)
+        params = build_data(workdir, args.dataset, overrides, args.signs_images)
         print(f"{args.dataset}, data seed {params.seed}, training seeds {seeds}, "
               f"{args.jobs} job(s) x {args.threads} thread(s)"
               + (f", {' '.join(args.overrides)}" if args.overrides else ""), file=sys.stderr)
@@ -380,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [run["ce"] for run in both]
     summary = summarise(runs)
     result = {"dataset": args.dataset, "overrides": overrides, "data_seed": params.seed,
+              **({"signs_images": args.signs_images} if args.dataset == "signs" else {}),
               "params": params.as_flat_dict(), "runs": runs, "summary": summary}
     if params.train.scst_epochs:
         print("cross-entropy only:")

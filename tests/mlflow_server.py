@@ -53,7 +53,7 @@ def mlflow_server(home: Path) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the server and its uvicorn worker, started here
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # still shutting down on a loaded machine
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:  # waiting for clients' kept-alive connections to close
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)

@@ -3,7 +3,10 @@
 A stage reruns exactly when its params or code change and is restored from DVC's run-cache
 otherwise (both `train` and `evaluate` can enter it: no output of theirs is a plain
 `cache: false` one, and the MLflow run is found by the model's hash); every evaluate logs its own
-MLflow run under the train run of its model; a killed train leaves the previous model in place."""
+MLflow run under the train run of its model; a killed train leaves the previous model in place;
+a seed row queued under two training seeds runs through `dvc queue` into one row of
+scripts/seed_table.py. The tests share one project and its first `dvc repro` (each stage
+process pays seconds of imports, so a repro costs most of a minute)."""
 
 from __future__ import annotations
 
@@ -337,3 +340,57 @@ def test_run_cache_shared_through_a_remote_reruns_nothing_in_another_clone(proje
     again = _dvc(other, "repro")
     assert _ran(again) == set(), again.stdout
     assert (other / "metrics/eval.json").is_file()
+
+
+# Queued rows: (the row's -S values, the stages it must run after the committed default run;
+# `check` runs for any change of params.yaml). v7 of README.md's seed table (the LSTM with
+# attention II) and its second training seed, which reruns train and evaluate only (train.seed is
+# read by train alone). Every row is validated and planned above; every param each stage reads
+# is declared for it by tests/test_dvc_deps.py; settings are told apart in the table by
+# tests/test_seed_table.py.
+QUEUED_ROWS = {
+    "v7": (["decoder=lstm", "attention=II"], {"check", "train", "evaluate"}),
+    "v7-seed1": (["decoder=lstm", "attention=II", "train.seed=1"], {"check", "train", "evaluate"}),
+}
+
+
+def _wait_for_queue(root: Path, timeout: float = 600) -> str:
+    """`dvc queue status` once no task is queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _dvc(root, "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(5)  # each `dvc queue status` costs the queue a second of CPU
+    raise AssertionError(f"the queue did not finish in {timeout} s:\n{status}")
+
+
+def test_queued_seed_rows_run_the_stages_their_params_touch(project: Path, tmp_path: Path):
+    """A seed row queued with `dvc exp run --queue` under two training seeds and run by
+    `dvc queue start`: each experiment reruns exactly the stages its params touch, and
+    scripts/seed_table.py collects both into one row of mean ± std."""
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    _dvc(project, "checkout", "--force", check=False)  # nothing to check out when run alone
+    _dvc(project, "repro")
+    # A commit of its own: the table shows the experiments of HEAD, these rows only.
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", "default run", "--allow-empty"], cwd=project,
+                   check=True)
+    for name, (values, _) in QUEUED_ROWS.items():
+        _dvc(project, "exp", "run", "--queue", "-n", name,
+             *[arg for value in values for arg in ("-S", value)])
+    _dvc(project, "queue", "start", "-j", "1")
+    try:
+        status = _wait_for_queue(project)
+    finally:
+        _dvc(project, "queue", "stop", check=False)
+    for name, (_, expected) in QUEUED_ROWS.items():
+        assert re.search(rf"\b{name}\b.*\bSuccess\b", status), status
+        log = _dvc(project, "queue", "logs", name)
+        assert _ran(log) == expected, f"{name} ran {sorted(_ran(log))}:\n{log.stdout}"
+    table = tmp_path / "seed_table.json"
+    subprocess.run([sys.executable, str(REPO / "scripts/seed_table.py"), "--json", str(table)],
+                   cwd=project, check=True, capture_output=True, text=True)
+    [v7] = json.loads(table.read_text())  # one row per setting: v7's two seeds
+    assert v7["n"] == 2 and sorted(v7["seeds"]) == [0, 1], v7
+    assert "attention=II" in v7["setting"] and v7["greedy.bleu4"]["std"] is not None

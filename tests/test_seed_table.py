@@ -1,5 +1,5 @@
 """scripts/seed_table.py: experiments of `dvc exp show --json` grouped into settings, the seed
-left out, with mean ± std per metric (the real queue runs in test_e2e_seed_queue.py)."""
+left out, with mean ± std per metric (the real queue runs in test_e2e_dvc.py)."""
 
 from __future__ import annotations
 

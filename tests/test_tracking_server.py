@@ -15,6 +15,7 @@ import pytest
 from mlflow_server import BIN, client_env, mlflow_server
 from test_e2e_dvc import make_project
 
+from imcap.evaluation.compare import compare_command
 from imcap.tracking import MODEL_VERSION_TAG, STAGE_TAG, TRAIN_RUN_TAG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,8 +78,8 @@ def test_two_clones_share_the_tracking_server_the_registry_and_experiments(serve
     _in(b, url, "dvc", "exp", "push", "origin", "from-b")
 
     _in(a, url, "dvc", "exp", "pull", "origin", "from-b")
-    compared = _in(a, url, str(BIN / "imcap"), "compare", "HEAD", "from-b")
-    assert compared.startswith("A = HEAD, B = from-b: ")
+    # `imcap compare HEAD from-b` in A, in this process (tests/test_compare.py runs the CLI)
+    assert compare_command("HEAD", "from-b", a).startswith("A = HEAD, B = from-b: ")
 
     client = mlflow.MlflowClient(url, registry_uri=url)  # not a registry another test set
     experiment = client.get_experiment_by_name("team").experiment_id
