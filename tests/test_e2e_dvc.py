@@ -108,6 +108,19 @@ def _restored(result: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"Stage '([\w@-]+)' is cached", result.stdout + result.stderr))
 
 
+def _restore_committed(project: Path) -> None:
+    """The committed params.yaml and the outputs its `dvc.lock` records, back in the workspace
+    (an earlier experiment changes both; nothing to check out when a test runs alone)."""
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
+    _dvc(project, "checkout", "--force", check=False)
+
+
+def _commit(project: Path, message: str) -> None:
+    """Commit the workspace as it is (dvc.lock and the uncached metrics included)."""
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", message, "--allow-empty"], cwd=project, check=True)
+
+
 def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     first = _dvc(project, "repro")
     assert _ran(first) == set(STAGES)
@@ -125,8 +138,7 @@ def test_pipeline_experiments_metrics_and_mlflow(project: Path):
     assert _ran(again) == set()
     assert "up to date" in again.stdout
 
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=project, check=True)
+    _commit(project, "baseline")
 
     encoder = _dvc(project, "exp", "run", "-S", "encoder=resnet34")
     assert _ran(encoder) == {"check", "features", "train", "evaluate"}  # check: params changed
@@ -249,8 +261,7 @@ EDITS = {
 
 
 def test_a_code_edit_reruns_only_the_stages_that_run_that_code(project: Path):
-    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
-    _dvc(project, "checkout", "--force", check=False)
+    _restore_committed(project)
     _dvc(project, "repro")
     for module, stages in EDITS.items():
         path = project / module
@@ -291,8 +302,7 @@ def test_readme_lists_every_seed_row():
 def committed(project: Path) -> Path:
     """`project` back at its committed baseline, once for the dry runs (which change no
     output): an earlier failed experiment leaves outputs removed."""
-    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
-    _dvc(project, "checkout", "--force", check=False)  # nothing to check out when run alone
+    _restore_committed(project)
     return project
 
 
@@ -326,12 +336,10 @@ def test_run_cache_shared_through_a_remote_reruns_nothing_in_another_clone(proje
     """`dvc push --run-cache` from one clone, `dvc pull --run-cache` + `dvc repro` in a clone at
     another path: every stage is restored, none recomputed (the outputs' hashes do not depend on
     where the repository or the download cache is)."""
-    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
-    _dvc(project, "checkout", "--force", check=False)  # nothing to check out when run alone
+    _restore_committed(project)
     _dvc(project, "repro")
     # What a clone starts from: the commit with dvc.lock and the (uncached) metrics files.
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "commit", "-qm", "results", "--allow-empty"], cwd=project, check=True)
+    _commit(project, "results")
     remote = tmp_path / "remote"
     _dvc(project, "remote", "add", "--local", "-f", "shared", str(remote))
     _dvc(project, "push", "--run-cache", "-r", "shared")
@@ -373,13 +381,10 @@ def test_queued_seed_rows_run_the_stages_their_params_touch(project: Path, tmp_p
     """A seed row queued with `dvc exp run --queue` under two training seeds and run by
     `dvc queue start`: each experiment reruns exactly the stages its params touch, and
     scripts/seed_table.py collects both into one row of mean ± std."""
-    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
-    _dvc(project, "checkout", "--force", check=False)  # nothing to check out when run alone
+    _restore_committed(project)
     _dvc(project, "repro")
     # A commit of its own: the table shows the experiments of HEAD, these rows only.
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "commit", "-qm", "default run", "--allow-empty"], cwd=project,
-                   check=True)
+    _commit(project, "default run")
     for name, (values, _) in QUEUED_ROWS.items():
         _dvc(project, "exp", "run", "--queue", "-n", name,
              *[arg for value in values for arg in ("-S", value)])

@@ -267,12 +267,11 @@ def post(url: str, body: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def served(logged) -> Iterator[str]:
-    """`mlflow models serve` of version 1, started once for the tests that post to it."""
+    """`mlflow models serve` of version 1, started once for the tests that post to it (`logged`
+    points DVC_ROOT, so `tracking_uri()`, at its repo for the whole module)."""
     port = free_port()
-    env = os.environ | {"DVC_ROOT": str(logged),  # what `store` sets for the other tests
-                        "MLFLOW_TRACKING_URI": f"sqlite:///{logged / 'mlflow.db'}",
-                        "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
-                        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri(), "NO_PROXY": "127.0.0.1",
+                        "no_proxy": "127.0.0.1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen(
         [BIN / "mlflow", "models", "serve", "-m", f"models:/{REGISTERED_MODEL}/1",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
